@@ -1,0 +1,52 @@
+"""Shared command-line plumbing: recipe arguments and one-line error messages."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from alexnet_tf.config import Config, ConfigError, load_recipe, override
+
+
+def recipe_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("recipe", help="recipe file with get_config(), e.g. recipes/paper.py")
+    parser.add_argument("--workdir", help="run folder (default: runs/<recipe name>)")
+    parser.add_argument(
+        "--data",
+        help="data source: folder:PATH | tfds:NAME[:SPLIT] | tfrecord:GLOB | "
+        "fashion_mnist:DIR | builtin:fashion_mnist (overrides data.source)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set optim.lr=0.02 (repeatable)",
+    )
+    return parser
+
+
+def resolve_config(args: argparse.Namespace) -> Config:
+    config = load_recipe(args.recipe)
+    overrides = list(args.overrides)
+    if args.data:
+        overrides.insert(0, f"data.source={args.data}")
+    return override(config, overrides) if overrides else config
+
+
+def run(fn) -> int:
+    """Runs `fn`, turning the project's expected errors into one line and exit code 2."""
+    from alexnet_tf.data import DataError
+    from alexnet_tf.train import TrainingError
+
+    try:
+        fn()
+    except (ConfigError, DataError, TrainingError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0

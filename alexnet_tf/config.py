@@ -1,0 +1,263 @@
+"""Typed, frozen configuration trees, recipe loading and `--set` overrides.
+
+A recipe is a Python file with a `get_config()` function returning a `Config`. Variants
+import a base recipe and change fields with `dataclasses.replace` or `override`.
+Every field carries a default equal to the paper's value where the paper gives one.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib.util
+import json
+import os
+import sys
+import typing
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A recipe or an override that cannot be used; the message says what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the images come from and how they are prepared (Sec. 2 and 4.1)."""
+
+    # folder:PATH | tfds:NAME[:SPLIT] | tfrecord:GLOB | fashion_mnist:DIR | builtin:fashion_mnist
+    source: str = "tfds:imagenet2012"
+    train_split: str = "train"
+    eval_split: str = "validation"
+    resize_size: int = 256  # Sec. 2: shorter side to 256, then the central 256x256 patch
+    crop_size: int = 227  # Sec. 4.1 says 224; 227 is what gives 55x55 after conv1
+    pad_crop: int = 0  # >0: take crops of this size and zero-pad to crop_size (224 + 3)
+    random_flip: bool = True  # Sec. 4.1: horizontal reflections
+    pca_noise_std: float = 0.1  # Sec. 4.1: alpha ~ N(0, 0.1) per image
+    subtract_mean: bool = True  # Sec. 2: subtract the mean activity over the training set
+    stats_path: str = ""  # .npz from `python -m alexnet_tf.stats`; "" = dataset or ImageNet
+    shuffle_buffer: int = 10_000
+    cache: bool = False  # cache decoded, resized images in memory (small datasets)
+    service_address: str = ""  # tf.data service dispatcher, e.g. grpc://host:5000
+    eval_examples: int = 0  # 0 = the whole eval split
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The network of Sec. 3 and Fig. 2, with the paper's ablations as switches."""
+
+    num_classes: int = 1000  # ILSVRC
+    input_size: int = 227  # Sec. 3.5 / Fig. 2 (see DataConfig.crop_size)
+    width: float = 1.0  # multiplies every conv and fc width; 1.0 is the paper's net
+    two_columns: bool = True  # Sec. 3.2; False = one column with half the kernels
+    lrn: bool = True  # Sec. 3.3
+    lrn_convention: str = "paper"  # paper | cuda-convnet | caffe
+    lrn_size: int = 5  # Sec. 3.3: n = 5
+    lrn_alpha: float = 1e-4  # Sec. 3.3
+    lrn_beta: float = 0.75  # Sec. 3.3
+    overlap_pooling: bool = True  # Sec. 3.4: s=2, z=3; False = s=2, z=2
+    activation: str = "relu"  # Sec. 3.1; "tanh" for the Fig. 1 comparison
+    dropout: float = 0.5  # Sec. 4.2, before fc6 and fc7
+    init_std: float = 0.01  # Sec. 5: weights ~ N(0, 0.01)
+    bias_one: bool = True  # Sec. 5: biases 1 in conv2, conv4, conv5, fc6, fc7
+    conv_form: str = "grouped"  # grouped (Conv2D groups=2) | split (two convs + concat)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """Stochastic gradient descent as in Sec. 5."""
+
+    lr: float = 0.01  # Sec. 5
+    momentum: float = 0.9  # Sec. 5
+    weight_decay: float = 5e-4  # Sec. 5, inside the momentum update
+    decay_biases: bool = False  # Sec. 5 writes the rule for weights; biases get none
+    schedule: str = "plateau"  # plateau (Sec. 5) | step | constant
+    lr_factor: float = 0.1  # Sec. 5: divide by 10
+    max_reductions: int = 3  # Sec. 5: "reduced three times prior to termination"
+    plateau_patience: int = 2  # epochs without improvement before a reduction
+    plateau_threshold: float = 1e-3  # smaller improvements of eval top-1 error do not count
+    step_epochs: tuple = ()  # for schedule=step: epochs at which lr *= lr_factor
+    scale_lr: bool = True  # lr * global_batch / 128 when the batch differs from Sec. 5's
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 128  # Sec. 5, global batch
+    epochs: int = 90  # Sec. 5: "roughly 90 cycles"
+    max_steps: int = 0  # stop after this many steps; 0 = no limit
+    eval_batch_size: int = 0  # 0 = batch_size
+    precision: str = "float32"  # float32 | mixed_bfloat16
+    jit_compile: bool = True
+    steps_per_loop: int = 1  # training steps per host call
+    log_every: int = 100  # steps between console lines and scalars
+    checkpoint_every: int = 1000  # steps; a checkpoint is also written at each epoch end
+    keep_checkpoints: int = 3
+    seed: int = 0
+    deterministic: bool = False  # op determinism and fixed seeds for data and dropout
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributeConfig:
+    strategy: str = "auto"  # auto | one_device | mirrored | multi_worker
+    devices: str = ""  # "" = all local GPUs; "cpu:2" = two logical CPUs; or "gpu:0,gpu:1"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
+    distribute: DistributeConfig = DistributeConfig()
+
+
+# Fields whose value must be one of a few words.
+CHOICES = {
+    "model.lrn_convention": ("paper", "cuda-convnet", "caffe"),
+    "model.activation": ("relu", "tanh"),
+    "model.conv_form": ("grouped", "split"),
+    "optim.schedule": ("plateau", "step", "constant"),
+    "train.precision": ("float32", "mixed_bfloat16"),
+    "distribute.strategy": ("auto", "one_device", "mirrored", "multi_worker"),
+}
+
+
+def validate(config: Config) -> Config:
+    """Raises ConfigError for a field outside its choices or an impossible combination."""
+    for key, allowed in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r}; valid values: {', '.join(allowed)}")
+    if config.train.batch_size <= 0:
+        raise ConfigError("train.batch_size must be positive")
+    if config.model.input_size != config.data.crop_size:
+        raise ConfigError(
+            f"model.input_size={config.model.input_size} but data.crop_size={config.data.crop_size}; "
+            "set both to the same size"
+        )
+    if config.data.crop_size > config.data.resize_size:
+        raise ConfigError("data.crop_size must not exceed data.resize_size")
+    return config
+
+
+def to_dict(config: Any) -> dict:
+    """The config tree as plain JSON-able dicts."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def from_dict(cls: type, values: dict) -> Any:
+    """Rebuilds a config tree from `to_dict` output (e.g. a run's config.json)."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in values:
+            continue
+        v = values[f.name]
+        kind = hints[f.name]
+        if dataclasses.is_dataclass(kind):
+            kwargs[f.name] = from_dict(kind, v)
+        else:
+            kwargs[f.name] = _coerce(f.name, kind, v)
+    return cls(**kwargs)
+
+
+def load_recipe(path: str | os.PathLike) -> Config:
+    """Imports a recipe file and returns its `get_config()`."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ConfigError(f"recipe {path!r} not found; recipes live in recipes/, e.g. recipes/paper.py")
+    name = "alexnet_tf_recipe_" + os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    # Variants import their base recipe by name (`from paper import get_config`).
+    folder = os.path.dirname(os.path.abspath(path))
+    sys.path.insert(0, folder)
+    try:
+        spec.loader.exec_module(module)
+    except ConfigError as e:
+        raise ConfigError(f"recipe {path!r}: {e}") from e
+    except Exception as e:  # the recipe's own error, shown in one line
+        raise ConfigError(f"recipe {path!r} failed to load: {type(e).__name__}: {e}") from e
+    finally:
+        sys.path.remove(folder)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"recipe {path!r} has no get_config() function")
+    config = module.get_config()
+    if not isinstance(config, Config):
+        raise ConfigError(f"recipe {path!r}: get_config() must return alexnet_tf.config.Config")
+    return validate(config)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _coerce(key: str, kind: Any, value: Any) -> Any:
+    """Checks `value` against the field type `kind`, converting only where lossless."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif kind is str:
+        return value if isinstance(value, str) else str(value)
+    elif kind is tuple:
+        if isinstance(value, (list, tuple)):
+            return tuple(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return (value,)
+    raise ConfigError(f"{key}: expected {kind.__name__}, got {value!r} ({type(value).__name__})")
+
+
+def override(config: Config, assignments: list[str] | dict) -> Config:
+    """Applies `a.b=value` overrides; the value is a Python literal or a plain string."""
+    if isinstance(assignments, dict):
+        items = list(assignments.items())
+    else:
+        items = []
+        for a in assignments:
+            if "=" not in a:
+                raise ConfigError(f"override {a!r} is not of the form section.key=value")
+            key, text = a.split("=", 1)
+            items.append((key.strip(), _parse_value(text.strip())))
+    for key, value in items:
+        config = _set(config, key, value)
+    return validate(config)
+
+
+def _set(node: Any, dotted: str, value: Any, prefix: str = "") -> Any:
+    head, _, rest = dotted.partition(".")
+    names = [f.name for f in dataclasses.fields(node)]
+    where = prefix.rstrip(".") or "the config"
+    if head not in names:
+        raise ConfigError(
+            f"unknown key {prefix + head!r}; valid keys of {where}: {', '.join(names)}"
+        )
+    hints = typing.get_type_hints(type(node))
+    child = getattr(node, head)
+    if dataclasses.is_dataclass(child):
+        if not rest:
+            raise ConfigError(f"{prefix + head!r} is a section; set one of its keys, e.g. {prefix + head}.{dataclasses.fields(child)[0].name}=...")
+        return dataclasses.replace(node, **{head: _set(child, rest, value, prefix + head + ".")})
+    if rest:
+        raise ConfigError(f"{prefix + head!r} is not a section; valid keys of {where}: {', '.join(names)}")
+    return dataclasses.replace(node, **{head: _coerce(prefix + head, hints[head], value)})
+
+
+def save(config: Config, path: str) -> None:
+    with open(path, "w") as f:
+        json.dump(to_dict(config), f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def load_json(path: str) -> Config:
+    with open(path) as f:
+        return from_dict(Config, json.load(f))

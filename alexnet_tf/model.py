@@ -1,0 +1,198 @@
+"""The network of Sec. 3 (Fig. 2) as a Keras functional graph.
+
+Two columns ("GPUs") that talk only at conv3 and the fully connected layers: conv2, conv4
+and conv5 are grouped convolutions with two groups. Layer names follow the paper:
+conv1, lrn1, pool1, conv2, lrn2, pool2, conv3, conv4, conv5, pool5, fc6, fc7, fc8.
+The model maps a float batch (already mean-subtracted, see `alexnet_tf.data`) to fc8
+logits in float32.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from keras import layers, ops
+
+from alexnet_tf.config import ModelConfig
+
+# Sec. 3.5 / Fig. 2: (filters, kernel, stride, groups in the two-column net)
+CONV_SPECS = {
+    "conv1": (96, 11, 4, 1),
+    "conv2": (256, 5, 1, 2),
+    "conv3": (384, 3, 1, 1),  # sees both columns
+    "conv4": (384, 3, 1, 2),
+    "conv5": (256, 3, 1, 2),
+}
+FC_UNITS = {"fc6": 4096, "fc7": 4096}  # Sec. 3.5
+BIAS_ONE = ("conv2", "conv4", "conv5", "fc6", "fc7")  # Sec. 5
+
+
+@keras.saving.register_keras_serializable(package="alexnet_tf")
+class LocalResponseNormalization(layers.Layer):
+    """Brightness normalisation across neighbouring maps, Sec. 3.3.
+
+    b[c] = a[c] / (k + alpha' * sum_{c' in [c - n//2, c + n//2]} a[c']^2) ** beta
+
+    `convention` fixes how the constants are read:
+      paper:        alpha' = alpha,     k = 2   (the formula as printed, no 1/n)
+      cuda-convnet: alpha' = alpha / n, k = 2   (Alex's released code)
+      caffe:        alpha' = alpha / n, k = 1   (bvlc_alexnet)
+    Computed in float32 whatever the dtype policy, from plain ops that XLA fuses
+    (tf.nn.local_response_normalization has no bf16 kernel and does not compile in bf16).
+    """
+
+    CONVENTIONS = {"paper": (2.0, False), "cuda-convnet": (2.0, True), "caffe": (1.0, True)}
+
+    def __init__(self, size=5, alpha=1e-4, beta=0.75, convention="paper", **kwargs):
+        super().__init__(**kwargs)
+        if convention not in self.CONVENTIONS:
+            raise ValueError(f"convention must be one of {sorted(self.CONVENTIONS)}, got {convention!r}")
+        if size % 2 != 1:
+            raise ValueError(f"size must be odd, got {size}")
+        self.size, self.alpha, self.beta, self.convention = size, alpha, beta, convention
+        self.k, per_term = self.CONVENTIONS[convention]
+        self.scaled_alpha = alpha / size if per_term else alpha
+
+    def call(self, x):
+        in_dtype = x.dtype
+        x = ops.cast(x, "float32")
+        squares = ops.square(x)
+        r = self.size // 2
+        padded = ops.pad(squares, [[0, 0], [0, 0], [0, 0], [r, r]])
+        channels = x.shape[-1]
+        window = padded[..., 0:channels]
+        for i in range(1, self.size):
+            window = window + padded[..., i : i + channels]
+        y = x * ops.power(self.k + self.scaled_alpha * window, -self.beta)
+        return ops.cast(y, in_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "size": self.size,
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "convention": self.convention,
+        }
+
+
+@keras.saving.register_keras_serializable(package="alexnet_tf")
+class SplitConv2D(layers.Conv2D):
+    """Conv2D(groups=g) computed as g plain convolutions on channel slices + concat.
+
+    Same variables and shapes as `keras.layers.Conv2D(groups=g)`, so weights move
+    between the two forms unchanged. Keras' grouped Conv2D runs through a must-compile
+    XLA function; this form needs no XLA (TF Serving runs with XLA off).
+    """
+
+    def convolution_op(self, inputs, kernel):
+        g = self.groups
+        if g == 1:
+            return super().convolution_op(inputs, kernel)
+        cin = inputs.shape[-1] // g
+        cout = kernel.shape[-1] // g
+        outs = []
+        for i in range(g):
+            outs.append(
+                tf.nn.conv2d(
+                    inputs[..., i * cin : (i + 1) * cin],
+                    kernel[..., i * cout : (i + 1) * cout],
+                    strides=self.strides,
+                    padding=self.padding.upper(),
+                    dilations=self.dilation_rate,
+                )
+            )
+        return ops.concatenate(outs, axis=-1)
+
+
+def _widths(config: ModelConfig) -> dict:
+    """Filters/units per layer after the column and width switches."""
+    out = {}
+    for name, (filters, *_rest) in CONV_SPECS.items():
+        if not config.two_columns and name != "conv5":
+            # Sec. 3.2: one column with half the kernels; footnote 2: the one-GPU net
+            # keeps conv5 (and the fc layers) at full size.
+            filters //= 2
+        out[name] = max(2, 2 * round(filters * config.width / 2))
+    for name, units in FC_UNITS.items():
+        out[name] = max(2, round(units * config.width))
+    return out
+
+
+def build_model(config: ModelConfig, name: str = "alexnet") -> keras.Model:
+    """Builds the paper's net (or an ablation of it) as a functional Keras model."""
+    widths = _widths(config)
+    groups = 2 if config.two_columns else 1
+    pool = (3, 2) if config.overlap_pooling else (2, 2)  # Sec. 3.4: z=3, s=2
+    act = config.activation
+    init = keras.initializers.RandomNormal(stddev=config.init_std)  # Sec. 5
+    conv_cls = SplitConv2D if config.conv_form == "split" else layers.Conv2D
+
+    def bias(layer_name):
+        one = config.bias_one and layer_name in BIAS_ONE  # Sec. 5
+        return keras.initializers.Constant(1.0 if one else 0.0)
+
+    def conv(x, layer_name):
+        _, kernel, stride, g = CONV_SPECS[layer_name]
+        g = g if groups == 2 else 1
+        return conv_cls(
+            widths[layer_name],
+            kernel,
+            strides=stride,
+            padding="valid" if layer_name == "conv1" else "same",
+            groups=g,
+            activation=act,
+            kernel_initializer=init,
+            bias_initializer=bias(layer_name),
+            name=layer_name,
+        )(x)
+
+    def lrn(x, layer_name):
+        if not config.lrn:
+            return x
+        return LocalResponseNormalization(
+            size=config.lrn_size,
+            alpha=config.lrn_alpha,
+            beta=config.lrn_beta,
+            convention=config.lrn_convention,
+            name=layer_name,
+        )(x)
+
+    def maxpool(x, layer_name):
+        return layers.MaxPooling2D(pool[0], pool[1], padding="valid", name=layer_name)(x)
+
+    s = config.input_size
+    inputs = keras.Input((s, s, 3), name="image")  # (B, 227, 227, 3)
+    x = conv(inputs, "conv1")  # (B, 55, 55, 96)
+    x = lrn(x, "lrn1")
+    x = maxpool(x, "pool1")  # (B, 27, 27, 96)
+    x = conv(x, "conv2")  # (B, 27, 27, 256), two groups
+    x = lrn(x, "lrn2")
+    x = maxpool(x, "pool2")  # (B, 13, 13, 256)
+    x = conv(x, "conv3")  # (B, 13, 13, 384), both columns
+    x = conv(x, "conv4")  # (B, 13, 13, 384), two groups
+    x = conv(x, "conv5")  # (B, 13, 13, 256), two groups
+    x = maxpool(x, "pool5")  # (B, 6, 6, 256)
+    x = layers.Flatten(name="flatten")(x)  # (B, 9216)
+    for fc in ("fc6", "fc7"):
+        x = layers.Dropout(config.dropout, name=f"dropout{fc[-1]}")(x)  # Sec. 4.2
+        x = layers.Dense(
+            widths[fc], activation=act, kernel_initializer=init, bias_initializer=bias(fc), name=fc
+        )(x)  # (B, 4096)
+    x = layers.Dense(
+        config.num_classes, kernel_initializer=init, bias_initializer=bias("fc8"), name="fc8"
+    )(x)  # (B, 1000)
+    logits = layers.Activation("linear", dtype="float32", name="logits")(x)
+    return keras.Model(inputs, logits, name=name)
+
+
+def to_split_form(model: keras.Model, config: ModelConfig) -> keras.Model:
+    """The same net with SplitConv2D for the grouped layers and the same weights."""
+    import dataclasses
+
+    split = build_model(dataclasses.replace(config, conv_form="split"), name=model.name)
+    split.set_weights(model.get_weights())
+    return split

@@ -1,0 +1,88 @@
+"""The one place that writes metrics: TensorBoard summaries and the console line."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import tensorflow as tf
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+class Reporter:
+    """Writes scalars to `workdir/tb/{train,eval}` and progress lines to stdout.
+
+    Only the chief writes TensorBoard files; every worker may print.
+    """
+
+    def __init__(self, workdir: str, total_steps: int, chief: bool = True, stream=None):
+        self.total_steps = total_steps
+        self.chief = chief
+        self.stream = stream or sys.stdout
+        self._writers = {}
+        self._logdir = os.path.join(workdir, "tb")
+        self._start = time.perf_counter()
+        self._start_step = None
+
+    def writer(self, name: str) -> tf.summary.SummaryWriter:
+        if name not in self._writers:
+            path = os.path.join(self._logdir, name) if self.chief else os.path.join(self._logdir, "_nonchief", name)
+            self._writers[name] = tf.summary.create_file_writer(path)
+        return self._writers[name]
+
+    def scalars(self, name: str, step: int, values: dict) -> None:
+        if not self.chief:
+            return
+        with self.writer(name).as_default(step=step):
+            for key, value in values.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    tf.summary.scalar(key, value)
+
+    def images(self, name: str, step: int, tag: str, images, max_outputs: int = 8) -> None:
+        if not self.chief:
+            return
+        with self.writer(name).as_default(step=step):
+            tf.summary.image(tag, images, max_outputs=max_outputs)
+
+    def histograms(self, name: str, step: int, values: dict) -> None:
+        if not self.chief:
+            return
+        with self.writer(name).as_default(step=step):
+            for key, value in values.items():
+                tf.summary.histogram(key, value)
+
+    def eta(self, step: int) -> float:
+        """Seconds left at the average pace since the first logged step."""
+        now = time.perf_counter()
+        if self._start_step is None:
+            self._start_step, self._start = step, now
+            return float("nan")
+        done = step - self._start_step
+        if done <= 0:
+            return float("nan")
+        return (now - self._start) / done * (self.total_steps - step)
+
+    def line(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def progress(self, epoch: int, epochs: int, step: int, values: dict) -> None:
+        eta = self.eta(step)
+        parts = [f"epoch {epoch + 1}/{epochs}", f"step {step}/{self.total_steps}"]
+        for key in ("loss", "top1_error", "lr"):
+            if key in values:
+                parts.append(f"{key} {values[key]:.4g}")
+        if "images_per_sec" in values:
+            parts.append(f"{values['images_per_sec']:.0f} img/s")
+        parts.append("ETA " + ("?" if eta != eta else format_duration(eta)))
+        self.line("  ".join(parts))
+
+    def flush(self) -> None:
+        for w in self._writers.values():
+            w.flush()

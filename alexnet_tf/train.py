@@ -1,0 +1,368 @@
+"""Training: `python -m alexnet_tf.train RECIPE [--workdir DIR] [--data SPEC] [--set k=v ...]`.
+
+`train_and_evaluate(config, workdir)` does the work; `main` only parses and calls it.
+A custom loop under a tf.distribute strategy: an XLA-compiled forward/backward per
+replica, the paper's SGD rule applied outside the compiled function (the form that works
+under MirroredStrategy), several steps per host call, checkpoints with automatic resume,
+TensorBoard scalars and a console progress line, a final evaluation in results.json.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+
+import keras
+import tensorflow as tf
+
+from alexnet_tf import data as data_lib
+from alexnet_tf import optim
+from alexnet_tf.config import Config, ConfigError, save, to_dict, validate
+from alexnet_tf.distribute import make_strategy
+from alexnet_tf.model import build_model
+from alexnet_tf.report import Reporter, format_duration
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. a non-finite loss); checkpoints stay as they were."""
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str):
+    """Sets the Keras dtype policy for the duration of a run."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    return resolver.task_type in (None, "chief") or (resolver.task_type == "worker" and resolver.task_id == 0)
+
+
+def _check_workdir(config: Config, workdir: str) -> None:
+    """A workdir holds one run: resuming with a different model would mix weights."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        old = json.load(f)
+    new = to_dict(config)
+    for section in ("model",):
+        if old.get(section) != new[section]:
+            changed = sorted(k for k in new[section] if old.get(section, {}).get(k) != new[section][k])
+            raise ConfigError(
+                f"{workdir} holds a run with a different {section} config ({', '.join(changed)}); "
+                "use a new --workdir or the same recipe and overrides"
+            )
+
+
+class Trainer:
+    """Holds the state of one run; `train_and_evaluate` drives it."""
+
+    def __init__(self, config: Config, workdir: str):
+        self.config = config
+        self.workdir = workdir
+        c = config
+        self.strategy = make_strategy(c.distribute)
+        self.source = data_lib.open_source(c.data.source)
+        if self.source.num_classes != c.model.num_classes:
+            raise ConfigError(
+                f"{c.data.source} has {self.source.num_classes} classes but model.num_classes="
+                f"{c.model.num_classes}; set model.num_classes={self.source.num_classes}"
+            )
+        self.global_batch = c.train.batch_size
+        replicas = self.strategy.num_replicas_in_sync
+        if self.global_batch % replicas:
+            raise ConfigError(f"train.batch_size={self.global_batch} is not divisible by {replicas} replicas")
+        self.eval_batch = c.train.eval_batch_size or c.train.batch_size
+        n_train = self.source.sizes[c.data.train_split]
+        self.steps_per_epoch = n_train // self.global_batch
+        if self.steps_per_epoch == 0:
+            raise ConfigError(f"train.batch_size={self.global_batch} exceeds the {n_train} training examples")
+        self.total_steps = c.train.epochs * self.steps_per_epoch
+        if c.train.max_steps:
+            self.total_steps = min(self.total_steps, c.train.max_steps)
+
+        self.stats = self._stats()
+        with self.strategy.scope():
+            self.model = build_model(c.model)
+            self.optimizer = optim.build_optimizer(c.optim, self.global_batch)
+            self.optimizer.build(self.model.trainable_variables)
+            self.schedule = optim.LearningRateSchedule(c.optim, self.global_batch)
+            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self.stats_tensors = {
+            "mean_image": tf.constant(self.stats.mean_image),
+            "eigval": tf.constant(self.stats.eigval),
+            "eigvec": tf.constant(self.stats.eigvec),
+        }
+        self.checkpoint = tf.train.Checkpoint(
+            model=self.model, optimizer=self.optimizer, schedule=self.schedule, step=self.step
+        )
+        ckpt_dir = os.path.join(workdir, "checkpoints")
+        if not is_chief(self.strategy):
+            ckpt_dir = os.path.join(workdir, "_nonchief", f"worker{self.strategy.cluster_resolver.task_id}")
+        self.manager = tf.train.CheckpointManager(self.checkpoint, ckpt_dir, max_to_keep=c.train.keep_checkpoints)
+        self.reporter = Reporter(workdir, self.total_steps, chief=is_chief(self.strategy))
+        self._train_loop = self._make_train_loop()
+        self._eval_step = self._make_eval_step()
+
+    # ---------------------------------------------------------------- setup
+    def _stats(self) -> data_lib.Stats:
+        path = os.path.join(self.workdir, "stats.npz")
+        if os.path.exists(path) and not self.config.data.stats_path:
+            return data_lib.Stats.load(path)
+        stats = data_lib.dataset_stats(self.source, self.config.data, self.config.data.train_split)
+        stats.save(path)
+        return stats
+
+    def _dataset(self, split: str, training: bool, epoch: int = 0, skip_batches: int = 0):
+        c = self.config
+        global_batch = self.global_batch if training else self.eval_batch
+
+        def fn(ctx: tf.distribute.InputContext):
+            return data_lib.make_dataset(
+                self.source,
+                c.data,
+                split,
+                ctx.get_per_replica_batch_size(global_batch),
+                training=training,
+                seed=c.train.seed,
+                epoch=epoch,
+                skip_batches=skip_batches,
+                input_context=ctx,
+            )
+
+        return self.strategy.distribute_datasets_from_function(fn)
+
+    # ---------------------------------------------------------------- steps
+    def _make_train_loop(self):
+        c = self.config
+        model, optimizer, strategy = self.model, self.optimizer, self.strategy
+        global_batch = self.global_batch
+        compute_dtype = keras.config.dtype_policy().compute_dtype
+        variables = model.trainable_variables
+
+        @tf.function(jit_compile=c.train.jit_compile)
+        def forward_backward(batch):
+            images = data_lib.device_preprocess(batch, self.stats_tensors, c.data, compute_dtype)
+            labels = batch["label"]
+            with tf.GradientTape() as tape:
+                logits = model(images, training=True)  # (B, classes) float32
+                per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+                # Sum over the replica's examples / global batch: the all-reduce sum of
+                # the gradients is then the gradient of the global-batch mean.
+                loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+            grads = tape.gradient(loss, variables)
+            # Each replica adds its share of the decay so that the sum adds it once.
+            replicas = tf.distribute.get_replica_context().num_replicas_in_sync
+            grads = optim.add_weight_decay(grads, variables, c.optim, scale=1.0 / replicas)
+            metrics = {
+                "loss": loss,
+                "top1_correct": tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, 1), tf.float32)),
+                "top5_correct": tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, min(5, logits.shape[-1])), tf.float32)),
+            }
+            return grads, metrics
+
+        def replica_step(batch):
+            grads, metrics = forward_backward(batch)
+            optimizer.apply_gradients(zip(grads, variables))
+            return metrics
+
+        @tf.function
+        def train_loop(iterator, steps):
+            keys = ("loss", "top1_correct", "top5_correct")
+            totals = tf.zeros([len(keys)])
+            for _ in tf.range(steps):
+                per_replica = strategy.run(replica_step, args=(next(iterator),))
+                totals += tf.stack(
+                    [strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica[k], axis=None) for k in keys]
+                )
+                self.step.assign_add(1)
+            return dict(zip(keys, tf.unstack(totals)))
+
+        return train_loop
+
+    def _make_eval_step(self):
+        c = self.config
+        model, strategy = self.model, self.strategy
+        compute_dtype = keras.config.dtype_policy().compute_dtype
+
+        @tf.function(jit_compile=c.train.jit_compile)
+        def forward(batch):
+            images = data_lib.device_preprocess(batch, self.stats_tensors, c.data, compute_dtype)
+            logits = model(images, training=False)
+            labels, w = batch["label"], batch["weight"]
+            k = min(5, logits.shape[-1])
+            per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+            return {
+                "loss_sum": tf.reduce_sum(per_example * w),
+                "top1_correct": tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, 1), tf.float32) * w),
+                "top5_correct": tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, k), tf.float32) * w),
+                "count": tf.reduce_sum(w),
+            }
+
+        @tf.function
+        def eval_step(iterator):
+            per_replica = strategy.run(forward, args=(next(iterator),))
+            return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
+
+        return eval_step
+
+    # ---------------------------------------------------------------- phases
+    def evaluate(self) -> dict:
+        """Centre-crop top-1/top-5 error over the eval split."""
+        c = self.config
+        n = self.source.sizes[c.data.eval_split]
+        if c.data.eval_examples:
+            n = min(n, c.data.eval_examples)
+        batches = math.ceil(n / self.eval_batch)
+        iterator = iter(self._dataset(c.data.eval_split, training=False))
+        totals = None
+        for _ in range(batches):
+            out = self._eval_step(iterator)
+            totals = out if totals is None else {k: totals[k] + out[k] for k in totals}
+        count = float(totals["count"])
+        return {
+            "loss": float(totals["loss_sum"]) / count,
+            "top1_error": 1.0 - float(totals["top1_correct"]) / count,
+            "top5_error": 1.0 - float(totals["top5_correct"]) / count,
+            "examples": int(count),
+        }
+
+    def restore(self) -> int:
+        latest = self.manager.latest_checkpoint
+        if latest:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+            self.reporter.line(f"resumed from {latest} at step {int(self.step.numpy())}")
+        return int(self.step.numpy())
+
+    def save(self) -> None:
+        self.manager.save(checkpoint_number=int(self.step.numpy()))
+
+    def run(self) -> dict:
+        c = self.config
+        t = c.train
+        step = self.restore()
+        self.reporter.line(
+            f"training {self.total_steps} steps ({self.steps_per_epoch} per epoch, global batch "
+            f"{self.global_batch}, {self.strategy.num_replicas_in_sync} replica(s)) in {self.workdir}"
+        )
+        window_start, window_steps, window = time.perf_counter(), 0, None
+        start = time.perf_counter()
+        while step < self.total_steps:
+            epoch, in_epoch = divmod(step, self.steps_per_epoch)
+            lr = self.schedule.lr(epoch)
+            self.optimizer.learning_rate.assign(lr)
+            iterator = iter(self._dataset(c.data.train_split, training=True, epoch=epoch, skip_batches=in_epoch))
+            epoch_end = min((epoch + 1) * self.steps_per_epoch, self.total_steps)
+            while step < epoch_end:
+                n = min(t.steps_per_loop, epoch_end - step)
+                n = min(n, t.log_every - step % t.log_every, t.checkpoint_every - step % t.checkpoint_every)
+                totals = self._train_loop(iterator, tf.constant(n))
+                totals = {k: float(v) for k, v in totals.items()}
+                if not math.isfinite(totals["loss"]):
+                    raise TrainingError(
+                        f"non-finite loss at step {step + 1}..{step + n}; the last good checkpoint "
+                        f"({self.manager.latest_checkpoint}) is left as it was"
+                    )
+                step += n
+                window_steps += n
+                window = totals if window is None else {k: window[k] + totals[k] for k in window}
+                if step % t.log_every == 0 or step == epoch_end:
+                    elapsed = time.perf_counter() - window_start
+                    images = window_steps * self.global_batch
+                    values = {
+                        "loss": window["loss"] / window_steps,
+                        "top1_error": 1 - window["top1_correct"] / images,
+                        "top5_error": 1 - window["top5_correct"] / images,
+                        "lr": lr,
+                        "images_per_sec": images / elapsed,
+                        "step_time_ms": 1000 * elapsed / window_steps,
+                    }
+                    self.reporter.scalars("train", step, values)
+                    self.reporter.progress(epoch, t.epochs, step, values)
+                    window_start, window_steps, window = time.perf_counter(), 0, None
+                if step % t.checkpoint_every == 0 and step < epoch_end:
+                    self.save()
+            if step % self.steps_per_epoch == 0:
+                # End of an epoch: validation error drives the Sec. 5 schedule.
+                metrics = self.evaluate()
+                self.reporter.scalars("eval", step, metrics)
+                self.reporter.line(
+                    f"epoch {epoch + 1} eval: top-1 error {metrics['top1_error']:.4f}  "
+                    f"top-5 error {metrics['top5_error']:.4f}  ({metrics['examples']} images)"
+                )
+                if self.schedule.end_epoch(metrics["top1_error"]):
+                    self.reporter.line(f"validation error stopped improving: lr -> {self.schedule.lr(epoch + 1):.3g}")
+            self.save()
+        final = self.evaluate()
+        final.update(
+            step=int(self.step.numpy()),
+            crops="center",
+            train_seconds=round(time.perf_counter() - start, 1),
+        )
+        self.reporter.scalars("eval", step, final)
+        self.reporter.flush()
+        self.reporter.line(
+            f"done: top-1 error {final['top1_error']:.4f}  top-5 error {final['top5_error']:.4f}  "
+            f"in {format_duration(final['train_seconds'])}"
+        )
+        return final
+
+
+def setup_runtime(config: Config) -> None:
+    """Determinism and seeds; call before building anything."""
+    if config.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(config.train.seed)
+
+
+def train_and_evaluate(config: Config, workdir: str) -> dict:
+    """Trains `config` in `workdir` (resuming if it holds checkpoints) and evaluates.
+
+    Writes workdir/config.json, checkpoints/, tb/ and results.json; returns the results.
+    """
+    config = validate(config)
+    os.makedirs(workdir, exist_ok=True)
+    _check_workdir(config, workdir)
+    save(config, os.path.join(workdir, "config.json"))
+    setup_runtime(config)
+    with dtype_policy(config.train.precision):
+        trainer = Trainer(config, workdir)
+        with open(os.path.join(workdir, "classes.json"), "w") as f:
+            json.dump(trainer.source.class_names, f)
+        results = trainer.run()
+    if is_chief(trainer.strategy):
+        with open(os.path.join(workdir, "results.json"), "w") as f:
+            json.dump(results, f, indent=2)
+    return results
+
+
+def main(argv=None) -> int:
+    from alexnet_tf import cli
+
+    parser = cli.recipe_parser("python -m alexnet_tf.train", __doc__.splitlines()[0])
+    args = parser.parse_args(argv)
+    return cli.run(lambda: _main(args))
+
+
+def _main(args) -> None:
+    from alexnet_tf import cli
+
+    config = cli.resolve_config(args)
+    workdir = args.workdir or os.path.join("runs", os.path.splitext(os.path.basename(args.recipe))[0])
+    print(json.dumps(to_dict(config), indent=1, sort_keys=True))
+    train_and_evaluate(config, workdir)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

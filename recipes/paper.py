@@ -1,0 +1,51 @@
+"""AlexNet as in Krizhevsky, Sutskever & Hinton, NIPS 2012: every setting of the paper.
+
+Run:   python -m alexnet_tf.train recipes/paper.py --data folder:/data/imagenet
+       (or --data tfds:imagenet2012, or tfrecord:/data/imagenet-256/train-*)
+Needs: ImageNet (ILSVRC-2012), one or more GPUs. The paper took 5-6 days on two GTX 580.
+Paper: ILSVRC-2012 val top-1 / top-5 error 40.7% / 18.2% (one CNN, 10-crop test).
+"""
+
+from alexnet_tf.config import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig
+
+
+def get_config() -> Config:
+    return Config(
+        data=DataConfig(
+            source="tfds:imagenet2012",
+            resize_size=256,  # Sec. 2
+            crop_size=227,  # Sec. 4.1 (224 in the text; 227 gives Fig. 2's 55x55)
+            random_flip=True,  # Sec. 4.1
+            pca_noise_std=0.1,  # Sec. 4.1
+            subtract_mean=True,  # Sec. 2
+        ),
+        model=ModelConfig(
+            num_classes=1000,
+            input_size=227,
+            two_columns=True,  # Sec. 3.2
+            lrn=True,  # Sec. 3.3: k=2, n=5, alpha=1e-4, beta=0.75
+            lrn_convention="paper",
+            lrn_size=5,
+            lrn_alpha=1e-4,
+            lrn_beta=0.75,
+            overlap_pooling=True,  # Sec. 3.4: z=3, s=2
+            activation="relu",  # Sec. 3.1
+            dropout=0.5,  # Sec. 4.2
+            init_std=0.01,  # Sec. 5
+            bias_one=True,  # Sec. 5
+        ),
+        optim=OptimConfig(
+            lr=0.01,  # Sec. 5
+            momentum=0.9,  # Sec. 5
+            weight_decay=5e-4,  # Sec. 5
+            schedule="plateau",  # Sec. 5: /10 when validation error stops improving
+            lr_factor=0.1,
+            max_reductions=3,  # Sec. 5: three times
+        ),
+        train=TrainConfig(
+            batch_size=128,  # Sec. 5
+            epochs=90,  # Sec. 5: roughly 90 cycles through 1.2 million images
+            log_every=100,
+            checkpoint_every=2000,
+        ),
+    )

@@ -1,0 +1,23 @@
+"""Packaging for alexnet_tf (tool settings live in pyproject.toml)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="alexnet_tf",
+    version="0.1.0",
+    description="AlexNet (Krizhevsky, Sutskever & Hinton, NIPS 2012) reproduced in TensorFlow and Keras",
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["alexnet_tf", "alexnet_tf.*"]),
+    package_data={"alexnet_tf": ["assets/*.npz", "assets/*.md"]},
+    install_requires=[
+        "tensorflow>=2.21,<2.22",
+        "keras>=3.10,<4",
+        "tensorboard>=2.21,<2.22",
+        "tensorflow-datasets>=4.9",
+        "numpy>=1.26",
+    ],
+    extras_require={"dev": ["pytest>=8", "ruff>=0.6", "pillow>=10"]}  # pillow: the bench baseline,
+)

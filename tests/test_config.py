@@ -1,0 +1,111 @@
+"""Config tier: recipes, overrides and their errors."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from alexnet_tf.config import Config, ConfigError, from_dict, load_recipe, override, to_dict
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PAPER = os.path.join(ROOT, "recipes", "paper.py")
+QUICKSTART = os.path.join(ROOT, "recipes", "quickstart.py")
+
+
+def test_paper_recipe_holds_the_papers_numbers():
+    c = load_recipe(PAPER)
+    assert (c.train.batch_size, c.optim.momentum, c.optim.weight_decay, c.optim.lr) == (128, 0.9, 5e-4, 0.01)
+    assert (c.optim.schedule, c.optim.lr_factor, c.optim.max_reductions) == ("plateau", 0.1, 3)
+    assert c.train.epochs == 90 and c.train.max_steps == 0
+    assert (c.model.init_std, c.model.bias_one, c.model.dropout) == (0.01, True, 0.5)
+    assert (c.model.lrn_size, c.model.lrn_alpha, c.model.lrn_beta, c.model.lrn_convention) == (5, 1e-4, 0.75, "paper")
+    assert (c.data.crop_size, c.data.resize_size, c.data.pca_noise_std) == (227, 256, 0.1)
+    assert c.model.two_columns and c.model.lrn and c.model.overlap_pooling and c.model.activation == "relu"
+    for section in ("data", "model", "optim", "train", "distribute"):
+        assert dataclasses.is_dataclass(getattr(c, section))
+
+
+def test_quickstart_derives_from_paper():
+    paper, quick = to_dict(load_recipe(PAPER)), to_dict(load_recipe(QUICKSTART))
+    changed = {(s, k) for s in paper for k in paper[s] if paper[s][k] != quick[s][k]}
+    # Only size, data and budget change; the paper's optimiser and regularisers stay.
+    assert ("optim", "lr") not in changed and ("optim", "momentum") not in changed
+    assert ("optim", "weight_decay") not in changed and ("model", "dropout") not in changed
+    assert ("model", "input_size") in changed and ("model", "width") in changed
+
+
+def test_config_is_frozen():
+    c = load_recipe(PAPER)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.train.batch_size = 1
+
+
+def test_override_parses_literals_and_strings():
+    c = override(Config(), ["optim.lr=0.02", "train.epochs=3", "data.source=folder:/x y", "optim.step_epochs=[30, 60]",
+                            "model.lrn=False", "optim.momentum=1"])
+    assert c.optim.lr == 0.02 and c.train.epochs == 3 and c.data.source == "folder:/x y"
+    assert c.optim.step_epochs == (30, 60) and c.model.lrn is False
+    assert c.optim.momentum == 1.0 and isinstance(c.optim.momentum, float)
+
+
+def test_unknown_key_names_valid_keys():
+    with pytest.raises(ConfigError) as e:
+        override(Config(), ["optim.learning_rate=0.1"])
+    msg = str(e.value)
+    assert "optim.learning_rate" in msg and "momentum" in msg and "weight_decay" in msg
+    with pytest.raises(ConfigError) as e:
+        override(Config(), ["optimizer.lr=0.1"])
+    assert "optimizer" in str(e.value) and "optim" in str(e.value) and "train" in str(e.value)
+
+
+@pytest.mark.parametrize("item", ["train.batch_size=abc", "train.batch_size=1.5", "model.lrn=1", "optim.lr=fast"])
+def test_wrong_type_is_an_error(item):
+    with pytest.raises(ConfigError) as e:
+        override(Config(), [item])
+    assert item.split("=")[0] in str(e.value)
+
+
+def test_bad_choice_lists_choices():
+    with pytest.raises(ConfigError) as e:
+        override(Config(), ["train.precision=fp8"])
+    assert "mixed_bfloat16" in str(e.value)
+
+
+def test_json_round_trip():
+    c = override(load_recipe(QUICKSTART), ["optim.step_epochs=(2, 4)"])
+    assert from_dict(Config, json.loads(json.dumps(to_dict(c)))) == c
+
+
+def test_recipe_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_recipe(tmp_path / "nope.py")
+    broken = tmp_path / "broken.py"
+    broken.write_text("def get_config(:\n")
+    with pytest.raises(ConfigError, match="failed to load"):
+        load_recipe(broken)
+    empty = tmp_path / "empty.py"
+    empty.write_text("x = 1\n")
+    with pytest.raises(ConfigError, match="get_config"):
+        load_recipe(empty)
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["recipes/nope.py"], "not found"),
+        (["recipes/quickstart.py", "--set", "optim.lrr=1"], "valid keys of optim"),
+        (["recipes/quickstart.py", "--set", "train.epochs=many"], "train.epochs"),
+        (["recipes/quickstart.py", "--data", "folder:/does/not/exist"], "not found"),
+    ],
+)
+def test_cli_errors_are_one_line(tmp_path, args, needle):
+    proc = subprocess.run(
+        [sys.executable, "-m", "alexnet_tf.train", *args, "--workdir", str(tmp_path / "w")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 2
+    assert needle in proc.stderr
+    assert "Traceback" not in proc.stderr

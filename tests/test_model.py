@@ -1,0 +1,185 @@
+"""Model tier: parameter count, shapes, connectivity, LRN, forms, serialization, init."""
+
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from alexnet_tf.config import ModelConfig
+from alexnet_tf.model import LocalResponseNormalization, build_model, to_split_form
+
+SMALL = ModelConfig(input_size=67, width=0.25, num_classes=10)
+
+
+@pytest.fixture(scope="module")
+def paper_model():
+    return build_model(ModelConfig())
+
+
+def test_paper_parameter_count(paper_model):
+    assert paper_model.count_params() == 60_965_224  # Sec. 3.5 net with two groups
+
+
+def test_paper_layer_shapes(paper_model):
+    expected = {
+        "conv1": (55, 55, 96),
+        "pool1": (27, 27, 96),
+        "conv2": (27, 27, 256),
+        "pool2": (13, 13, 256),
+        "conv3": (13, 13, 384),
+        "conv4": (13, 13, 384),
+        "conv5": (13, 13, 256),
+        "pool5": (6, 6, 256),
+        "fc6": (4096,),
+        "fc7": (4096,),
+        "fc8": (1000,),
+    }
+    for name, shape in expected.items():
+        assert tuple(paper_model.get_layer(name).output.shape[1:]) == shape, name
+    assert paper_model.output.dtype == "float32"
+    names = [layer.name for layer in paper_model.layers]
+    assert names.index("dropout6") < names.index("fc6") < names.index("dropout7") < names.index("fc7")
+
+
+def test_groups_and_kernel_shapes(paper_model):
+    # conv2, conv4, conv5 see one column (half the input maps); conv3 sees both.
+    assert paper_model.get_layer("conv2").kernel.shape == (5, 5, 48, 256)
+    assert paper_model.get_layer("conv3").kernel.shape == (3, 3, 256, 384)
+    assert paper_model.get_layer("conv4").kernel.shape == (3, 3, 192, 384)
+    assert paper_model.get_layer("conv5").kernel.shape == (3, 3, 192, 256)
+
+
+@pytest.mark.parametrize("form", ["grouped", "split"])
+@pytest.mark.parametrize("layer", ["conv2", "conv4", "conv5"])
+def test_column_isolation(form, layer):
+    """Changing column A's input maps of a grouped layer leaves column B's outputs alone."""
+    cfg = dataclasses.replace(SMALL, conv_form=form)
+    model = build_model(cfg)
+    target = model.get_layer(layer)
+    sub = keras.Model(target.input, target.output)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, *target.input.shape[1:])).astype("float32")
+    cin, cout = x.shape[-1] // 2, target.output.shape[-1] // 2
+    y = sub(x).numpy()
+    x2 = x.copy()
+    x2[..., :cin] = rng.normal(size=x2[..., :cin].shape)  # column A's input maps
+    y2 = sub(x2).numpy()
+    np.testing.assert_array_equal(y[..., cout:], y2[..., cout:])  # column B unchanged
+    assert not np.allclose(y[..., :cout], y2[..., :cout])  # column A did change
+    x3 = x.copy()
+    x3[..., cin:] = rng.normal(size=x3[..., cin:].shape)
+    np.testing.assert_array_equal(y[..., :cout], sub(x3).numpy()[..., :cout])
+
+
+def test_conv3_sees_both_columns():
+    model = build_model(SMALL)
+    conv3 = model.get_layer("conv3")
+    sub = keras.Model(conv3.input, conv3.output)
+    x = np.random.default_rng(0).normal(size=(1, *conv3.input.shape[1:])).astype("float32")
+    x2 = x.copy()
+    x2[..., : x.shape[-1] // 2] += 1.0
+    half = conv3.output.shape[-1] // 2
+    assert not np.allclose(sub(x).numpy()[..., half:], sub(x2).numpy()[..., half:])
+
+
+def _lrn_numpy(a, size, alpha, beta, k, per_term):
+    c = a.shape[-1]
+    out = np.empty_like(a)
+    for i in range(c):
+        lo, hi = max(0, i - size // 2), min(c - 1, i + size // 2)
+        s = (a[..., lo : hi + 1] ** 2).sum(-1)
+        out[..., i] = a[..., i] / (k + (alpha / size if per_term else alpha) * s) ** beta
+    return out
+
+
+@pytest.mark.parametrize(
+    "convention,k,per_term", [("paper", 2.0, False), ("cuda-convnet", 2.0, True), ("caffe", 1.0, True)]
+)
+def test_lrn_matches_formula(convention, k, per_term):
+    rng = np.random.default_rng(1)
+    a = rng.normal(scale=30.0, size=(2, 4, 4, 11)).astype("float32")
+    layer = LocalResponseNormalization(size=5, alpha=1e-4, beta=0.75, convention=convention)
+    expected = _lrn_numpy(a.astype(np.float64), 5, 1e-4, 0.75, k, per_term)
+    np.testing.assert_allclose(layer(a).numpy(), expected, rtol=1e-5)
+
+
+def test_lrn_paper_convention_equals_tf_op():
+    a = np.random.default_rng(2).normal(scale=20.0, size=(1, 3, 3, 16)).astype("float32")
+    ours = LocalResponseNormalization(convention="paper")(a).numpy()
+    theirs = tf.nn.local_response_normalization(a, depth_radius=2, bias=2.0, alpha=1e-4, beta=0.75).numpy()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5)
+
+
+def test_lrn_float32_inside_bf16_and_compiles_under_xla():
+    layer = LocalResponseNormalization(dtype="mixed_bfloat16")
+    a = tf.random.normal((2, 5, 5, 8), stddev=10.0)
+    fn = tf.function(lambda x: layer(tf.cast(x, tf.bfloat16)), jit_compile=True)
+    out = fn(a)
+    assert out.dtype == tf.bfloat16
+    ref = _lrn_numpy(a.numpy().astype(np.float64), 5, 1e-4, 0.75, 2.0, False)
+    np.testing.assert_allclose(tf.cast(out, tf.float32).numpy(), ref, rtol=2e-2, atol=2e-2)
+
+
+def test_grouped_and_split_forms_agree():
+    model = build_model(SMALL)
+    split = to_split_form(model, SMALL)
+    assert split.get_layer("conv2").__class__.__name__ == "SplitConv2D"
+    x = np.random.default_rng(3).normal(scale=50.0, size=(3, 67, 67, 3)).astype("float32")
+    np.testing.assert_allclose(model(x).numpy(), split(x).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_config_round_trip():
+    model = build_model(SMALL)
+    clone = keras.Model.from_config(model.get_config())
+    assert [layer.name for layer in clone.layers] == [layer.name for layer in model.layers]
+    lrn = clone.get_layer("lrn1")
+    assert isinstance(lrn, LocalResponseNormalization)
+    assert (lrn.size, lrn.alpha, lrn.beta, lrn.convention) == (5, 1e-4, 0.75, "paper")
+
+
+@pytest.mark.parametrize("form", ["grouped", "split"])
+def test_keras_file_round_trip(tmp_path, form):
+    cfg = dataclasses.replace(SMALL, conv_form=form, lrn_convention="caffe")
+    model = build_model(cfg)
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    x = np.random.default_rng(4).normal(size=(2, 67, 67, 3)).astype("float32")
+    np.testing.assert_allclose(model(x).numpy(), loaded(x).numpy(), rtol=1e-5, atol=1e-6)
+    assert loaded.get_layer("lrn2").convention == "caffe"
+
+
+def test_init_statistics(paper_model):
+    # Sec. 5: weights N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6, fc7, else 0.
+    for name in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"):
+        layer = paper_model.get_layer(name)
+        w = layer.kernel.numpy()
+        assert abs(w.std() - 0.01) < 0.0005, name
+        assert abs(w.mean()) < 0.0005, name
+        expected_bias = 1.0 if name in ("conv2", "conv4", "conv5", "fc6", "fc7") else 0.0
+        np.testing.assert_array_equal(layer.bias.numpy(), expected_bias)
+
+
+def test_ablation_switches():
+    one = build_model(dataclasses.replace(ModelConfig(), two_columns=False))
+    # Sec. 3.2 and its footnote: half the kernels in conv1-conv4, conv5 and fc kept.
+    assert [one.get_layer(n).filters for n in ("conv1", "conv2", "conv3", "conv4", "conv5")] == [48, 128, 192, 192, 256]
+    assert all(one.get_layer(n).groups == 1 for n in ("conv2", "conv4", "conv5"))
+    assert one.get_layer("fc6").units == 4096
+    no_lrn = build_model(dataclasses.replace(SMALL, lrn=False))
+    assert not any(isinstance(layer, LocalResponseNormalization) for layer in no_lrn.layers)
+    pool = build_model(dataclasses.replace(ModelConfig(), overlap_pooling=False)).get_layer("pool1")
+    assert pool.pool_size == (2, 2) and pool.strides == (2, 2)
+    assert build_model(ModelConfig()).get_layer("pool1").pool_size == (3, 3)
+    tanh = build_model(dataclasses.replace(SMALL, activation="tanh"))
+    assert tanh.get_layer("conv1").activation.__name__ == "tanh"
+
+
+def test_width_and_input_size():
+    model = build_model(SMALL)
+    assert model.get_layer("conv1").filters == 24
+    assert model.get_layer("fc6").units == 1024
+    assert tuple(model.get_layer("pool5").output.shape[1:3]) == (1, 1)
+    assert model.output.shape[-1] == 10

@@ -1,0 +1,50 @@
+"""End-to-end tier: real steps of train_and_evaluate on the quickstart recipe, and resume."""
+
+import json
+import os
+
+import pytest
+
+from alexnet_tf.config import ConfigError, load_recipe, override
+from alexnet_tf.train import train_and_evaluate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny(**extra):
+    base = {"train.max_steps": 3, "train.batch_size": 32, "train.log_every": 1, "data.eval_examples": 64}
+    base.update(extra)
+    return override(load_recipe(os.path.join(ROOT, "recipes", "quickstart.py")), base)
+
+
+def test_train_then_resume(tmp_path, capsys):
+    workdir = str(tmp_path / "run")
+    results = train_and_evaluate(tiny(), workdir)
+    assert results["step"] == 3
+    assert 0.0 <= results["top1_error"] <= 1.0 and 0.0 <= results["top5_error"] <= results["top1_error"]
+    assert results["examples"] == 64
+    with open(os.path.join(workdir, "results.json")) as f:
+        assert json.load(f)["step"] == 3
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert json.load(f)["train"]["max_steps"] == 3
+    assert os.listdir(os.path.join(workdir, "tb", "train"))
+    out = capsys.readouterr().out
+    assert "img/s" in out and "ETA" in out
+
+    results = train_and_evaluate(tiny(**{"train.max_steps": 5}), workdir)
+    assert results["step"] == 5
+    out = capsys.readouterr().out
+    assert "resumed from" in out and "at step 3" in out
+    assert "step 4/5" in out  # continued from the checkpoint, not from step 0
+
+
+def test_resume_refuses_a_different_model(tmp_path):
+    workdir = str(tmp_path / "run")
+    train_and_evaluate(tiny(**{"train.max_steps": 1}), workdir)
+    with pytest.raises(ConfigError, match="different model"):
+        train_and_evaluate(tiny(**{"model.width": 0.5}), workdir)
+
+
+def test_class_count_mismatch_is_explained(tmp_path):
+    with pytest.raises(ConfigError, match="model.num_classes=10"):
+        train_and_evaluate(tiny(**{"model.num_classes": 1000}), str(tmp_path / "run"))
