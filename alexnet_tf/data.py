@@ -236,6 +236,32 @@ def crop_example(image, label, key, config: DataConfig, training: bool):
     }
 
 
+def ten_crop_offsets(resize_size: int, crop_size: int) -> list:
+    """Sec. 4.1 test crops: the four corners and the centre, (top, left) each."""
+    m = resize_size - crop_size
+    return [(0, 0), (0, m), (m, 0), (m, m), (m // 2, m // 2)]
+
+
+def ten_crop_example(image, label, config: DataConfig):
+    """Ten crops of one image (five patches and their reflections), stacked (10, ...)."""
+    c = config.pad_crop or config.crop_size
+    crops, offsets, flips = [], [], []
+    for top, left in ten_crop_offsets(config.resize_size, c):
+        crop = image[top : top + c, left : left + c, :]
+        for flip in (False, True):
+            crops.append(tf.reverse(crop, [1]) if flip else crop)
+            offsets.append((top, left))
+            flips.append(flip)
+    return {
+        "image": tf.stack(crops),
+        "offset": tf.constant(offsets, tf.int32),
+        "flip": tf.constant(flips),
+        "alpha": tf.zeros((10, 3), tf.float32),
+        "label": tf.fill([10], tf.cast(label, tf.int32)),
+        "weight": tf.ones((10,), tf.float32),
+    }
+
+
 def make_dataset(
     source: Source,
     config: DataConfig,
@@ -246,13 +272,20 @@ def make_dataset(
     epoch: int = 0,
     skip_batches: int = 0,
     input_context: tf.distribute.InputContext | None = None,
+    crops: str = "center",
 ) -> tf.data.Dataset:
     """One epoch of batches for one input pipeline.
 
     Every random choice is a stateless function of (seed, epoch, example index), so an
     epoch is the same whatever the sharding, and `skip_batches` resumes it exactly.
-    `batch_size` is the batch of this pipeline (per replica under a strategy).
+    `batch_size` is the batch of this pipeline (per replica under a strategy), in
+    examples. With `crops="ten"` (eval only) each example becomes its ten Sec. 4.1
+    crops in consecutive rows, so a batch has 10 * batch_size rows.
     """
+    if crops not in ("center", "ten"):
+        raise ValueError(f"crops must be 'center' or 'ten', got {crops!r}")
+    if crops == "ten" and training:
+        raise ValueError("ten crops are for evaluation")
     ds = source.split(split)
     ds = ds.enumerate()
     if input_context is not None and input_context.num_input_pipelines > 1:
@@ -271,6 +304,8 @@ def make_dataset(
         image, label = example
         if not cached:
             image = decode_and_resize(image, config.resize_size, source.encoded)
+        if crops == "ten":
+            return ten_crop_example(image, label, config)
         key = tf.stack([tf.cast(seed, tf.int64) * 7919 + epoch, index])
         return crop_example(image, label, tf.cast(key, tf.int64), config, training)
 
@@ -279,6 +314,8 @@ def make_dataset(
         ds = ds.batch(batch_size, drop_remainder=True)
     else:
         ds = ds.batch(batch_size).map(lambda b: _pad_batch(b, batch_size))
+        if crops == "ten":
+            ds = ds.map(lambda b: {k: tf.reshape(v, [-1, *v.shape[2:]]) for k, v in b.items()})
     options = tf.data.Options()
     options.deterministic = True
     options.experimental_optimization.map_parallelization = True

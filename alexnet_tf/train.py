@@ -258,12 +258,19 @@ class Trainer:
         )
         window_start, window_steps, window = time.perf_counter(), 0, None
         start = time.perf_counter()
+        history_path = os.path.join(self.workdir, "history.json")
+        history = []
+        if os.path.exists(history_path):
+            with open(history_path) as f:
+                history = [h for h in json.load(f) if h["step"] <= step]
+        elapsed_before = history[-1]["seconds"] if history else 0.0
         while step < self.total_steps:
             epoch, in_epoch = divmod(step, self.steps_per_epoch)
             lr = self.schedule.lr(epoch)
             self.optimizer.learning_rate.assign(lr)
             iterator = iter(self._dataset(c.data.train_split, training=True, epoch=epoch, skip_batches=in_epoch))
             epoch_end = min((epoch + 1) * self.steps_per_epoch, self.total_steps)
+            epoch_totals, epoch_steps = None, 0
             while step < epoch_end:
                 n = min(t.steps_per_loop, epoch_end - step)
                 n = min(n, t.log_every - step % t.log_every, t.checkpoint_every - step % t.checkpoint_every)
@@ -277,6 +284,8 @@ class Trainer:
                 step += n
                 window_steps += n
                 window = totals if window is None else {k: window[k] + totals[k] for k in window}
+                epoch_steps += n
+                epoch_totals = totals if epoch_totals is None else {k: epoch_totals[k] + totals[k] for k in totals}
                 if step % t.log_every == 0 or step == epoch_end:
                     elapsed = time.perf_counter() - window_start
                     images = window_steps * self.global_batch
@@ -303,12 +312,30 @@ class Trainer:
                 )
                 if self.schedule.end_epoch(metrics["top1_error"]):
                     self.reporter.line(f"validation error stopped improving: lr -> {self.schedule.lr(epoch + 1):.3g}")
+                images = epoch_steps * self.global_batch
+                history.append(
+                    {
+                        "epoch": epoch + 1,
+                        "step": step,
+                        "seconds": round(elapsed_before + time.perf_counter() - start, 2),
+                        "lr": lr,
+                        # over the steps of this epoch run since the last (re)start
+                        "train_loss": epoch_totals["loss"] / epoch_steps,
+                        "train_top1_error": 1 - epoch_totals["top1_correct"] / images,
+                        "eval_top1_error": metrics["top1_error"],
+                        "eval_top5_error": metrics["top5_error"],
+                    }
+                )
+                if self.reporter.chief:
+                    with open(history_path, "w") as f:
+                        json.dump(history, f, indent=1)
             self.save()
         final = self.evaluate()
         final.update(
             step=int(self.step.numpy()),
             crops="center",
             train_seconds=round(time.perf_counter() - start, 1),
+            history=history,
         )
         self.reporter.scalars("eval", step, final)
         self.reporter.flush()
