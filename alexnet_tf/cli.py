@@ -39,10 +39,13 @@ def resolve_config(args: argparse.Namespace) -> Config:
 def run(fn) -> int:
     """Runs `fn`, turning the project's expected errors into one line and exit code 2."""
     from alexnet_tf.data import DataError
-    from alexnet_tf.train import TrainingError
+    from alexnet_tf.train import Preempted, TrainingError
 
     try:
         fn()
+    except Preempted as e:
+        print(f"preempted: {e}", file=sys.stderr)
+        return Preempted.exit_code
     except (ConfigError, DataError, TrainingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -40,6 +40,7 @@ class DataConfig:
     cache: bool = False  # cache decoded, resized images in memory (small datasets)
     service_address: str = ""  # tf.data service dispatcher, e.g. grpc://host:5000
     eval_examples: int = 0  # 0 = the whole eval split
+    random_labels: bool = False  # control run: train on random labels (must stay at chance)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +95,7 @@ class TrainConfig:
     keep_checkpoints: int = 3
     seed: int = 0
     deterministic: bool = False  # op determinism and fixed seeds for data and dropout
+    profile_steps: tuple = ()  # (first, last): write a profiler trace of these steps to tb/
 
 
 @dataclasses.dataclass(frozen=True)

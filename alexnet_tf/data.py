@@ -55,14 +55,14 @@ class Stats:
         np.savez(path, mean_image=self.mean_image, eigval=self.eigval, eigvec=self.eigvec)
 
     @classmethod
-    def load(cls, path: str) -> "Stats":
+    def load(cls, path: str) -> Stats:
         if not os.path.isfile(path):
             raise DataError(f"stats file {path!r} not found; make it with `python -m alexnet_tf.stats SRC {path}`")
         with np.load(path) as f:
             return cls(f["mean_image"].astype(np.float32), f["eigval"].astype(np.float32), f["eigvec"].astype(np.float32))
 
     @classmethod
-    def imagenet(cls, size: int) -> "Stats":
+    def imagenet(cls, size: int) -> Stats:
         mean = np.broadcast_to(np.asarray(IMAGENET_MEAN_RGB, np.float32), (size, size, 3)).copy()
         return cls(mean, np.asarray(IMAGENET_EIGVAL, np.float32), np.asarray(IMAGENET_EIGVEC, np.float32))
 
@@ -273,14 +273,17 @@ def make_dataset(
     skip_batches: int = 0,
     input_context: tf.distribute.InputContext | None = None,
     crops: str = "center",
+    limit: int = 0,
 ) -> tf.data.Dataset:
     """One epoch of batches for one input pipeline.
 
-    Every random choice is a stateless function of (seed, epoch, example index), so an
-    epoch is the same whatever the sharding, and `skip_batches` resumes it exactly.
-    `batch_size` is the batch of this pipeline (per replica under a strategy), in
-    examples. With `crops="ten"` (eval only) each example becomes its ten Sec. 4.1
-    crops in consecutive rows, so a batch has 10 * batch_size rows.
+    Every random choice is a stateless function of (seed, epoch, example index), and
+    training batches are slices of the same global batches whatever the number of
+    replicas or workers; `skip_batches` (global batches) resumes an epoch exactly.
+    `batch_size` is the per-replica batch, in examples (the global batch without a
+    strategy). With `crops="ten"` (eval only) each example becomes its ten Sec. 4.1
+    crops in consecutive rows, so a batch has 10 * batch_size rows. `limit` > 0 keeps
+    only the split's first `limit` examples.
     """
     if crops not in ("center", "ten"):
         raise ValueError(f"crops must be 'center' or 'ten', got {crops!r}")
@@ -288,15 +291,32 @@ def make_dataset(
         raise ValueError("ten crops are for evaluation")
     ds = source.split(split)
     ds = ds.enumerate()
-    if input_context is not None and input_context.num_input_pipelines > 1:
-        ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    if limit:
+        ds = ds.take(limit)
+    pipelines = input_context.num_input_pipelines if input_context is not None else 1
+    pipeline = input_context.input_pipeline_id if input_context is not None else 0
+    replicas = input_context.num_replicas_in_sync if input_context is not None else 1
+    global_batch = batch_size * replicas
+    if pipelines > 1 and not training:
+        ds = ds.shard(pipelines, pipeline)
     if config.cache and not source.encoded:
         # Small in-memory datasets: resize once, keep the result.
-        ds = ds.map(lambda i, ex: (i, (decode_and_resize(ex[0], config.resize_size, False), ex[1])), num_parallel_calls=AUTOTUNE).cache()
+        ds = ds.map(
+            lambda i, ex: (i, (decode_and_resize(ex[0], config.resize_size, False), ex[1])),
+            num_parallel_calls=AUTOTUNE,
+        ).cache()
     if training:
         ds = ds.shuffle(config.shuffle_buffer, seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False)
-    if skip_batches:
-        ds = ds.skip(skip_batches * batch_size)
+        if skip_batches:
+            ds = ds.skip(skip_batches * global_batch)
+        if pipelines > 1:
+            # Every pipeline walks the same shuffled order and decodes only its slice of
+            # each global batch: the global batch is the same for 1 or N workers.
+            width = global_batch // pipelines
+            lo = pipeline * width
+            ds = ds.batch(global_batch, drop_remainder=True)
+            ds = ds.map(lambda i, ex: (i[lo : lo + width], (ex[0][lo : lo + width], ex[1][lo : lo + width])))
+            ds = ds.unbatch()
 
     cached = config.cache and not source.encoded
 
@@ -306,6 +326,11 @@ def make_dataset(
             image = decode_and_resize(image, config.resize_size, source.encoded)
         if crops == "ten":
             return ten_crop_example(image, label, config)
+        if training and config.random_labels:
+            # The same random label for an example in every epoch.
+            label = tf.random.stateless_uniform(
+                (), tf.stack([tf.cast(seed, tf.int64), index]), 0, source.num_classes, dtype=tf.int32
+            )
         key = tf.stack([tf.cast(seed, tf.int64) * 7919 + epoch, index])
         return crop_example(image, label, tf.cast(key, tf.int64), config, training)
 

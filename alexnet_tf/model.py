@@ -108,6 +108,25 @@ class SplitConv2D(layers.Conv2D):
         return ops.concatenate(outs, axis=-1)
 
 
+@keras.saving.register_keras_serializable(package="alexnet_tf")
+class Dropout(layers.Dropout):
+    """keras.layers.Dropout with masks that differ across replicas.
+
+    Under MirroredStrategy the seed state of Keras' Dropout is mirrored, so every
+    replica draws the same mask. Folding the replica id into the seed gives each
+    replica its own masks, as one device with the whole batch would.
+    """
+
+    def call(self, inputs, training=False):
+        if not training or self.rate == 0:
+            return inputs
+        seed = tf.cast(self.seed_generator.next(), tf.int64)
+        ctx = tf.distribute.get_replica_context()
+        replica = ctx.replica_id_in_sync_group if ctx is not None else 0
+        seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(replica, tf.int64))
+        return tf.nn.experimental.stateless_dropout(inputs, self.rate, seed=seed, noise_shape=self.noise_shape)
+
+
 def _widths(config: ModelConfig) -> dict:
     """Filters/units per layer after the column and width switches."""
     out = {}
@@ -178,7 +197,7 @@ def build_model(config: ModelConfig, name: str = "alexnet") -> keras.Model:
     x = maxpool(x, "pool5")  # (B, 6, 6, 256)
     x = layers.Flatten(name="flatten")(x)  # (B, 9216)
     for fc in ("fc6", "fc7"):
-        x = layers.Dropout(config.dropout, name=f"dropout{fc[-1]}")(x)  # Sec. 4.2
+        x = Dropout(config.dropout, name=f"dropout{fc[-1]}")(x)  # Sec. 4.2
         x = layers.Dense(
             widths[fc], activation=act, kernel_initializer=init, bias_initializer=bias(fc), name=fc
         )(x)  # (B, 4096)
@@ -196,3 +215,32 @@ def to_split_form(model: keras.Model, config: ModelConfig) -> keras.Model:
     split = build_model(dataclasses.replace(config, conv_form="split"), name=model.name)
     split.set_weights(model.get_weights())
     return split
+
+
+def kernel_grid(kernel, scale: int = 4, gap: int = 1) -> tf.Tensor:
+    """conv1 kernels (kh, kw, 3, n) as one uint8 RGB image, as in Fig. 3.
+
+    Kernels in rows of 8, the first column's half (kernels 0..n/2-1) on the left and
+    the second column's on the right; each kernel stretched to 0..255 on its own.
+    """
+    k = tf.convert_to_tensor(kernel, tf.float32)
+    kh, kw, _, n = k.shape
+    k = tf.transpose(k, [3, 0, 1, 2])  # (n, kh, kw, 3)
+    lo = tf.reduce_min(k, axis=[1, 2, 3], keepdims=True)
+    hi = tf.reduce_max(k, axis=[1, 2, 3], keepdims=True)
+    k = (k - lo) / tf.maximum(hi - lo, 1e-12)
+    k = tf.image.resize(k, (kh * scale, kw * scale), method="nearest")
+    k = tf.pad(k, [[0, 0], [gap, gap], [gap, gap], [0, 0]], constant_values=1.0)
+    halves = []
+    per_row = 8 if n >= 16 else max(1, n // 2)
+    for half in tf.split(k, 2 if n % 2 == 0 else 1):
+        rows = -(-half.shape[0] // per_row)
+        pad = rows * per_row - half.shape[0]
+        half = tf.pad(half, [[0, pad], [0, 0], [0, 0], [0, 0]], constant_values=1.0)
+        h, w = half.shape[1], half.shape[2]
+        half = tf.reshape(half, [rows, per_row, h, w, 3])
+        half = tf.reshape(tf.transpose(half, [0, 2, 1, 3, 4]), [rows * h, per_row * w, 3])
+        halves.append(half)
+    spacer = tf.ones([halves[0].shape[0], 4 * gap + 2, 3])
+    grid = tf.concat([halves[0], spacer, *halves[1:]], axis=1) if len(halves) > 1 else halves[0]
+    return tf.cast(tf.round(grid * 255.0), tf.uint8)

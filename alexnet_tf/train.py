@@ -10,9 +10,12 @@ TensorBoard scalars and a console progress line, a final evaluation in results.j
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
+import signal
+import threading
 import time
 
 import keras
@@ -22,12 +25,18 @@ from alexnet_tf import data as data_lib
 from alexnet_tf import optim
 from alexnet_tf.config import Config, ConfigError, save, to_dict, validate
 from alexnet_tf.distribute import make_strategy
-from alexnet_tf.model import build_model
+from alexnet_tf.model import build_model, kernel_grid
 from alexnet_tf.report import Reporter, format_duration
 
 
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. a non-finite loss); checkpoints stay as they were."""
+
+
+class Preempted(RuntimeError):
+    """SIGTERM arrived; a checkpoint at the current step was saved. Run again to resume."""
+
+    exit_code = 75  # EX_TEMPFAIL: "try again", for schedulers that restart on it
 
 
 @contextlib.contextmanager
@@ -39,6 +48,31 @@ def dtype_policy(name: str):
         yield
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+def model_variables(model: keras.Model) -> dict:
+    """The model's variables by layer and name, the form in which checkpoints hold them.
+
+    Keras 3 models are not tracked by tf.train.Checkpoint themselves; this nested dict
+    is, so checkpoint keys read "model/conv1/kernel/...", "model/dropout6/seed_generator_state/...".
+    """
+    return {layer.name: {v.name: v for v in layer.variables} for layer in model.layers if layer.variables}
+
+
+def checkpoint_path(workdir: str, best: bool = False) -> str:
+    """The newest (or the best-validation) checkpoint of a run."""
+    folder = os.path.join(workdir, "checkpoints", "best" if best else "")
+    path = tf.train.latest_checkpoint(folder)
+    if path is None:
+        raise ConfigError(f"no checkpoint in {folder}; train first: python -m alexnet_tf.train RECIPE --workdir {workdir}")
+    return path
+
+
+def restore_model(model: keras.Model, workdir: str, best: bool = False) -> str:
+    """Loads a run's weights into `model` (built from the run's config); returns the path."""
+    path = checkpoint_path(workdir, best)
+    tf.train.Checkpoint(model=model_variables(model)).restore(path).expect_partial().assert_existing_objects_matched()
+    return path
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
@@ -99,18 +133,28 @@ class Trainer:
             self.optimizer.build(self.model.trainable_variables)
             self.schedule = optim.LearningRateSchedule(c.optim, self.global_batch)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+            self.best_top1 = tf.Variable(float("inf"), trainable=False, name="best_top1_error")
         self.stats_tensors = {
             "mean_image": tf.constant(self.stats.mean_image),
             "eigval": tf.constant(self.stats.eigval),
             "eigvec": tf.constant(self.stats.eigvec),
         }
         self.checkpoint = tf.train.Checkpoint(
-            model=self.model, optimizer=self.optimizer, schedule=self.schedule, step=self.step
+            model=model_variables(self.model),
+            optimizer=self.optimizer,
+            schedule=self.schedule,
+            step=self.step,
+            best=self.best_top1,
         )
         ckpt_dir = os.path.join(workdir, "checkpoints")
         if not is_chief(self.strategy):
             ckpt_dir = os.path.join(workdir, "_nonchief", f"worker{self.strategy.cluster_resolver.task_id}")
         self.manager = tf.train.CheckpointManager(self.checkpoint, ckpt_dir, max_to_keep=c.train.keep_checkpoints)
+        # The checkpoint with the lowest validation error so far, kept apart.
+        self.best_manager = tf.train.CheckpointManager(
+            self.checkpoint, os.path.join(ckpt_dir, "best"), max_to_keep=1, checkpoint_name="best"
+        )
+        self._preempted = False
         self.reporter = Reporter(workdir, self.total_steps, chief=is_chief(self.strategy))
         self._train_loop = self._make_train_loop()
         self._eval_step = self._make_eval_step()
@@ -127,6 +171,7 @@ class Trainer:
     def _dataset(self, split: str, training: bool, epoch: int = 0, skip_batches: int = 0):
         c = self.config
         global_batch = self.global_batch if training else self.eval_batch
+        limit = 0 if training else c.data.eval_examples
 
         def fn(ctx: tf.distribute.InputContext):
             return data_lib.make_dataset(
@@ -139,6 +184,7 @@ class Trainer:
                 epoch=epoch,
                 skip_batches=skip_batches,
                 input_context=ctx,
+                limit=limit,
             )
 
         return self.strategy.distribute_datasets_from_function(fn)
@@ -211,8 +257,8 @@ class Trainer:
             }
 
         @tf.function
-        def eval_step(iterator):
-            per_replica = strategy.run(forward, args=(next(iterator),))
+        def eval_step(batch):
+            per_replica = strategy.run(forward, args=(batch,))
             return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
 
         return eval_step
@@ -221,14 +267,14 @@ class Trainer:
     def evaluate(self) -> dict:
         """Centre-crop top-1/top-5 error over the eval split."""
         c = self.config
-        n = self.source.sizes[c.data.eval_split]
-        if c.data.eval_examples:
-            n = min(n, c.data.eval_examples)
-        batches = math.ceil(n / self.eval_batch)
         iterator = iter(self._dataset(c.data.eval_split, training=False))
         totals = None
-        for _ in range(batches):
-            out = self._eval_step(iterator)
+        while True:
+            # get_next_as_optional keeps workers in step when their shards end unevenly.
+            batch = iterator.get_next_as_optional()
+            if not batch.has_value():
+                break
+            out = self._eval_step(batch.get_value())
             totals = out if totals is None else {k: totals[k] + out[k] for k in totals}
         count = float(totals["count"])
         return {
@@ -248,7 +294,39 @@ class Trainer:
     def save(self) -> None:
         self.manager.save(checkpoint_number=int(self.step.numpy()))
 
+    @contextlib.contextmanager
+    def _sigterm_saves(self):
+        """SIGTERM (preemption) -> finish the host call in flight, save, raise Preempted."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            self._preempted = True
+
+        previous = signal.signal(signal.SIGTERM, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def _log_epoch_summaries(self, step: int, epoch: int) -> None:
+        """Weight histograms, a few augmented inputs, the conv1 kernels (Fig. 3)."""
+        if not self.reporter.chief:
+            return
+        self.reporter.histograms("train", step, {v.path: v for v in self.model.trainable_variables})
+        c = self.config
+        few = dataclasses.replace(c.data, cache=False, shuffle_buffer=1)
+        batch = next(iter(data_lib.make_dataset(self.source, few, c.data.train_split, 4, True, c.train.seed, epoch)))
+        self.reporter.images("train", step, "augmented_inputs", batch["image"], max_outputs=4)
+        kernel = self.model.get_layer("conv1").kernel  # (11, 11, 3, 96)
+        self.reporter.images("train", step, "conv1_kernels", kernel_grid(kernel)[None], max_outputs=1)
+
     def run(self) -> dict:
+        with self._sigterm_saves():
+            return self._run()
+
+    def _run(self) -> dict:
         c = self.config
         t = c.train
         step = self.restore()
@@ -269,16 +347,23 @@ class Trainer:
             lr = self.schedule.lr(epoch)
             self.optimizer.learning_rate.assign(lr)
             iterator = iter(self._dataset(c.data.train_split, training=True, epoch=epoch, skip_batches=in_epoch))
+            if in_epoch == 0:
+                self._log_epoch_summaries(step, epoch)
             epoch_end = min((epoch + 1) * self.steps_per_epoch, self.total_steps)
             epoch_totals, epoch_steps = None, 0
             while step < epoch_end:
                 n = min(t.steps_per_loop, epoch_end - step)
                 n = min(n, t.log_every - step % t.log_every, t.checkpoint_every - step % t.checkpoint_every)
+                if t.profile_steps and step == t.profile_steps[0]:
+                    tf.profiler.experimental.start(os.path.join(self.workdir, "tb", "profile"))
                 totals = self._train_loop(iterator, tf.constant(n))
+                if t.profile_steps and step < t.profile_steps[1] <= step + n:
+                    tf.profiler.experimental.stop()
                 totals = {k: float(v) for k, v in totals.items()}
                 if not math.isfinite(totals["loss"]):
+                    where = f"step {step + 1}" if n == 1 else f"steps {step + 1}..{step + n}"
                     raise TrainingError(
-                        f"non-finite loss at step {step + 1}..{step + n}; the last good checkpoint "
+                        f"non-finite loss at {where}; the last good checkpoint "
                         f"({self.manager.latest_checkpoint}) is left as it was"
                     )
                 step += n
@@ -302,6 +387,12 @@ class Trainer:
                     window_start, window_steps, window = time.perf_counter(), 0, None
                 if step % t.checkpoint_every == 0 and step < epoch_end:
                     self.save()
+                if self._preempted:
+                    self.save()
+                    raise Preempted(
+                        f"SIGTERM at step {step}: saved {self.manager.latest_checkpoint}; "
+                        "run the same command again to resume"
+                    )
             if step % self.steps_per_epoch == 0:
                 # End of an epoch: validation error drives the Sec. 5 schedule.
                 metrics = self.evaluate()
@@ -310,6 +401,9 @@ class Trainer:
                     f"epoch {epoch + 1} eval: top-1 error {metrics['top1_error']:.4f}  "
                     f"top-5 error {metrics['top5_error']:.4f}  ({metrics['examples']} images)"
                 )
+                if metrics["top1_error"] < float(self.best_top1.numpy()):
+                    self.best_top1.assign(metrics["top1_error"])
+                    self.best_manager.save(checkpoint_number=step)
                 if self.schedule.end_epoch(metrics["top1_error"]):
                     self.reporter.line(f"validation error stopped improving: lr -> {self.schedule.lr(epoch + 1):.3g}")
                 images = epoch_steps * self.global_batch

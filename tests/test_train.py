@@ -48,3 +48,23 @@ def test_resume_refuses_a_different_model(tmp_path):
 def test_class_count_mismatch_is_explained(tmp_path):
     with pytest.raises(ConfigError, match="model.num_classes=10"):
         train_and_evaluate(tiny(**{"model.num_classes": 1000}), str(tmp_path / "run"))
+
+
+def test_restore_model_loads_trained_weights(tmp_path):
+    import numpy as np
+    import tensorflow as tf
+
+    from alexnet_tf.model import build_model
+    from alexnet_tf.train import restore_model
+
+    workdir = str(tmp_path / "run")
+    config = tiny(**{"train.max_steps": 2})
+    train_and_evaluate(config, workdir)
+    model = build_model(config.model)
+    fresh = model.get_layer("fc8").kernel.numpy().copy()
+    path = restore_model(model, workdir)
+    saved = tf.train.load_checkpoint(path).get_tensor("model/fc8/kernel/.ATTRIBUTES/VARIABLE_VALUE")
+    np.testing.assert_array_equal(model.get_layer("fc8").kernel.numpy(), saved)
+    assert not np.array_equal(fresh, saved)
+    with pytest.raises(ConfigError, match="no checkpoint"):
+        restore_model(model, str(tmp_path / "empty"))

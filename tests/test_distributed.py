@@ -1,0 +1,155 @@
+"""The training loop under tf.distribute, restarts and preemption (CPU devices)."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from alexnet_tf.config import load_recipe, override
+from alexnet_tf.model import Dropout
+from alexnet_tf.train import TrainingError, train_and_evaluate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICKSTART = os.path.join(ROOT, "recipes", "quickstart.py")
+
+TINY = {
+    "train.batch_size": 32,
+    "train.log_every": 1,
+    "train.deterministic": True,
+    "data.eval_examples": 64,
+    "model.dropout": 0.0,
+}
+
+
+def tiny(**extra):
+    return override(load_recipe(QUICKSTART), {**TINY, **extra})
+
+
+def model_weights(workdir):
+    """The model's variables in the newest checkpoint of a run."""
+    path = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
+    reader = tf.train.load_checkpoint(path)
+    return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map() if k.startswith("model/")}
+
+
+def assert_same_weights(a, b, rtol=1e-5, atol=1e-6):
+    assert a.keys() == b.keys() and len(a) > 10
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=rtol, atol=atol, err_msg=k)
+
+
+def assert_weights_moved(a, b):
+    assert any(not np.allclose(a[k], b[k]) for k in a)
+
+
+def test_two_replicas_match_one_device(tmp_path):
+    one = str(tmp_path / "one")
+    two = str(tmp_path / "two")
+    train_and_evaluate(tiny(**{"train.max_steps": 3, "distribute.strategy": "one_device"}), one)
+    r = train_and_evaluate(tiny(**{"train.max_steps": 3, "distribute.strategy": "mirrored", "distribute.devices": "cpu:2"}), two)
+    assert r["step"] == 3
+    assert_same_weights(model_weights(one), model_weights(two), rtol=1e-4, atol=1e-6)
+
+
+def test_restart_equals_straight_run(tmp_path):
+    straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
+    train_and_evaluate(tiny(**{"train.max_steps": 4}), straight)
+    train_and_evaluate(tiny(**{"train.max_steps": 2}), split)
+    after_two = model_weights(split)
+    train_and_evaluate(tiny(**{"train.max_steps": 4}), split)
+    assert_weights_moved(after_two, model_weights(split))
+    assert_same_weights(model_weights(straight), model_weights(split))
+
+
+def test_dropout_masks_differ_across_replicas():
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        layer = Dropout(0.5, seed=1)
+        layer.build((4, 64))
+
+    @tf.function
+    def run():
+        return strategy.run(lambda: layer(tf.ones((4, 64)), training=True))
+
+    a, b = strategy.experimental_local_results(run())
+    a, b = a.numpy() == 0, b.numpy() == 0
+    assert 0.3 < a.mean() < 0.7 and 0.3 < b.mean() < 0.7
+    assert (a != b).mean() > 0.3  # independent masks disagree on about half the units
+
+
+def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path):
+    workdir = str(tmp_path / "run")
+    train_and_evaluate(tiny(**{"train.max_steps": 2}), workdir)
+    good = model_weights(workdir)
+    with pytest.raises(TrainingError, match=r"non-finite loss at step 4"):
+        train_and_evaluate(tiny(**{"train.max_steps": 4, "optim.lr": 1e30}), workdir)
+    assert_same_weights(good, model_weights(workdir))
+
+
+def _cli(workdir, *sets, env=None):
+    args = [sys.executable, "-m", "alexnet_tf.train", QUICKSTART, "--workdir", workdir]
+    for k, v in {**TINY, **dict(sets)}.items():
+        args += ["--set", f"{k}={v}"]
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.Popen(args, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_sigterm_saves_and_restart_loses_nothing(tmp_path):
+    straight, preempted = str(tmp_path / "straight"), str(tmp_path / "preempted")
+    steps = {"train.max_steps": 12}
+    proc = _cli(preempted, *steps.items())
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "step 2/12" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest, _ = proc.communicate(timeout=300)
+    out = "".join(seen) + rest
+    assert proc.returncode == 75, out
+    assert "SIGTERM at step" in out
+    ckpt = tf.train.latest_checkpoint(os.path.join(preempted, "checkpoints"))
+    stopped_at = int(ckpt.rsplit("-", 1)[1])
+    assert 2 <= stopped_at < 12
+    proc = _cli(preempted, *steps.items())
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    assert f"at step {stopped_at}" in out
+    train_and_evaluate(tiny(**steps), straight)
+    assert_same_weights(model_weights(straight), model_weights(preempted))
+
+
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def test_two_workers_match_one_process(tmp_path):
+    single, multi = str(tmp_path / "single"), str(tmp_path / "multi")
+    steps = {"train.max_steps": 2}
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    procs = [
+        _cli(multi, *steps.items(), ("distribute.strategy", "multi_worker"),
+             env={"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})})
+        for i in range(2)
+    ]
+    deadline = time.time() + 400
+    outs = [p.communicate(timeout=max(1, deadline - time.time()))[0] for p in procs]
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out
+    assert "2 replica(s)" in outs[0]
+    train_and_evaluate(tiny(**steps), single)
+    assert_same_weights(model_weights(single), model_weights(multi), rtol=1e-4, atol=1e-6)
