@@ -406,3 +406,30 @@ def test_bad_file_zoo(tmp_path):
         (tmp_path / "val" / "a" / name).write_bytes(raw)
     ev = collect(data_lib.make_dataset(data_lib.open_source("folder:" + root), cfg, "val", 4, training=False))
     assert len(ev["weight"]) == 12 and ev["weight"].sum() == 8
+
+
+def test_stats_command_matches_numpy(tmp_path):
+    from alexnet_tf import stats as stats_cli
+
+    root = make_folder(str(tmp_path / "src"), per_class=2, classes=("a", "b"))
+    (tmp_path / "src/train/a/junk.JPEG").write_bytes(b"junk")
+    out = str(tmp_path / "stats.npz")
+    assert stats_cli.main([root, out, "--size", str(R)]) == 0
+    loaded = data_lib.Stats.load(out)
+    source = data_lib.open_source("folder:" + root)
+    images = np.stack(
+        [data_lib.decode_and_resize(x, R, True).numpy() for x, _, n in source.examples("train") if b"junk" not in n.numpy()]
+    ).astype(np.float64)
+    assert len(images) == 4
+    np.testing.assert_allclose(loaded.mean_image, images.mean(0), rtol=1e-5)
+    cov = np.cov(images.reshape(-1, 3).T / 255.0, bias=True)
+    np.testing.assert_allclose(loaded.eigval, np.linalg.eigvalsh(cov)[::-1], rtol=1e-4)
+
+
+def test_prepare_and_stats_commands_report_errors_in_one_line(tmp_path, capsys):
+    from alexnet_tf import prepare, stats
+
+    assert prepare.main([str(tmp_path / "missing"), str(tmp_path / "out")]) == 2
+    assert stats.main(["folder:" + str(tmp_path / "missing"), str(tmp_path / "s.npz")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("error: folder") for line in err)
