@@ -41,6 +41,10 @@ class DataConfig:
     service_address: str = ""  # tf.data service dispatcher, e.g. grpc://host:5000
     eval_examples: int = 0  # 0 = the whole eval split
     random_labels: bool = False  # control run: train on random labels (must stay at chance)
+    label_file: str = ""  # folder sources: labels of a flat val/ folder; "" = look in the folder
+    tfds_data_dir: str = ""  # tfds sources: "" = TFDS's default (~/tensorflow_datasets)
+    tfds_manual_dir: str = ""  # tfds sources: where ILSVRC2012_img_*.tar are; "" = <data_dir>/downloads/manual
+    deterministic: bool = True  # same batches in the same order every run; False lets tf.data reorder for speed
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import json
 import os
 
 import numpy as np
@@ -69,22 +70,38 @@ class Stats:
 
 @dataclasses.dataclass
 class Source:
-    """A dataset with two splits of (image uint8 HxWx3 or encoded bytes, label)."""
+    """A dataset with named splits of (image uint8 HxWx3 or encoded bytes, label)."""
 
     name: str
     class_names: list
     splits: dict  # split name -> callable() returning a tf.data.Dataset of (image, label)
     sizes: dict  # split name -> number of examples
     encoded: bool  # images are encoded bytes (JPEG/PNG) rather than uint8 arrays
+    # split name -> callable() returning (image, label, name) where a file name is known;
+    # `name` identifies an example in the bad-file report.
+    named: dict = dataclasses.field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def split(self, name: str) -> tf.data.Dataset:
+    def _check(self, name: str) -> None:
         if name not in self.splits:
             raise DataError(f"{self.name} has no split {name!r}; it has {', '.join(self.splits)}")
+
+    def split(self, name: str) -> tf.data.Dataset:
+        self._check(name)
         return self.splits[name]()
+
+    def examples(self, name: str) -> tf.data.Dataset:
+        """(image, label, name) triples; the name is `SOURCE:SPLIT#INDEX` if no file name is known."""
+        self._check(name)
+        if name in self.named:
+            return self.named[name]()
+        prefix = f"{self.name}:{name}#"
+        return self.splits[name]().enumerate().map(
+            lambda i, ex: (ex[0], ex[1], prefix + tf.strings.as_string(i)), num_parallel_calls=AUTOTUNE
+        )
 
 
 def _fashion_mnist_arrays(spec: str) -> dict:
@@ -142,10 +159,70 @@ def fashion_mnist_source(folder: str = "builtin") -> Source:
 
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+# Label files looked for beside a flat validation folder (first found wins).
+LABEL_FILES = ("val_labels.txt", "val.txt", "LOC_val_solution.csv")
 
 
-def folder_source(path: str) -> Source:
-    """`PATH/train/<class>/*` and `PATH/val/<class>/*` (also `validation/`, `test/`)."""
+def _files_source(name: str, class_names: list, files: dict, aliases: dict | None = None) -> Source:
+    """A Source over {split: (paths, labels)} of encoded image files."""
+    splits, named, sizes = {}, {}, {}
+
+    def make(split, with_names):
+        def fn():
+            paths, labels = files[split]
+            ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+            if with_names:
+                return ds.map(lambda p, y: (tf.io.read_file(p), y, p), num_parallel_calls=AUTOTUNE)
+            return ds.map(lambda p, y: (tf.io.read_file(p), y), num_parallel_calls=AUTOTUNE)
+
+        return fn
+
+    for split in files:
+        splits[split], named[split], sizes[split] = make(split, False), make(split, True), len(files[split][0])
+    for alias, target in (aliases or {}).items():
+        if target in files and alias not in files:
+            splits[alias], named[alias], sizes[alias] = splits[target], named[target], sizes[target]
+    return Source(name, class_names, splits, sizes, encoded=True, named=named)
+
+
+def _read_label_file(path: str, index: dict) -> dict:
+    """file name (without folders) -> label index, from `NAME LABEL` lines or LOC_val_solution.csv.
+
+    LABEL is a class folder name (e.g. a WordNet id n01440764) or a 0-based class index.
+    """
+    labels = {}
+    with open(path) as f:
+        lines = [line.strip() for line in f if line.strip()]
+    csv = path.endswith(".csv")
+    if csv and lines and lines[0].lower().startswith("imageid"):
+        lines = lines[1:]
+    for n, line in enumerate(lines, 1):
+        if csv:
+            image_id, _, rest = line.partition(",")
+            name, label = image_id, rest.split()[0] if rest.split() else ""
+        else:
+            parts = line.replace(",", " ").split()
+            if len(parts) < 2:
+                raise DataError(f"{path}:{n}: expected `FILE LABEL`, got {line!r}")
+            name, label = parts[0], parts[1]
+        if label in index:
+            y = index[label]
+        elif label.isdigit() and int(label) < len(index):
+            y = int(label)
+        else:
+            raise DataError(f"{path}:{n}: label {label!r} is neither a class folder name nor a class index below {len(index)}")
+        labels[os.path.splitext(os.path.basename(name))[0]] = y
+    return labels
+
+
+def folder_source(path: str, label_file: str = "") -> Source:
+    """`PATH/train/<class>/*` plus `PATH/val/<class>/*` (also `validation/`, `test/`), or a
+    flat `PATH/val/*.JPEG` (ImageNet's layout) labelled by a file: `label_file`, else the
+    first of PATH/val_labels.txt, PATH/val.txt, PATH/LOC_val_solution.csv found.
+
+    Class names are the train folder names in sorted order (so label i is the i-th name).
+    The split `val` is also reachable as `validation` (the DataConfig default).
+    """
     if not os.path.isdir(path):
         raise DataError(f"folder {path!r} not found; expected {path}/train/<class>/*.JPEG and {path}/val/<class>/*")
     split_dirs = {s: os.path.join(path, s) for s in ("train", "val", "validation", "test") if os.path.isdir(os.path.join(path, s))}
@@ -155,50 +232,291 @@ def folder_source(path: str) -> Source:
     if not class_names:
         raise DataError(f"{split_dirs['train']!r} has no class folders")
     index = {c: i for i, c in enumerate(class_names)}
-    files, sizes = {}, {}
+    files = {}
     for split, d in split_dirs.items():
         paths, labels = [], []
-        for c in sorted(os.listdir(d)):
-            if c not in index:
-                continue
-            for f in sorted(os.listdir(os.path.join(d, c))):
-                if f.lower().endswith(IMAGE_EXTENSIONS):
-                    paths.append(os.path.join(d, c, f))
-                    labels.append(index[c])
+        flat = sorted(f for f in os.listdir(d) if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(d, f)))
+        if split != "train" and flat:
+            candidates = [label_file] if label_file else [os.path.join(path, f) for f in LABEL_FILES]
+            found = [c for c in candidates if c and os.path.isfile(c)]
+            if not found:
+                raise DataError(
+                    f"{d} holds images directly; give their labels with data.label_file=FILE "
+                    f"(lines `FILE_NAME CLASS_FOLDER_NAME_OR_INDEX`) or put {LABEL_FILES[0]} in {path}"
+                )
+            by_name = _read_label_file(found[0], index)
+            unlabelled = [f for f in flat if os.path.splitext(f)[0] not in by_name]
+            if unlabelled:
+                raise DataError(f"{len(unlabelled)} files in {d} have no label in {found[0]}, e.g. {unlabelled[0]}")
+            paths = [os.path.join(d, f) for f in flat]
+            labels = [by_name[os.path.splitext(f)[0]] for f in flat]
+        else:
+            for c in sorted(os.listdir(d)):
+                if c not in index:
+                    continue
+                for f in sorted(os.listdir(os.path.join(d, c))):
+                    if f.lower().endswith(IMAGE_EXTENSIONS):
+                        paths.append(os.path.join(d, c, f))
+                        labels.append(index[c])
         files[split] = (paths, np.asarray(labels, np.int32))
-        sizes[split] = len(paths)
+    return _files_source("folder:" + path, class_names, files, aliases={"validation": "val", "val": "validation"})
 
-    def make(split):
+
+# --------------------------------------------------------------------------- TFRecords
+METADATA_FILE = "metadata.json"
+TFRECORD_FEATURES = {
+    "image/encoded": tf.io.FixedLenFeature([], tf.string),
+    "image/class/label": tf.io.FixedLenFeature([], tf.int64),
+    "image/filename": tf.io.FixedLenFeature([], tf.string, default_value=""),
+}
+
+
+def tfrecord_source(pattern: str) -> Source:
+    """Shards written by `python -m alexnet_tf.prepare`: a folder, or a glob inside one.
+
+    `metadata.json` beside the shards gives the class names and each shard's split and
+    example count (so sizes are known without reading the shards).
+    """
+    folder = pattern if os.path.isdir(pattern) else os.path.dirname(pattern) or "."
+    meta_path = os.path.join(folder, METADATA_FILE)
+    if not os.path.isfile(meta_path):
+        raise DataError(
+            f"no {METADATA_FILE} in {folder!r}; tfrecord sources are folders written by "
+            "`python -m alexnet_tf.prepare SRC OUT` (use tfrecord:OUT or tfrecord:OUT/train-*)"
+        )
+    with open(meta_path) as f:
+        meta = json.load(f)
+    matched = set(tf.io.gfile.glob(os.path.join(pattern, "*") if os.path.isdir(pattern) else pattern))
+    shards = {}  # split -> [(path, count)]
+    for shard in meta["shards"]:
+        path = os.path.join(folder, shard["file"])
+        if path in matched:
+            shards.setdefault(shard["split"], []).append((path, int(shard["count"])))
+    if not shards:
+        raise DataError(f"{pattern!r} matches none of the finished shards listed in {meta_path}; is prepare still running?")
+
+    def make(split, with_names):
+        paths = [p for p, _ in sorted(shards[split])]
+
         def fn():
-            paths, labels = files[split]
-            return tf.data.Dataset.from_tensor_slices((paths, labels)).map(
-                lambda p, y: (tf.io.read_file(p), y), num_parallel_calls=AUTOTUNE
-            )
+            ds = tf.data.TFRecordDataset(paths, num_parallel_reads=min(len(paths), 8) if len(paths) > 1 else None)
+            ds = ds.map(lambda r: tf.io.parse_single_example(r, TFRECORD_FEATURES), num_parallel_calls=AUTOTUNE)
+            if with_names:
+                return ds.map(lambda e: (e["image/encoded"], tf.cast(e["image/class/label"], tf.int32), e["image/filename"]))
+            return ds.map(lambda e: (e["image/encoded"], tf.cast(e["image/class/label"], tf.int32)))
 
         return fn
 
-    return Source("folder:" + path, class_names, {s: make(s) for s in files}, sizes, encoded=True)
+    return Source(
+        "tfrecord:" + pattern,
+        list(meta["class_names"]),
+        {s: make(s, False) for s in shards},
+        {s: sum(c for _, c in v) for s, v in shards.items()},
+        encoded=True,
+        named={s: make(s, True) for s in shards},
+    )
 
 
-def open_source(spec: str) -> Source:
-    """Parses a data spec (`folder:PATH`, `fashion_mnist:DIR`, `builtin:fashion_mnist`, ...)."""
+# --------------------------------------------------------------------------- TFDS
+IMAGENET_TARS = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
+
+
+def tfds_source(name: str, train_split: str = "", data_dir: str = "", manual_dir: str = "") -> Source:
+    """Any TFDS image-classification dataset, images left encoded (SkipDecoding) so that
+    decoding and cropping fuse. `train_split` (e.g. `train[:10%]`) replaces the train split.
+    """
+    import tensorflow_datasets as tfds  # heavy; only imported for tfds sources
+
+    try:
+        builder = tfds.builder(name, data_dir=data_dir or None)
+    except Exception as e:  # unknown name
+        raise DataError(f"TFDS has no dataset {name!r} ({type(e).__name__}); see https://www.tensorflow.org/datasets/catalog") from e
+    keys = builder.info.supervised_keys
+    if not keys or len(keys) != 2:
+        raise DataError(f"TFDS dataset {name!r} has no (image, label) supervised keys; it is not an image-classification set")
+    image_key, label_key = keys
+    label_feature = builder.info.features[label_key]
+    class_names = list(getattr(label_feature, "names", None) or [str(i) for i in range(label_feature.num_classes)])
+    has_file_name = "file_name" in builder.info.features
+
+    def as_dataset(split):
+        return builder.as_dataset(split=split, shuffle_files=False, decoders={image_key: tfds.decode.SkipDecoding()})
+
+    def ensure_prepared():
+        try:
+            as_dataset(list(builder.info.splits)[0] if builder.info.splits else "train")
+            return
+        except (AssertionError, Exception) as e:  # TFDS raises AssertionError when not generated
+            not_prepared = e
+        if name.split("/")[0].split(":")[0] == "imagenet2012":
+            root = os.path.dirname(os.path.dirname(os.path.dirname(builder.data_dir)))
+            manual = manual_dir or os.path.join(root, "downloads", "manual")
+            missing = [t for t in IMAGENET_TARS if not os.path.isfile(os.path.join(manual, t))]
+            if missing:
+                raise DataError(
+                    f"imagenet2012 is not prepared in {root} and {', '.join(missing)} "
+                    f"{'is' if len(missing) == 1 else 'are'} not in {manual}; download "
+                    f"{' and '.join(IMAGENET_TARS)} from https://image-net.org (login needed) into {manual} "
+                    "(or set data.tfds_manual_dir), then run again; TFDS prepares them once (hours)"
+                ) from not_prepared
+        try:
+            builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir or None))
+        except Exception as e:
+            raise DataError(f"TFDS could not prepare {name!r}: {type(e).__name__}: {str(e)[:300]}") from e
+
+    ensure_prepared()
+    split_names = list(builder.info.splits) or ["train", "validation", "test"]
+    exprs = {s: s for s in split_names}
+    if train_split:
+        exprs["train"] = train_split
+
+    def size_of(expr):
+        try:
+            return int(builder.info.splits[expr].num_examples)
+        except (KeyError, ValueError):  # no split metadata (e.g. mocked): count
+            n = int(as_dataset(expr).cardinality())
+            return n if n >= 0 else int(as_dataset(expr).reduce(0, lambda c, _: c + 1))
+
+    def make(expr, with_names):
+        prefix = f"tfds:{name}:{expr}#"
+
+        def fn():
+            ds = as_dataset(expr)
+            if with_names:
+                if has_file_name:
+                    return ds.map(lambda e: (e[image_key], tf.cast(e[label_key], tf.int32), e["file_name"]))
+                return ds.enumerate().map(
+                    lambda i, e: (e[image_key], tf.cast(e[label_key], tf.int32), prefix + tf.strings.as_string(i))
+                )
+            return ds.map(lambda e: (e[image_key], tf.cast(e[label_key], tf.int32)))
+
+        return fn
+
+    sizes, splits, named = {}, {}, {}
+    for s, expr in exprs.items():
+        try:
+            sizes[s] = size_of(expr)
+        except Exception:  # a split this dataset does not have
+            continue
+        splits[s], named[s] = make(expr, False), make(expr, True)
+    return Source(f"tfds:{name}", class_names, splits, sizes, encoded=True, named=named)
+
+
+def open_source(spec: str, config: DataConfig | None = None) -> Source:
+    """Parses a data spec: folder:PATH, tfds:NAME[:SPLIT], tfrecord:GLOB, fashion_mnist:DIR,
+    builtin:fashion_mnist. `config` supplies the folder label file and TFDS directories."""
+    config = config or DataConfig()
     kind, _, arg = spec.partition(":")
     if kind == "builtin" and arg == "fashion_mnist":
         return fashion_mnist_source("builtin")
     if kind == "fashion_mnist":
         return fashion_mnist_source(arg or DEBIAN_FASHION_MNIST)
     if kind == "folder":
-        return folder_source(arg)
+        return folder_source(arg, config.label_file)
+    if kind == "tfrecord":
+        return tfrecord_source(arg)
+    if kind == "tfds":
+        name, _, split = arg.partition(":")
+        if not name:
+            raise DataError("tfds source needs a dataset name, e.g. tfds:imagenet2012 or tfds:imagenette:train[:10%]")
+        return tfds_source(name, split, config.tfds_data_dir, config.tfds_manual_dir)
     known = "folder:PATH, tfds:NAME[:SPLIT], tfrecord:GLOB, fashion_mnist:DIR, builtin:fashion_mnist"
-    if kind in ("tfds", "tfrecord"):
-        raise DataError(f"data source {spec!r}: {kind} sources are not available in this version; use one of {known}")
     raise DataError(f"unknown data source {spec!r}; valid forms: {known}")
 
 
-def decode_and_resize(image: tf.Tensor, size: int, encoded: bool) -> tf.Tensor:
-    """Sec. 2: rescale the shorter side to `size`, then take the central size x size patch."""
-    if encoded:
-        image = tf.io.decode_image(image, channels=3, expand_animations=False)
+# --------------------------------------------------------------------------- bad files
+class BadFiles:
+    """Files that could not be decoded, by name, with the reason; shared by every pipeline.
+
+    Kept in a TF hash table that the tf.data graphs write to, so it works in parallel
+    maps and counts each file once however many epochs meet it.
+    """
+
+    def __init__(self):
+        self._table = None
+
+    @property
+    def table(self):
+        if self._table is None:
+            with tf.init_scope(), tf.device("/cpu:0"):
+                self._table = tf.lookup.experimental.MutableHashTable(tf.string, tf.int32, default_value=-1)
+        return self._table
+
+    def record(self, name: tf.Tensor, reason: tf.Tensor) -> tf.Tensor:
+        return self.table.insert(tf.reshape(name, [1]), tf.reshape(reason, [1]))
+
+    def count(self) -> int:
+        return 0 if self._table is None else int(self._table.size())
+
+    def summary(self, limit: int = 5) -> dict:
+        """{"count": N, "examples": [{"file": ..., "reason": ...}, ...]} (first `limit` by name)."""
+        if self._table is None or self.count() == 0:
+            return {"count": 0, "examples": []}
+        keys, values = self._table.export()
+        pairs = sorted(zip(keys.numpy().tolist(), values.numpy().tolist()))
+        return {
+            "count": len(pairs),
+            "examples": [{"file": k.decode(errors="replace"), "reason": REASONS[v]} for k, v in pairs[:limit]],
+        }
+
+    def message(self, limit: int = 5) -> str:
+        """One log line: empty when every file decoded."""
+        s = self.summary(limit)
+        if not s["count"]:
+            return ""
+        shown = "; ".join(f"{e['file']} ({e['reason']})" for e in s["examples"])
+        more = f"; and {s['count'] - len(s['examples'])} more" if s["count"] > len(s["examples"]) else ""
+        return f"skipped {s['count']} unreadable image file(s): {shown}{more}"
+
+    def reset(self) -> None:
+        if self._table is not None:
+            keys, _ = self._table.export()
+            self._table.remove(keys)
+
+
+BAD_FILES = BadFiles()
+
+
+def bad_file_summary(limit: int = 5) -> dict:
+    """Files skipped so far in this process: {"count": N, "examples": [{"file", "reason"}]}."""
+    return BAD_FILES.summary(limit)
+
+
+REASONS = ("empty file", "not an image (unknown format)", "truncated or corrupt image")
+
+
+def _why_unreadable(data: tf.Tensor) -> tf.Tensor:
+    """Index into REASONS for bytes that failed to decode."""
+    head = tf.strings.substr(data, 0, 4)
+    known = (
+        tf.io.is_jpeg(data)
+        | tf.equal(head, b"\x89PNG")
+        | tf.equal(tf.strings.substr(data, 0, 3), b"GIF")
+        | tf.equal(tf.strings.substr(data, 0, 2), b"BM")
+    )
+    return tf.where(
+        tf.equal(tf.strings.length(data), 0),
+        0,
+        tf.where(known, 2, 1),
+    )
+
+
+# --------------------------------------------------------------------------- decoding
+def _is_square_jpeg(data: tf.Tensor, size: int) -> tf.Tensor:
+    """True for a JPEG already `size` x `size` (e.g. from prepare.py): decode+crop can fuse."""
+
+    def shape_ok():
+        shape = tf.image.extract_jpeg_shape(data)
+        return tf.logical_and(tf.equal(shape[0], size), tf.equal(shape[1], size))
+
+    return tf.cond(tf.io.is_jpeg(data), shape_ok, lambda: tf.constant(False))
+
+
+def resize_central(image: tf.Tensor, size: int) -> tf.Tensor:
+    """Sec. 2: rescale the shorter side to `size`, then take the central size x size patch.
+
+    Images smaller than `size` are enlarged, so every image yields every crop.
+    """
     shape = tf.shape(image)
     h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
     scale = tf.cast(size, tf.float32) / tf.minimum(h, w)
@@ -212,8 +530,43 @@ def decode_and_resize(image: tf.Tensor, size: int, encoded: bool) -> tf.Tensor:
     return image
 
 
-def crop_example(image, label, key, config: DataConfig, training: bool):
-    """Picks the crop and flip (Sec. 4.1) and the colour-noise coefficients."""
+def decode_and_resize(image: tf.Tensor, size: int, encoded: bool) -> tf.Tensor:
+    """Decoded (any of JPEG incl. CMYK and grey, PNG, GIF, BMP) and `resize_central`-ed.
+
+    A JPEG that is already size x size is only decoded.
+    """
+    if not encoded:
+        return resize_central(image, size)
+
+    def general():
+        return resize_central(tf.io.decode_image(image, channels=3, expand_animations=False), size)
+
+    def square():
+        out = tf.io.decode_jpeg(image, channels=3)
+        out.set_shape((size, size, 3))
+        return out
+
+    return tf.cond(_is_square_jpeg(image, size), square, general)
+
+
+def decode_crop(data: tf.Tensor, offset: tf.Tensor, crop: int, size: int) -> tf.Tensor:
+    """The `crop` x `crop` patch at `offset` of the resized image, decoding only that
+    window when the file is already a size x size JPEG (decode_and_crop_jpeg)."""
+
+    def fused():
+        out = tf.io.decode_and_crop_jpeg(data, tf.stack([offset[0], offset[1], crop, crop]), channels=3)
+        out.set_shape((crop, crop, 3))
+        return out
+
+    def general():
+        image = decode_and_resize(data, size, True)
+        return tf.slice(image, [offset[0], offset[1], 0], [crop, crop, 3])
+
+    return tf.cond(_is_square_jpeg(data, size), fused, general)
+
+
+def _random_choices(key, config: DataConfig, training: bool):
+    """(offset (2,), flip (), alpha (3,)) for one example; a pure function of `key`."""
     r, c = config.resize_size, config.pad_crop or config.crop_size
     if training:
         seeds = tf.random.experimental.stateless_split(key, 3)
@@ -224,7 +577,20 @@ def crop_example(image, label, key, config: DataConfig, training: bool):
         offset = tf.constant([(r - c) // 2, (r - c) // 2], tf.int32)
         flip = tf.constant(False)
         alpha = tf.zeros((3,), tf.float32)
-    crop = tf.slice(image, [offset[0], offset[1], 0], [c, c, 3])
+    return offset, flip, alpha
+
+
+def crop_example(image, label, key, config: DataConfig, training: bool, encoded: bool = False):
+    """Picks the crop and flip (Sec. 4.1) and the colour-noise coefficients.
+
+    `image` is the resized (R, R, 3) uint8 image, or its encoded bytes with `encoded`.
+    """
+    c = config.pad_crop or config.crop_size
+    offset, flip, alpha = _random_choices(key, config, training)
+    if encoded:
+        crop = decode_crop(image, offset, c, config.resize_size)
+    else:
+        crop = tf.slice(image, [offset[0], offset[1], 0], [c, c, 3])
     crop = tf.cond(flip, lambda: tf.reverse(crop, [1]), lambda: crop)
     return {
         "image": crop,
@@ -262,6 +628,30 @@ def ten_crop_example(image, label, config: DataConfig):
     }
 
 
+def _placeholder(label, config: DataConfig, crops: str) -> dict:
+    """A weight-0 stand-in for an example whose file could not be decoded."""
+    c = config.pad_crop or config.crop_size
+    m = (config.resize_size - c) // 2
+    rows = 10 if crops == "ten" else None
+    shape = [rows] if rows else []
+    return {
+        "image": tf.zeros(shape + [c, c, 3], tf.uint8),
+        "offset": tf.fill(shape + [2], tf.constant(m, tf.int32)),
+        "flip": tf.zeros(shape, tf.bool),
+        "alpha": tf.zeros(shape + [3], tf.float32),
+        "label": tf.fill(shape, tf.cast(label, tf.int32)),
+        "weight": tf.zeros(shape, tf.float32),
+    }
+
+
+def _is_valid(example, valid):
+    return valid
+
+
+def _drop_flag(example, valid):
+    return example
+
+
 def make_dataset(
     source: Source,
     config: DataConfig,
@@ -284,12 +674,17 @@ def make_dataset(
     strategy). With `crops="ten"` (eval only) each example becomes its ten Sec. 4.1
     crops in consecutive rows, so a batch has 10 * batch_size rows. `limit` > 0 keeps
     only the split's first `limit` examples.
+
+    Files that cannot be decoded never stop the pipeline: they are recorded in
+    `BAD_FILES` (see `bad_file_summary`), dropped from training batches (the epoch keeps
+    its number of batches by wrapping around to its first examples) and become weight-0
+    rows in evaluation batches, so every batch keeps its shape.
     """
     if crops not in ("center", "ten"):
         raise ValueError(f"crops must be 'center' or 'ten', got {crops!r}")
     if crops == "ten" and training:
         raise ValueError("ten crops are for evaluation")
-    ds = source.split(split)
+    ds = source.examples(split)  # (image, label, name)
     ds = ds.enumerate()
     if limit:
         ds = ds.take(limit)
@@ -297,52 +692,88 @@ def make_dataset(
     pipeline = input_context.input_pipeline_id if input_context is not None else 0
     replicas = input_context.num_replicas_in_sync if input_context is not None else 1
     global_batch = batch_size * replicas
+    width = global_batch // pipelines  # examples of one global batch this pipeline takes
     if pipelines > 1 and not training:
         ds = ds.shard(pipelines, pipeline)
-    if config.cache and not source.encoded:
+    cached = config.cache and not source.encoded
+    if cached:
         # Small in-memory datasets: resize once, keep the result.
         ds = ds.map(
-            lambda i, ex: (i, (decode_and_resize(ex[0], config.resize_size, False), ex[1])),
-            num_parallel_calls=AUTOTUNE,
+            lambda i, ex: (i, (resize_central(ex[0], config.resize_size), ex[1], ex[2])), num_parallel_calls=AUTOTUNE
         ).cache()
     if training:
         ds = ds.shuffle(config.shuffle_buffer, seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False)
-        if skip_batches:
-            ds = ds.skip(skip_batches * global_batch)
-        if pipelines > 1:
-            # Every pipeline walks the same shuffled order and decodes only its slice of
-            # each global batch: the global batch is the same for 1 or N workers.
-            width = global_batch // pipelines
-            lo = pipeline * width
-            ds = ds.batch(global_batch, drop_remainder=True)
-            ds = ds.map(lambda i, ex: (i[lo : lo + width], (ex[0][lo : lo + width], ex[1][lo : lo + width])))
-            ds = ds.unbatch()
-
-    cached = config.cache and not source.encoded
+    # Without decoding failures an example's position is known before decoding: skip cheaply.
+    skip_early = skip_batches and not (training and source.encoded)
+    if skip_early:
+        ds = ds.skip(skip_batches * global_batch)
+    if training and pipelines > 1:
+        # Every pipeline walks the same shuffled order and decodes only its slice of
+        # each global batch: the global batch is the same for 1 or N workers.
+        lo = pipeline * width
+        ds = ds.batch(global_batch, drop_remainder=True)
+        ds = ds.map(lambda i, ex: (i[lo : lo + width], tuple(t[lo : lo + width] for t in ex)))
+        ds = ds.unbatch()
+    record = not config.service_address  # a service worker cannot reach this process's table
 
     def prepare(index, example):
-        image, label = example
-        if not cached:
-            image = decode_and_resize(image, config.resize_size, source.encoded)
+        image, label, _ = example
         if crops == "ten":
-            return ten_crop_example(image, label, config)
+            if not cached:
+                image = decode_and_resize(image, config.resize_size, source.encoded)
+            return ten_crop_example(image, label, config), tf.constant(True)
         if training and config.random_labels:
             # The same random label for an example in every epoch.
             label = tf.random.stateless_uniform(
                 (), tf.stack([tf.cast(seed, tf.int64), index]), 0, source.num_classes, dtype=tf.int32
             )
-        key = tf.stack([tf.cast(seed, tf.int64) * 7919 + epoch, index])
-        return crop_example(image, label, tf.cast(key, tf.int64), config, training)
+        key = tf.cast(tf.stack([tf.cast(seed, tf.int64) * 7919 + epoch, index]), tf.int64)
+        return crop_example(image, label, key, config, training, encoded=source.encoded and not cached), tf.constant(True)
 
-    ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=True)
-    if training:
-        ds = ds.batch(batch_size, drop_remainder=True)
+    def unreadable(index, example):
+        data, label, name = example
+        out = _placeholder(label, config, crops)
+        if record:
+            with tf.control_dependencies([BAD_FILES.record(name, _why_unreadable(data))]):
+                out["weight"] = tf.identity(out["weight"])
+        return out, tf.constant(False)
+
+    def safe(index, example):
+        # A decoding error ends the one-element dataset `ok` without an element; the
+        # stand-in from `bad` then takes its place (and is only computed in that case).
+        ok = tf.data.Dataset.from_tensors((index, example)).map(prepare).ignore_errors()
+        bad = tf.data.Dataset.from_tensors((index, example)).map(unreadable)
+        return ok.concatenate(bad).take(1)
+
+    if source.encoded and not cached:
+        ds = ds.interleave(safe, block_length=1, num_parallel_calls=AUTOTUNE, deterministic=config.deterministic)
     else:
+        ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=config.deterministic)
+
+    if training:
+        good = ds.filter(_is_valid).map(_drop_flag)
+        steps = source.sizes[split] // global_batch - skip_batches  # global steps left
+        batches = steps * (width // batch_size)  # this pipeline's per-replica batches
+        ds = good.concatenate(good) if source.encoded else good  # wrap around past dropped files
+        if skip_batches and not skip_early:
+            ds = ds.skip(skip_batches * width)
+        if config.service_address:
+            ds = ds.apply(
+                tf.data.experimental.service.distribute(
+                    processing_mode=tf.data.experimental.service.ShardingPolicy.OFF,
+                    service=config.service_address,
+                    job_name=f"alexnet_tf-{split}-seed{seed}-epoch{epoch}-skip{skip_batches}-pipeline"
+                    f"{input_context.input_pipeline_id if input_context else 0}",
+                )
+            )
+        ds = ds.batch(batch_size, drop_remainder=True).take(max(batches, 0))
+    else:
+        ds = ds.map(_drop_flag)
         ds = ds.batch(batch_size).map(lambda b: _pad_batch(b, batch_size))
         if crops == "ten":
             ds = ds.map(lambda b: {k: tf.reshape(v, [-1, *v.shape[2:]]) for k, v in b.items()})
     options = tf.data.Options()
-    options.deterministic = True
+    options.deterministic = config.deterministic
     options.experimental_optimization.map_parallelization = True
     return ds.with_options(options).prefetch(AUTOTUNE)
 
@@ -361,19 +792,52 @@ def _pad_batch(batch: dict, batch_size: int) -> dict:
     return {k: pad_one(v) for k, v in batch.items()}
 
 
-def compute_stats(images: tf.data.Dataset, size: int) -> Stats:
-    """Mean image and RGB covariance eigen-decomposition over uint8 (size, size, 3) images."""
+def decoded_examples(source: Source, split: str, size: int, deterministic: bool = True) -> tf.data.Dataset:
+    """(image uint8 (size, size, 3), label, name, reason) for every example, in order;
+    reason is -1 for a decoded image, else an index into REASONS (the image is then zeros
+    and the file is recorded in `BAD_FILES`)."""
+    ds = source.examples(split)
+    if not source.encoded:
+        return ds.map(lambda x, y, n: (resize_central(x, size), y, n, -1), num_parallel_calls=AUTOTUNE)
+
+    def decoded(data, label, name):
+        return decode_and_resize(data, size, True), label, name, -1
+
+    def unreadable(data, label, name):
+        reason = _why_unreadable(data)
+        with tf.control_dependencies([BAD_FILES.record(name, reason)]):
+            return tf.zeros((size, size, 3), tf.uint8), label, name, tf.identity(reason)
+
+    def safe(data, label, name):
+        ok = tf.data.Dataset.from_tensors((data, label, name)).map(decoded).ignore_errors()
+        bad = tf.data.Dataset.from_tensors((data, label, name)).map(unreadable)
+        return ok.concatenate(bad).take(1)
+
+    return ds.interleave(safe, block_length=1, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+
+
+def resized_images(source: Source, split: str, size: int, deterministic: bool = True) -> tf.data.Dataset:
+    """Every readable image of a split as uint8 (size, size, 3) (Sec. 2); unreadable files
+    are skipped and recorded in `BAD_FILES`."""
+    ds = decoded_examples(source, split, size, deterministic)
+    return ds.filter(lambda image, label, name, reason: reason < 0).map(lambda image, label, name, reason: image)
+
+
+def compute_stats(images: tf.data.Dataset, size: int, progress=None) -> Stats:
+    """Mean image and RGB covariance eigen-decomposition over uint8 (size, size, 3) images,
+    streaming; `progress(count)` is called after each batch."""
     total = np.zeros((size, size, 3), np.float64)
     s1 = np.zeros(3, np.float64)
     s2 = np.zeros((3, 3), np.float64)
     count = 0
-    for batch in images.batch(256).as_numpy_iterator():
-        x = batch.astype(np.float64)
-        total += x.sum(0)
-        px = x.reshape(-1, 3)
+    for batch in images.batch(32).prefetch(2).as_numpy_iterator():
+        total += batch.sum(0, dtype=np.float64)
+        px = batch.reshape(-1, 3).astype(np.float64)
         s1 += px.sum(0)
         s2 += px.T @ px
         count += len(batch)
+        if progress:
+            progress(count)
     if count == 0:
         raise DataError("cannot compute statistics over an empty dataset")
     n_px = count * size * size

@@ -107,7 +107,7 @@ class Trainer:
         self.workdir = workdir
         c = config
         self.strategy = make_strategy(c.distribute)
-        self.source = data_lib.open_source(c.data.source)
+        self.source = data_lib.open_source(c.data.source, c.data)
         if self.source.num_classes != c.model.num_classes:
             raise ConfigError(
                 f"{c.data.source} has {self.source.num_classes} classes but model.num_classes="
@@ -401,6 +401,8 @@ class Trainer:
                     f"epoch {epoch + 1} eval: top-1 error {metrics['top1_error']:.4f}  "
                     f"top-5 error {metrics['top5_error']:.4f}  ({metrics['examples']} images)"
                 )
+                if data_lib.BAD_FILES.message():
+                    self.reporter.line(data_lib.BAD_FILES.message())
                 if metrics["top1_error"] < float(self.best_top1.numpy()):
                     self.best_top1.assign(metrics["top1_error"])
                     self.best_manager.save(checkpoint_number=step)
@@ -430,6 +432,7 @@ class Trainer:
             crops="center",
             train_seconds=round(time.perf_counter() - start, 1),
             history=history,
+            bad_files=data_lib.bad_file_summary(),
         )
         self.reporter.scalars("eval", step, final)
         self.reporter.flush()

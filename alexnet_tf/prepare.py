@@ -1,0 +1,158 @@
+"""Writes a dataset as JPEG TFRecord shards of the paper's 256x256 images (Sec. 2).
+
+    python -m alexnet_tf.prepare SRC OUT [--size 256] [--shard-size 1024]
+
+SRC is a data spec (folder:PATH, tfds:NAME, ...) or a plain folder path. Every image is
+rescaled so its shorter side is 256 and its central 256x256 patch kept, then stored as a
+JPEG with its label and file name; OUT/metadata.json holds the class names and each
+shard's split and example count, which `--data tfrecord:OUT` reads. Training then
+decodes only the crop it needs (decode_and_crop_jpeg), the fastest input there is.
+
+Shards are written one at a time to a temporary name and renamed when complete, so an
+interrupted run started again skips the finished shards. Files that cannot be decoded
+are skipped and listed at the end (and in metadata.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import tensorflow as tf
+
+from alexnet_tf import cli
+from alexnet_tf import data as data_lib
+
+PROGRESS_DIR = ".progress"  # per-shard records: a shard is finished when its record exists
+
+
+def _example(jpeg: bytes, label: int, name: bytes) -> bytes:
+    feature = {
+        "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[jpeg])),
+        "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
+        "image/filename": tf.train.Feature(bytes_list=tf.train.BytesList(value=[name])),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def _splits(source: data_lib.Source) -> list:
+    """Split names, without the aliases (val/validation of a folder are one split)."""
+    seen, out = set(), []
+    for name, fn in source.splits.items():
+        if id(fn) not in seen:
+            seen.add(id(fn))
+            out.append(name)
+    return out
+
+
+class Progress:
+    def __init__(self, total: int, label: str, quiet: bool):
+        self.total, self.label, self.quiet = total, label, quiet
+        self.start = time.perf_counter()
+        self.last = 0.0
+
+    def update(self, done: int, final: bool = False) -> None:
+        now = time.perf_counter()
+        if self.quiet or (not final and now - self.last < 2.0):
+            return
+        self.last = now
+        rate = done / max(now - self.start, 1e-9)
+        eta = (self.total - done) / rate if rate > 0 else 0
+        end = "\n" if final or not sys.stderr.isatty() else "\r"
+        print(f"{self.label}: {done}/{self.total} images, {rate:.0f} img/s, ETA {eta:.0f}s", end=end, file=sys.stderr)
+
+
+def prepare(spec: str, out: str, size: int = 256, shard_size: int = 1024, quality: int = 95, quiet: bool = False) -> dict:
+    """Writes `spec` as shards under `out`; returns a report of what was written and skipped."""
+    if ":" not in spec or os.path.isdir(spec):
+        spec = "folder:" + spec
+    source = data_lib.open_source(spec)
+    if not source.encoded:
+        raise data_lib.DataError(f"{spec} holds in-memory arrays; prepare writes image files (folder: or tfds: sources)")
+    os.makedirs(os.path.join(out, PROGRESS_DIR), exist_ok=True)
+    shards, skipped, written, resumed = [], [], {}, 0
+    for split in _splits(source):
+        n = source.sizes[split]
+        count = max(1, -(-n // shard_size))
+        progress = Progress(n, split, quiet)
+        done = 0
+        written[split] = 0
+        for k in range(count):
+            file = f"{split}-{k:05d}-of-{count:05d}.tfrecord"
+            record_path = os.path.join(out, PROGRESS_DIR, file + ".json")
+            if os.path.isfile(record_path) and os.path.isfile(os.path.join(out, file)):
+                with open(record_path) as f:
+                    record = json.load(f)
+                resumed += 1
+            else:
+                record = _write_shard(source, split, k, shard_size, size, quality, os.path.join(out, file))
+                record["file"], record["split"] = file, split
+                with open(record_path, "w") as f:
+                    json.dump(record, f)
+            shards.append({"file": file, "split": split, "count": record["count"]})
+            skipped.extend(record["skipped"])
+            written[split] += record["count"]
+            done += record["count"] + len(record["skipped"])
+            progress.update(done, final=k == count - 1)
+    meta = {
+        "format": "alexnet_tf.prepare/1",
+        "image_size": size,
+        "class_names": source.class_names,
+        "source": spec,
+        "splits": written,
+        "shards": shards,
+        "skipped": skipped,
+    }
+    with open(os.path.join(out, data_lib.METADATA_FILE + ".tmp"), "w") as f:
+        json.dump(meta, f, indent=1)
+    os.replace(os.path.join(out, data_lib.METADATA_FILE + ".tmp"), os.path.join(out, data_lib.METADATA_FILE))
+    return {"written": written, "skipped": len(skipped), "skipped_files": skipped, "resumed_shards": resumed}
+
+
+def _write_shard(source, split, k, shard_size, size, quality, path) -> dict:
+    ds = data_lib.decoded_examples(source, split, size).skip(k * shard_size).take(shard_size)
+    ds = ds.map(
+        lambda image, label, name, reason: (tf.io.encode_jpeg(image, quality=quality), label, name, reason),
+        num_parallel_calls=data_lib.AUTOTUNE,
+    ).prefetch(data_lib.AUTOTUNE)
+    count, skipped = 0, []
+    tmp = path + ".tmp"
+    with tf.io.TFRecordWriter(tmp) as writer:
+        for jpeg, label, name, reason in ds.as_numpy_iterator():
+            if reason >= 0:
+                skipped.append({"file": name.decode(errors="replace"), "reason": data_lib.REASONS[reason]})
+                continue
+            writer.write(_example(jpeg, label, name))
+            count += 1
+    os.replace(tmp, path)
+    return {"count": count, "skipped": skipped}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m alexnet_tf.prepare", description=__doc__.split("\n\n")[0])
+    parser.add_argument("src", help="data spec (folder:PATH, tfds:NAME[:SPLIT]) or a folder path")
+    parser.add_argument("out", help="output folder for the shards and metadata.json")
+    parser.add_argument("--size", type=int, default=256, help="side of the stored square images (Sec. 2: 256)")
+    parser.add_argument("--shard-size", type=int, default=1024, help="images per shard")
+    parser.add_argument("--quality", type=int, default=95, help="JPEG quality of the stored images")
+    args = parser.parse_args(argv)
+
+    def run():
+        report = prepare(args.src, args.out, args.size, args.shard_size, args.quality)
+        total = sum(report["written"].values())
+        print(f"wrote {total} images ({', '.join(f'{k} {v}' for k, v in report['written'].items())}) to {args.out}; "
+              f"{report['resumed_shards']} shard(s) were already finished")
+        if report["skipped"]:
+            print(f"skipped {report['skipped']} unreadable file(s) (listed in {args.out}/metadata.json):")
+            for e in report["skipped_files"][:10]:
+                print(f"  {e['file']}: {e['reason']}")
+        print(f"train with: --data tfrecord:{args.out}")
+
+    return cli.run(run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

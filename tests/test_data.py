@@ -1,0 +1,439 @@
+"""Data tier: each op eager and inside tf.data, crop geometry, colour noise, mean
+subtraction, every source kind, sharding, resume, and the bad-file zoo."""
+
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from alexnet_tf import data as data_lib
+from alexnet_tf.config import DataConfig
+
+R, C = 32, 27  # small stand-ins for 256 and 227; the geometry is the same
+CFG = DataConfig(resize_size=R, crop_size=C, shuffle_buffer=1000)
+
+
+def jpeg_bytes(array, mode="RGB", fmt="JPEG"):
+    buf = io.BytesIO()
+    Image.fromarray(array).convert(mode).save(buf, fmt, quality=95)
+    return buf.getvalue()
+
+
+def random_image(rng, h, w):
+    return (rng.random((h, w, 3)) * 255).astype(np.uint8)
+
+
+def make_folder(root, per_class=5, classes=("cat", "dog", "eel"), size=(40, 52), seed=0):
+    rng = np.random.default_rng(seed)
+    for split in ("train", "val"):
+        for c in classes:
+            os.makedirs(os.path.join(root, split, c), exist_ok=True)
+            for i in range(per_class):
+                with open(os.path.join(root, split, c, f"{c}_{i}.JPEG"), "wb") as f:
+                    f.write(jpeg_bytes(random_image(rng, *size)))
+    return root
+
+
+def ramp_image(r=R):
+    """Pixel (y, x) = (y, x, y + x): any crop tells where it came from."""
+    y, x = np.mgrid[0:r, 0:r]
+    return np.stack([y, x, y + x], -1).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------- ops
+def test_resize_central_eager_and_in_dataset():
+    image = tf.constant(np.zeros((40, 80, 3), np.uint8))
+    eager = data_lib.resize_central(image, R)
+    assert eager.shape == (R, R, 3) and eager.dtype == tf.uint8
+    ds = tf.data.Dataset.from_tensors(image).map(lambda x: data_lib.resize_central(x, R))
+    assert next(iter(ds)).shape == (R, R, 3)
+    # A tiny image (smaller than the crop) is enlarged, not rejected.
+    tiny = data_lib.resize_central(tf.constant(np.full((5, 3, 3), 200, np.uint8)), R)
+    assert tiny.shape == (R, R, 3) and int(tf.reduce_min(tiny)) == 200
+
+
+def test_resize_keeps_the_central_square():
+    # Left third black, middle white, right third black: the centre crop is all white.
+    image = np.zeros((30, 90, 3), np.uint8)
+    image[:, 30:60] = 255
+    out = data_lib.resize_central(tf.constant(image), 30).numpy()
+    assert out.min() == 255
+
+
+def test_fused_decode_crop_matches_full_decode():
+    rng = np.random.default_rng(1)
+    data = tf.constant(jpeg_bytes(random_image(rng, R, R)))  # already R x R: the fused path
+    offset = tf.constant([3, 4], tf.int32)
+    fused = data_lib.decode_crop(data, offset, C, R)
+    full = tf.io.decode_jpeg(data, channels=3)[3 : 3 + C, 4 : 4 + C]
+    np.testing.assert_array_equal(fused.numpy(), full.numpy())
+    # Same inside tf.data, and for a non-square file (decoded, resized, then cropped).
+    other = tf.constant(jpeg_bytes(random_image(rng, 40, 50)))
+    ds = tf.data.Dataset.from_tensor_slices([data, other]).map(lambda d: data_lib.decode_crop(d, offset, C, R))
+    got = list(ds.as_numpy_iterator())
+    np.testing.assert_array_equal(got[0], full.numpy())
+    expected = data_lib.decode_and_resize(other, R, True).numpy()[3 : 3 + C, 4 : 4 + C]
+    np.testing.assert_array_equal(got[1], expected)
+
+
+def test_train_crop_and_flip_geometry():
+    image = tf.constant(ramp_image())
+    seen_flip = set()
+    for i in range(40):
+        key = tf.constant([0, i], tf.int64)
+        ex = data_lib.crop_example(image, 3, key, CFG, training=True)
+        top, left = ex["offset"].numpy()
+        assert 0 <= top <= R - C and 0 <= left <= R - C
+        crop = ex["image"].numpy()
+        if ex["flip"].numpy():
+            crop = crop[:, ::-1]
+        np.testing.assert_array_equal(crop, ramp_image()[top : top + C, left : left + C])
+        seen_flip.add(bool(ex["flip"].numpy()))
+        assert ex["label"].dtype == tf.int32 and float(ex["weight"]) == 1.0
+    assert seen_flip == {True, False}
+    # The same key gives the same choices (stateless), a different key different ones.
+    a = data_lib.crop_example(image, 0, tf.constant([5, 9], tf.int64), CFG, True)
+    b = data_lib.crop_example(image, 0, tf.constant([5, 9], tf.int64), CFG, True)
+    np.testing.assert_array_equal(a["image"], b["image"])
+    np.testing.assert_array_equal(a["alpha"], b["alpha"])
+
+
+def test_eval_crop_is_central():
+    ex = data_lib.crop_example(tf.constant(ramp_image()), 0, tf.constant([0, 0], tf.int64), CFG, training=False)
+    m = (R - C) // 2
+    np.testing.assert_array_equal(ex["image"].numpy(), ramp_image()[m : m + C, m : m + C])
+    assert not ex["flip"].numpy() and not ex["alpha"].numpy().any()
+
+
+def test_ten_crops_corners_exactly():
+    img = ramp_image()
+    out = data_lib.ten_crop_example(tf.constant(img), 7, CFG)
+    m = R - C
+    expected = [(0, 0), (0, m), (m, 0), (m, m), (m // 2, m // 2)]
+    assert out["image"].shape == (10, C, C, 3)
+    for k, (top, left) in enumerate(expected):
+        patch = img[top : top + C, left : left + C]
+        np.testing.assert_array_equal(out["image"][2 * k].numpy(), patch)
+        np.testing.assert_array_equal(out["image"][2 * k + 1].numpy(), patch[:, ::-1])
+        assert tuple(out["offset"][2 * k].numpy()) == (top, left)
+        assert list(out["flip"][2 * k : 2 * k + 2].numpy()) == [False, True]
+        # The top-left pixel of each corner crop is the corner of the image it names.
+        assert tuple(out["image"][2 * k, 0, 0, :2].numpy()) == (top, left)
+    assert list(out["label"].numpy()) == [7] * 10
+
+
+def test_ten_crop_batches_from_a_folder(tmp_path):
+    source = data_lib.open_source("folder:" + make_folder(str(tmp_path), per_class=1))
+    batches = list(data_lib.make_dataset(source, CFG, "val", 2, training=False, crops="ten").as_numpy_iterator())
+    assert [b["image"].shape[0] for b in batches] == [20, 20]  # 3 images: 2 + (1 + 1 padding)
+    assert list(batches[1]["weight"]) == [1.0] * 10 + [0.0] * 10
+    first = data_lib.decode_and_resize(tf.io.read_file(str(tmp_path / "val/cat/cat_0.JPEG")), R, True).numpy()
+    m = R - C
+    np.testing.assert_array_equal(batches[0]["image"][4], first[m:, :C])  # bottom-left, unflipped
+    np.testing.assert_array_equal(batches[0]["image"][7], first[m:, m:][:, ::-1])  # bottom-right, flipped
+
+
+def test_pca_noise_statistics():
+    stats = data_lib.Stats.imagenet(R)
+    n = 20000
+    alpha = tf.random.stateless_normal((n, 3), [1, 2], stddev=0.1)
+    batch = {
+        "image": tf.zeros((n, 1, 1, 3), tf.uint8),
+        "offset": tf.zeros((n, 2), tf.int32),
+        "flip": tf.zeros((n,), tf.bool),
+        "alpha": alpha,
+    }
+    cfg = DataConfig(resize_size=R, crop_size=1, subtract_mean=False)
+    tensors = {k: tf.constant(getattr(stats, k)) for k in ("mean_image", "eigval", "eigvec")}
+    shift = data_lib.device_preprocess(batch, tensors, cfg).numpy().reshape(n, 3) / 255.0  # [0, 1] units
+    # Zero-mean shift.
+    assert np.all(np.abs(shift.mean(0)) < 4 * 0.1 * 0.2175 / np.sqrt(n) + 1e-4)
+    # Along eigenvector i the shift is alpha_i * lambda_i: std 0.1 * lambda_i, uncorrelated.
+    proj = shift @ stats.eigvec  # (n, 3)
+    np.testing.assert_allclose(proj.std(0), 0.1 * stats.eigval, rtol=0.05)
+    corr = np.corrcoef(proj.T)
+    assert np.all(np.abs(corr[np.triu_indices(3, 1)]) < 0.05)
+    np.testing.assert_allclose(proj, alpha.numpy() * stats.eigval, atol=1e-5)
+
+
+def test_pca_alpha_drawn_with_paper_spread():
+    alphas = np.stack(
+        [data_lib.crop_example(tf.constant(ramp_image()), 0, tf.constant([0, i], tf.int64), CFG, True)["alpha"] for i in range(400)]
+    )
+    assert abs(alphas.mean()) < 0.02 and abs(alphas.std() - 0.1) < 0.015
+
+
+def test_mean_subtraction_matches_numpy():
+    rng = np.random.default_rng(2)
+    mean_image = rng.uniform(0, 255, (R, R, 3)).astype(np.float32)
+    images = rng.integers(0, 256, (4, C, C, 3), dtype=np.uint8)
+    offsets = np.array([[0, 0], [5, 1], [2, 5], [R - C, R - C]], np.int32)
+    flips = np.array([False, True, True, False])
+    batch = {"image": images, "offset": offsets, "flip": flips, "alpha": np.zeros((4, 3), np.float32)}
+    stats = {"mean_image": mean_image, "eigval": np.ones(3, np.float32), "eigvec": np.eye(3, dtype=np.float32)}
+    cfg = DataConfig(resize_size=R, crop_size=C, pca_noise_std=0.0)
+    out = data_lib.device_preprocess(batch, stats, cfg).numpy()
+    jitted = tf.function(lambda b: data_lib.device_preprocess(b, stats, cfg), jit_compile=True)(batch).numpy()
+    for i in range(4):
+        t, left = offsets[i]
+        m = mean_image[t : t + C, left : left + C]
+        if flips[i]:
+            m = m[:, ::-1]
+        np.testing.assert_allclose(out[i], images[i].astype(np.float32) - m, atol=1e-4)
+    np.testing.assert_allclose(jitted, out, atol=1e-4)
+
+
+def test_compute_stats_matches_numpy():
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (10, 8, 8, 3), dtype=np.uint8)
+    images[..., 1] = images[..., 0] // 2  # correlated channels
+    stats = data_lib.compute_stats(tf.data.Dataset.from_tensor_slices(images), 8)
+    np.testing.assert_allclose(stats.mean_image, images.mean(0), rtol=1e-5)
+    cov = np.cov(images.reshape(-1, 3).T.astype(np.float64) / 255.0, bias=True)
+    val, vec = np.linalg.eigh(cov)
+    np.testing.assert_allclose(stats.eigval, val[::-1], rtol=1e-4, atol=1e-7)
+    for i in range(3):  # eigenvectors up to sign
+        assert abs(abs(float(stats.eigvec[:, i] @ vec[:, 2 - i])) - 1) < 1e-4
+
+
+# ----------------------------------------------------------------------------- sources
+def collect(ds):
+    out = {k: [] for k in ("label", "offset", "flip", "image", "weight")}
+    for b in ds.as_numpy_iterator():
+        for k in out:
+            out[k].append(b[k])
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def test_folder_source_and_training_batches(tmp_path):
+    source = data_lib.open_source("folder:" + make_folder(str(tmp_path)))
+    assert source.class_names == ["cat", "dog", "eel"]
+    assert source.sizes["train"] == 15 and source.sizes["validation"] == 15
+    ds = data_lib.make_dataset(source, CFG, "train", 4, training=True, seed=1)
+    batches = list(ds.as_numpy_iterator())
+    assert len(batches) == 15 // 4
+    b = batches[0]
+    assert b["image"].dtype == np.uint8 and b["image"].shape == (4, C, C, 3)
+    assert b["offset"].dtype == np.int32 and b["flip"].dtype == bool and b["alpha"].shape == (4, 3)
+    # Deterministic: the same seed and epoch give the same batches; another epoch differs.
+    again = collect(data_lib.make_dataset(source, CFG, "train", 4, training=True, seed=1))
+    first = collect(ds)
+    np.testing.assert_array_equal(first["image"], again["image"])
+    other = collect(data_lib.make_dataset(source, CFG, "train", 4, training=True, seed=1, epoch=1))
+    assert not np.array_equal(first["image"], other["image"])
+
+
+def test_resume_with_skip_batches_is_exact(tmp_path):
+    source = data_lib.open_source("folder:" + make_folder(str(tmp_path)))
+    full = collect(data_lib.make_dataset(source, CFG, "train", 3, training=True, seed=4))
+    rest = collect(data_lib.make_dataset(source, CFG, "train", 3, training=True, seed=4, skip_batches=2))
+    for k in full:
+        np.testing.assert_array_equal(full[k][6:], rest[k])
+
+
+def test_sharding_covers_every_example_once(tmp_path):
+    root = make_folder(str(tmp_path), per_class=4)
+    source = data_lib.open_source("folder:" + root)
+    cfg = DataConfig(resize_size=R, crop_size=C, shuffle_buffer=1000, random_flip=False)
+    one = collect(data_lib.make_dataset(source, cfg, "val", 2, training=False))
+    parts = [
+        collect(
+            data_lib.make_dataset(
+                source, cfg, "val", 2, training=False,
+                input_context=tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=i),
+            )
+        )
+        for i in range(2)
+    ]
+    keep = [p["weight"] > 0 for p in parts]
+    images = np.concatenate([p["image"][k] for p, k in zip(parts, keep)])
+    assert len(images) == source.sizes["val"] == 12
+    # Same multiset of images as one pipeline, and no image twice.
+    key = lambda a: sorted(x.tobytes() for x in a)  # noqa: E731
+    assert key(images) == key(one["image"][one["weight"] > 0])
+    assert len({x.tobytes() for x in images}) == 12
+    # Training: the two pipelines' batches are the two halves of the unsharded global
+    # batch, random choices included.
+    train = collect(data_lib.make_dataset(source, cfg, "train", 12, training=True, seed=2))
+    shards = [
+        collect(
+            data_lib.make_dataset(
+                source, cfg, "train", 6, training=True, seed=2,
+                input_context=tf.distribute.InputContext(
+                    num_input_pipelines=2, input_pipeline_id=i, num_replicas_in_sync=2
+                ),
+            )
+        )
+        for i in range(2)
+    ]
+    assert sum(len(s["label"]) for s in shards) == 12
+    for k in train:
+        np.testing.assert_array_equal(np.concatenate([s[k] for s in shards]), train[k])
+
+
+def test_flat_validation_folder_with_label_file(tmp_path):
+    root = make_folder(str(tmp_path), per_class=2)
+    flat = tmp_path / "val"
+    rng = np.random.default_rng(5)
+    for c in ("cat", "dog", "eel"):
+        for f in os.listdir(flat / c):
+            os.remove(flat / c / f)
+        os.rmdir(flat / c)
+    lines = []
+    for i, label in enumerate(["eel", "cat", "dog", "eel"]):
+        name = f"ILSVRC2012_val_{i + 1:08d}"
+        (flat / f"{name}.JPEG").write_bytes(jpeg_bytes(random_image(rng, 30, 30)))
+        lines.append(f"{name}.JPEG {label}" if i % 2 else f"{name} {['cat', 'dog', 'eel'].index(label)}")
+    (tmp_path / "val_labels.txt").write_text("\n".join(lines) + "\n")
+    source = data_lib.open_source("folder:" + root)
+    labels = [int(y) for _, y in source.split("validation")]
+    assert labels == [2, 0, 1, 2]
+    (tmp_path / "val_labels.txt").write_text("ILSVRC2012_val_00000001 2\n")
+    with pytest.raises(data_lib.DataError, match="have no label"):
+        data_lib.open_source("folder:" + root)
+
+
+def test_tfrecord_source_via_prepare(tmp_path):
+    from alexnet_tf import prepare
+
+    root = make_folder(str(tmp_path / "src"), per_class=3, size=(40, 60))
+    (tmp_path / "src/train/cat/broken.JPEG").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    out = str(tmp_path / "out")
+    report = prepare.prepare("folder:" + root, out, size=R, shard_size=4, quiet=True)
+    assert report["skipped"] == 1 and report["written"] == {"train": 9, "val": 9}
+    with open(os.path.join(out, "metadata.json")) as f:
+        meta = json.load(f)
+    assert meta["class_names"] == ["cat", "dog", "eel"]
+    source = data_lib.open_source("tfrecord:" + out)
+    assert source.sizes == {"train": 9, "val": 9} and source.class_names == ["cat", "dog", "eel"]
+    # Stored images are the centre-cropped resize, JPEG-encoded, with labels and file names kept.
+    folder = data_lib.open_source("folder:" + root)
+    originals = {n.decode(): (x, int(y)) for x, y, n in folder.examples("val").as_numpy_iterator()}
+    stored = list(source.examples("val").as_numpy_iterator())
+    assert sorted(n.decode() for _, _, n in stored) == sorted(originals)
+    for data, label, name in stored[:3]:
+        raw, want_label = originals[name.decode()]
+        want = tf.io.encode_jpeg(data_lib.decode_and_resize(tf.constant(raw), R, True), quality=95)
+        np.testing.assert_array_equal(tf.io.decode_jpeg(data).numpy(), tf.io.decode_jpeg(want).numpy())
+        assert label == want_label
+    labels = sorted(int(y) for _, y in source.split("train"))
+    assert labels == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    batches = list(data_lib.make_dataset(source, CFG, "train", 3, training=True).as_numpy_iterator())
+    assert len(batches) == 3 and batches[0]["image"].shape == (3, C, C, 3)
+    # A glob selects one split.
+    only_val = data_lib.open_source("tfrecord:" + os.path.join(out, "val-*"))
+    assert list(only_val.sizes) == ["val"]
+    # Resumable: a second run finds every shard finished and rewrites nothing.
+    mtimes = {f: os.path.getmtime(os.path.join(out, f)) for f in os.listdir(out) if f.endswith(".tfrecord")}
+    again = prepare.prepare("folder:" + root, out, size=R, shard_size=4, quiet=True)
+    assert again["resumed_shards"] == len(mtimes)
+    assert mtimes == {f: os.path.getmtime(os.path.join(out, f)) for f in mtimes}
+
+
+def test_tfds_source_with_mock_data():
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=6):
+        source = data_lib.open_source("tfds:imagenet2012")
+        assert source.num_classes == 1000 and source.encoded
+        assert source.sizes["train"] == 6
+        cfg = DataConfig(resize_size=R, crop_size=C)
+        batches = list(data_lib.make_dataset(source, cfg, "train", 3, training=True).as_numpy_iterator())
+        assert len(batches) == 2 and batches[0]["image"].shape == (3, C, C, 3)
+        assert all(0 <= y < 1000 for b in batches for y in b["label"])
+        ev = list(data_lib.make_dataset(source, cfg, "validation", 4, training=False).as_numpy_iterator())
+        assert sum(b["weight"].sum() for b in ev) == source.sizes["validation"]
+
+
+def test_missing_imagenet_names_the_tars(tmp_path):
+    pytest.importorskip("tensorflow_datasets")
+    cfg = DataConfig(tfds_data_dir=str(tmp_path))
+    with pytest.raises(data_lib.DataError, match=r"ILSVRC2012_img_train\.tar.*ILSVRC2012_img_val\.tar.*manual"):
+        data_lib.open_source("tfds:imagenet2012", cfg)
+
+
+def test_unknown_source_is_explained():
+    with pytest.raises(data_lib.DataError, match="valid forms"):
+        data_lib.open_source("s3:bucket")
+    with pytest.raises(data_lib.DataError, match="prepare"):
+        data_lib.open_source("tfrecord:/nonexistent/dir")
+
+
+# ----------------------------------------------------------------------------- bad files
+def test_bad_file_zoo(tmp_path):
+    root = make_folder(str(tmp_path), per_class=2, classes=("a", "b"))
+    rng = np.random.default_rng(6)
+    good = jpeg_bytes(random_image(rng, 40, 40))
+    zoo = {
+        # converted: decoded and used
+        "png_named.JPEG": jpeg_bytes(random_image(rng, 40, 40), fmt="PNG"),
+        "cmyk.JPEG": jpeg_bytes(random_image(rng, 40, 40), mode="CMYK"),
+        "grey.JPEG": jpeg_bytes(random_image(rng, 40, 40), mode="L"),
+        "tiny.JPEG": jpeg_bytes(random_image(rng, 3, 5)),
+        # skipped and counted
+        "truncated.JPEG": good[: len(good) // 3],
+        "text.JPEG": b"<html>not found</html>",
+        "empty.JPEG": b"",
+    }
+    for name, raw in zoo.items():
+        (tmp_path / "train" / "a" / name).write_bytes(raw)
+    data_lib.BAD_FILES.reset()
+    source = data_lib.open_source("folder:" + root)
+    assert source.sizes["train"] == 4 + len(zoo)
+    cfg = DataConfig(resize_size=R, crop_size=C, shuffle_buffer=1000)
+    got = collect(data_lib.make_dataset(source, cfg, "train", 2, training=True))
+    # 11 files, 3 unreadable: the epoch still has 11 // 2 batches (wrapping around).
+    assert len(got["label"]) == 10
+    summary = data_lib.bad_file_summary()
+    assert summary["count"] == 3
+    reasons = {os.path.basename(e["file"]): e["reason"] for e in summary["examples"]}
+    assert reasons == {
+        "truncated.JPEG": "truncated or corrupt image",
+        "text.JPEG": "not an image (unknown format)",
+        "empty.JPEG": "empty file",
+    }
+    assert "skipped 3 unreadable" in data_lib.BAD_FILES.message()
+    # The converted ones are really there: CMYK and grey decode to 3 channels.
+    cmyk = data_lib.decode_and_resize(tf.constant(zoo["cmyk.JPEG"]), R, True)
+    grey = data_lib.decode_and_resize(tf.constant(zoo["grey.JPEG"]), R, True).numpy()
+    assert cmyk.shape == (R, R, 3) and np.array_equal(grey[..., 0], grey[..., 1])
+    # 8 readable examples, each at most once in the first 8 rows (no wrap needed before them).
+    assert len({x.tobytes() for x in got["image"][:8]}) == 8
+    # A second epoch over the same files does not count them again.
+    collect(data_lib.make_dataset(source, cfg, "train", 2, training=True, epoch=1))
+    assert data_lib.bad_file_summary()["count"] == 3
+    # Evaluation keeps every position: unreadable files become weight-0 rows.
+    for name, raw in zoo.items():
+        (tmp_path / "val" / "a" / name).write_bytes(raw)
+    ev = collect(data_lib.make_dataset(data_lib.open_source("folder:" + root), cfg, "val", 4, training=False))
+    assert len(ev["weight"]) == 12 and ev["weight"].sum() == 8
+
+
+def test_stats_command_matches_numpy(tmp_path):
+    from alexnet_tf import stats as stats_cli
+
+    root = make_folder(str(tmp_path / "src"), per_class=2, classes=("a", "b"))
+    (tmp_path / "src/train/a/junk.JPEG").write_bytes(b"junk")
+    out = str(tmp_path / "stats.npz")
+    assert stats_cli.main([root, out, "--size", str(R)]) == 0
+    loaded = data_lib.Stats.load(out)
+    source = data_lib.open_source("folder:" + root)
+    images = np.stack(
+        [data_lib.decode_and_resize(x, R, True).numpy() for x, _, n in source.examples("train") if b"junk" not in n.numpy()]
+    ).astype(np.float64)
+    assert len(images) == 4
+    np.testing.assert_allclose(loaded.mean_image, images.mean(0), rtol=1e-5)
+    cov = np.cov(images.reshape(-1, 3).T / 255.0, bias=True)
+    np.testing.assert_allclose(loaded.eigval, np.linalg.eigvalsh(cov)[::-1], rtol=1e-4)
+
+
+def test_prepare_and_stats_commands_report_errors_in_one_line(tmp_path, capsys):
+    from alexnet_tf import prepare, stats
+
+    assert prepare.main([str(tmp_path / "missing"), str(tmp_path / "out")]) == 2
+    assert stats.main(["folder:" + str(tmp_path / "missing"), str(tmp_path / "s.npz")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("error: folder") for line in err)
