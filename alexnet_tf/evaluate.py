@@ -25,7 +25,6 @@ import sys
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from alexnet_tf import data as data_lib
