@@ -166,8 +166,7 @@ def evaluate(config: Config, paths: list[str], crops: str = "center", stream=sys
             rate = seen / (now - start)
             eta = (n - seen) / rate if rate > 0 else float("nan")
             print(
-                f"evaluated {seen}/{n} images  top-1 error {1 - top1 / seen:.4f}  "
-                f"{rate:.1f} img/s  ETA {eta:.0f}s",
+                f"evaluated {seen}/{n} images  top-1 error {1 - top1 / seen:.4f}  {rate:.1f} img/s  ETA {eta:.0f}s",
                 file=stream,
                 flush=True,
             )

@@ -119,13 +119,17 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m alexnet_tf.export", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", required=True, help="run folder (newest checkpoint) or checkpoint prefix")
     parser.add_argument("--out", required=True, help="SavedModel folder to write (e.g. exports/alexnet/1)")
-    parser.add_argument("--crops", choices=("center", "ten"), default="center", help="centre crop or Sec. 4.1's 10 crops")
+    parser.add_argument(
+        "--crops", choices=("center", "ten"), default="center", help="centre crop or Sec. 4.1's 10 crops"
+    )
     args = parser.parse_args(argv)
 
     def _main():
         run = load_run(args.workdir, split_form=True)
         export(run, args.out, crops=args.crops)
-        print(f"exported {run.checkpoint} ({args.crops} crop{'s' if args.crops == 'ten' else ''}) to {os.path.abspath(args.out)}")
+        print(
+            f"exported {run.checkpoint} ({args.crops} crop{'s' if args.crops == 'ten' else ''}) to {os.path.abspath(args.out)}"
+        )
         print(f"inspect with: saved_model_cli show --dir {args.out} --all")
 
     return cli.run(_main)
