@@ -264,8 +264,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     server_version = "alexnet_tf-serve"
-    error_content_type = "application/json"
-    error_message_format = '{"error": "%(message)s"}'
     timeout = 60  # seconds a connection may stay silent
 
     @property
@@ -342,6 +340,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True  # the unread body must not be taken for a next request
             raise RequestError(413, f"body of {length} bytes exceeds the limit of {self.server.max_body}")
         return self.rfile.read(length)
+
+    def send_error(self, code, message=None, explain=None):
+        """The base class's answer to a broken request line or header, as JSON and 4xx."""
+        code = {501: 405, 505: 400}.get(code, code)  # unknown method, HTTP version: the client's fault
+        self.close_connection = True
+        self.request_version = "HTTP/1.0"  # answer with a status line even before the version is parsed
+        self._send(code, {"error": message or http.HTTPStatus(code).phrase})
 
     def _not_allowed(self):
         self.close_connection = True

@@ -5,6 +5,7 @@ import http.client
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -156,6 +157,18 @@ def test_body_length_limits(server, length, code):
     response = conn.getresponse()
     assert response.status == code and "error" in json.loads(response.read())
     conn.close()
+
+
+@pytest.mark.parametrize("line", [b"FOO /v1/models/alexnet HTTP/1.1", b"GET /v1/models/alexnet HTTP/9.9", b"BROKEN"])
+def test_broken_request_lines(server, line):
+    with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=60) as s:
+        s.sendall(line + b"\r\nHost: x\r\n\r\n")
+        raw = b""
+        while chunk := s.recv(65536):
+            raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status = int(head.split()[1])
+    assert 400 <= status < 500 and "error" in json.loads(body)
 
 
 def test_concurrent_requests(server, export_dir, images):
