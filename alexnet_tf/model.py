@@ -217,30 +217,10 @@ def to_split_form(model: keras.Model, config: ModelConfig) -> keras.Model:
     return split
 
 
-def kernel_grid(kernel, scale: int = 4, gap: int = 1) -> tf.Tensor:
-    """conv1 kernels (kh, kw, 3, n) as one uint8 RGB image, as in Fig. 3.
+def model_variables(model: keras.Model) -> dict:
+    """The model's variables by layer and name, the form in which checkpoints hold them.
 
-    Kernels in rows of 8, the first column's half (kernels 0..n/2-1) on the left and
-    the second column's on the right; each kernel stretched to 0..255 on its own.
+    Keras 3 models are not tracked by tf.train.Checkpoint themselves; this nested dict
+    is, so checkpoint keys read "model/conv1/kernel/...", "model/dropout6/seed_generator_state/...".
     """
-    k = tf.convert_to_tensor(kernel, tf.float32)
-    kh, kw, _, n = k.shape
-    k = tf.transpose(k, [3, 0, 1, 2])  # (n, kh, kw, 3)
-    lo = tf.reduce_min(k, axis=[1, 2, 3], keepdims=True)
-    hi = tf.reduce_max(k, axis=[1, 2, 3], keepdims=True)
-    k = (k - lo) / tf.maximum(hi - lo, 1e-12)
-    k = tf.image.resize(k, (kh * scale, kw * scale), method="nearest")
-    k = tf.pad(k, [[0, 0], [gap, gap], [gap, gap], [0, 0]], constant_values=1.0)
-    halves = []
-    per_row = 8 if n >= 16 else max(1, n // 2)
-    for half in tf.split(k, 2 if n % 2 == 0 else 1):
-        rows = -(-half.shape[0] // per_row)
-        pad = rows * per_row - half.shape[0]
-        half = tf.pad(half, [[0, pad], [0, 0], [0, 0], [0, 0]], constant_values=1.0)
-        h, w = half.shape[1], half.shape[2]
-        half = tf.reshape(half, [rows, per_row, h, w, 3])
-        half = tf.reshape(tf.transpose(half, [0, 2, 1, 3, 4]), [rows * h, per_row * w, 3])
-        halves.append(half)
-    spacer = tf.ones([halves[0].shape[0], 4 * gap + 2, 3])
-    grid = tf.concat([halves[0], spacer, *halves[1:]], axis=1) if len(halves) > 1 else halves[0]
-    return tf.cast(tf.round(grid * 255.0), tf.uint8)
+    return {layer.name: {v.name: v for v in layer.variables} for layer in model.layers if layer.variables}

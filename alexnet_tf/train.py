@@ -25,7 +25,8 @@ from alexnet_tf import data as data_lib
 from alexnet_tf import optim
 from alexnet_tf.config import Config, ConfigError, save, to_dict, validate
 from alexnet_tf.distribute import make_strategy
-from alexnet_tf.model import build_model, kernel_grid
+from alexnet_tf.figures import conv1_grid
+from alexnet_tf.model import build_model, model_variables
 from alexnet_tf.report import Reporter, format_duration
 
 
@@ -48,15 +49,6 @@ def dtype_policy(name: str):
         yield
     finally:
         keras.config.set_dtype_policy(previous)
-
-
-def model_variables(model: keras.Model) -> dict:
-    """The model's variables by layer and name, the form in which checkpoints hold them.
-
-    Keras 3 models are not tracked by tf.train.Checkpoint themselves; this nested dict
-    is, so checkpoint keys read "model/conv1/kernel/...", "model/dropout6/seed_generator_state/...".
-    """
-    return {layer.name: {v.name: v for v in layer.variables} for layer in model.layers if layer.variables}
 
 
 def checkpoint_path(workdir: str, best: bool = False) -> str:
@@ -319,8 +311,9 @@ class Trainer:
         few = dataclasses.replace(c.data, cache=False, shuffle_buffer=1)
         batch = next(iter(data_lib.make_dataset(self.source, few, c.data.train_split, 4, True, c.train.seed, epoch)))
         self.reporter.images("train", step, "augmented_inputs", batch["image"], max_outputs=4)
-        kernel = self.model.get_layer("conv1").kernel  # (11, 11, 3, 96)
-        self.reporter.images("train", step, "conv1_kernels", kernel_grid(kernel)[None], max_outputs=1)
+        kernel = self.model.get_layer("conv1").kernel.numpy()  # (11, 11, 3, 96)
+        grid = conv1_grid(kernel, 2 if c.model.two_columns else 1)
+        self.reporter.images("train", step, "conv1_kernels", grid[None], max_outputs=1)
 
     def run(self) -> dict:
         with self._sigterm_saves():
