@@ -727,6 +727,8 @@ def make_dataset(
             label = tf.random.stateless_uniform(
                 (), tf.stack([tf.cast(seed, tf.int64), index]), 0, source.num_classes, dtype=tf.int32
             )
+        if not source.encoded and not cached:
+            image = resize_central(image, config.resize_size)
         key = tf.cast(tf.stack([tf.cast(seed, tf.int64) * 7919 + epoch, index]), tf.int64)
         return crop_example(image, label, key, config, training, encoded=source.encoded and not cached), tf.constant(True)
 

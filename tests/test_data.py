@@ -1,6 +1,7 @@
 """Data tier: each op eager and inside tf.data, crop geometry, colour noise, mean
 subtraction, every source kind, sharding, resume, and the bad-file zoo."""
 
+import dataclasses
 import io
 import json
 import os
@@ -437,3 +438,12 @@ def test_prepare_and_stats_commands_report_errors_in_one_line(tmp_path, capsys):
     assert stats.main(["folder:" + str(tmp_path / "missing"), str(tmp_path / "s.npz")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("error: folder") for line in err)
+
+
+def test_uncached_arrays_are_resized_before_cropping():
+    source = data_lib.open_source("builtin:fashion_mnist")
+    cfg = DataConfig(resize_size=40, crop_size=32, cache=False, shuffle_buffer=1)
+    batch = next(iter(data_lib.make_dataset(source, cfg, "train", 4, training=True)))
+    assert batch["image"].shape == (4, 32, 32, 3)
+    cached = next(iter(data_lib.make_dataset(source, dataclasses.replace(cfg, cache=True), "train", 4, training=True)))
+    np.testing.assert_array_equal(batch["image"].numpy(), cached["image"].numpy())
