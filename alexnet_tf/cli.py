@@ -39,7 +39,7 @@ def resolve_config(args: argparse.Namespace) -> Config:
 def run(fn) -> int:
     """Runs `fn`, turning the project's expected errors into one line and exit code 2."""
     from alexnet_tf.data import DataError
-    from alexnet_tf.train import Preempted, TrainingError
+    from alexnet_tf.errors import Preempted, TrainingError
 
     try:
         fn()

@@ -25,19 +25,10 @@ from alexnet_tf import data as data_lib
 from alexnet_tf import optim
 from alexnet_tf.config import Config, ConfigError, save, to_dict, validate
 from alexnet_tf.distribute import make_strategy
+from alexnet_tf.errors import Preempted, TrainingError
 from alexnet_tf.figures import conv1_grid
 from alexnet_tf.model import build_model, model_variables
 from alexnet_tf.report import Reporter, format_duration
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. a non-finite loss); checkpoints stay as they were."""
-
-
-class Preempted(RuntimeError):
-    """SIGTERM arrived; a checkpoint at the current step was saved. Run again to resume."""
-
-    exit_code = 75  # EX_TEMPFAIL: "try again", for schedulers that restart on it
 
 
 @contextlib.contextmanager
