@@ -19,5 +19,9 @@ setup(
         "tensorflow-datasets>=4.9",
         "numpy>=1.26",
     ],
-    extras_require={"dev": ["pytest>=8", "ruff>=0.6", "pillow>=10"]}  # pillow: the bench baseline,
+    extras_require={
+        "plots": ["matplotlib>=3.7"],  # the ablations' Fig. 1 plot
+        # pillow: the input benchmark's baseline; matplotlib: the ablation test draws Fig. 1
+        "dev": ["pytest>=8", "ruff>=0.6", "pillow>=10", "matplotlib>=3.7"],
+    },
 )

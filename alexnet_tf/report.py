@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -17,9 +18,10 @@ def format_duration(seconds: float) -> str:
 
 
 class Reporter:
-    """Writes scalars to `workdir/tb/{train,eval}` and progress lines to stdout.
+    """Writes scalars to `workdir/tb/{train,eval}` and `workdir/metrics.jsonl` (one JSON
+    object per call: split, step and the values, for scripts), progress lines to stdout.
 
-    Only the chief writes TensorBoard files; every worker may print.
+    Only the chief writes files; every worker may print.
     """
 
     def __init__(self, workdir: str, total_steps: int, chief: bool = True, stream=None):
@@ -28,6 +30,7 @@ class Reporter:
         self.stream = stream or sys.stdout
         self._writers = {}
         self._logdir = os.path.join(workdir, "tb")
+        self._jsonl = os.path.join(workdir, "metrics.jsonl")
         self._start = time.perf_counter()
         self._start_step = None
 
@@ -40,10 +43,12 @@ class Reporter:
     def scalars(self, name: str, step: int, values: dict) -> None:
         if not self.chief:
             return
+        numbers = {k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         with self.writer(name).as_default(step=step):
-            for key, value in values.items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    tf.summary.scalar(key, value)
+            for key, value in numbers.items():
+                tf.summary.scalar(key, value)
+        with open(self._jsonl, "a") as f:
+            f.write(json.dumps({"split": name, "step": int(step), **numbers}) + "\n")
 
     def images(self, name: str, step: int, tag: str, images, max_outputs: int = 8) -> None:
         if not self.chief:

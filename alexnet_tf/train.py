@@ -365,6 +365,8 @@ class Trainer:
                         "lr": lr,
                         "images_per_sec": images / elapsed,
                         "step_time_ms": 1000 * elapsed / window_steps,
+                        # wall time of the run so far, across restarts (Fig. 1's x-axis)
+                        "elapsed_seconds": elapsed_before + time.perf_counter() - start,
                     }
                     self.reporter.scalars("train", step, values)
                     self.reporter.progress(epoch, t.epochs, step, values)

@@ -1,0 +1,85 @@
+"""The ablation command: a tiny grid end to end, resuming, and the paired summary."""
+
+import json
+import math
+
+from alexnet_tf import ablate
+
+
+def test_tiny_grid_writes_table_figure_and_resumes(tmp_path, capsys):
+    out = tmp_path / "ablate"
+    kwargs = dict(
+        dataset="builtin:fashion_mnist",
+        seeds=1,
+        budget_epochs=1,
+        out=str(out),
+        settings=["no_lrn", "tanh", "no_pca", "ten_crop"],
+        overrides=[
+            "train.max_steps=3",
+            "train.batch_size=16",
+            "train.log_every=1",
+            "data.eval_examples=20",
+            "data.shuffle_buffer=100",
+        ],
+    )
+    report = ablate.ablate(**kwargs)
+    printed = capsys.readouterr().out
+    assert "[1/3] baseline seed 0" in printed and "[3/3] tanh seed 0" in printed
+    assert "skipping no_pca" in printed  # Fashion-MNIST is grey
+
+    runs = {(r["setting"], r["seed"]): r for r in report["runs"]}
+    assert set(runs) == {("baseline", 0), ("no_lrn", 0), ("tanh", 0)}
+    config = json.loads((out / "runs" / "no_lrn-seed0" / "config.json").read_text())
+    assert config["model"]["lrn"] is False and config["train"]["seed"] == 0
+    assert json.loads((out / "runs" / "tanh-seed0" / "config.json").read_text())["model"]["activation"] == "tanh"
+    assert [p["step"] for p in runs[("tanh", 0)]["curve"]] == [1, 2, 3]
+    assert 0 <= runs[("baseline", 0)]["ten_crop_top1_error"] <= 1
+
+    rows = {r["setting"]: r for r in report["summary"]["rows"]}
+    assert "skipped" in rows["no_pca"]
+    diff = 100 * (runs[("no_lrn", 0)]["top1_error"] - runs[("baseline", 0)]["top1_error"])
+    assert math.isclose(rows["no_lrn"]["diff_mean"], diff)
+    assert math.isclose(
+        rows["ten_crop"]["top1_error_mean"], 100 * runs[("baseline", 0)]["ten_crop_top1_error"]
+    )
+    md = (out / "ablations.md").read_text()
+    for name in ("baseline", "no_lrn", "tanh", "no_pca", "ten_crop"):
+        assert f"| {name}" in md
+    assert json.loads((out / "ablations.json").read_text())["summary"] == json.loads(json.dumps(report["summary"]))
+    assert (out / "fig1_relu_tanh.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # Finished runs are not redone: the second call trains nothing and reports the same.
+    again = ablate.ablate(**kwargs)
+    assert "] baseline seed" not in capsys.readouterr().out
+    assert again["summary"] == report["summary"]
+
+
+def _run(name, seed, top1, train=None, ten=None):
+    r = {"top1_error": top1, "final_train_top1_error": train, "epochs_to_target": None}
+    if ten is not None:
+        r["ten_crop_top1_error"] = ten
+    return (name, seed), r
+
+
+def test_summary_pairs_each_seed_with_its_baseline():
+    runs = dict(
+        [
+            _run("baseline", 0, 0.30, 0.25, ten=0.29),
+            _run("baseline", 1, 0.20, 0.15, ten=0.18),
+            _run("no_lrn", 0, 0.32, 0.26),
+            _run("no_lrn", 1, 0.23, 0.17),
+            _run("no_overlap", 0, 0.29, 0.2),
+            _run("no_overlap", 1, 0.19, 0.1),
+        ]
+    )
+    summary = ablate.summarize(runs, ["baseline", "no_lrn", "no_overlap", "ten_crop"], [], 0.25)
+    rows = {r["setting"]: r for r in summary["rows"]}
+    # Paired differences 2 and 3 points: mean 2.5, std 0.707; unpaired spread would be ~6.
+    assert math.isclose(rows["no_lrn"]["diff_mean"], 2.5)
+    assert math.isclose(rows["no_lrn"]["diff_std"], math.sqrt(0.5))
+    assert rows["no_lrn"]["direction_matches"] and rows["no_lrn"]["significant"]
+    assert math.isclose(rows["no_overlap"]["diff_mean"], -1.0)
+    assert not rows["no_overlap"]["direction_matches"]
+    assert math.isclose(rows["baseline"]["top1_error_mean"], 25.0)
+    assert math.isclose(rows["baseline"]["test_minus_train_mean"], 5.0)
+    assert math.isclose(rows["ten_crop"]["diff_mean"], -1.5) and rows["ten_crop"]["direction_matches"]
