@@ -236,6 +236,26 @@ def test_resume_with_skip_batches_is_exact(tmp_path):
         np.testing.assert_array_equal(full[k][6:], rest[k])
 
 
+def test_tf_data_service_gives_the_local_batches(tmp_path):
+    """With data.service_address the per-image work runs on a tf.data service worker
+    (here an in-process dispatcher and worker) and the batches are the local ones."""
+    service = tf.data.experimental.service
+    dispatcher = service.DispatchServer()
+    address = dispatcher.target  # grpc://localhost:PORT
+    worker = service.WorkerServer(service.WorkerConfig(dispatcher_address=address.split("://")[1]))
+    source = data_lib.open_source("folder:" + make_folder(str(tmp_path)))
+    local = collect(data_lib.make_dataset(source, CFG, "train", 3, training=True, seed=4, epoch=1))
+    remote_cfg = dataclasses.replace(CFG, service_address=address)
+    assert worker._num_tasks() == 0
+    remote = collect(data_lib.make_dataset(source, remote_cfg, "train", 3, training=True, seed=4, epoch=1))
+    assert worker._num_tasks() == 1  # the epoch was produced by the service worker
+    assert len(local["label"]) == 15
+    for k in local:
+        np.testing.assert_array_equal(local[k], remote[k])
+    worker.stop()
+    dispatcher.stop()
+
+
 def test_sharding_covers_every_example_once(tmp_path):
     root = make_folder(str(tmp_path), per_class=4)
     source = data_lib.open_source("folder:" + root)

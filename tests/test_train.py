@@ -68,3 +68,36 @@ def test_restore_model_loads_trained_weights(tmp_path):
     assert not np.array_equal(fresh, saved)
     with pytest.raises(ConfigError, match="no checkpoint"):
         restore_model(model, str(tmp_path / "empty"))
+
+
+def test_mixed_bfloat16_xla_loop_with_profiler(tmp_path):
+    """The GPU recipe's switches together: bf16 compute with float32 variables and LRN,
+    the XLA-compiled step with grouped convolutions, two steps per host call, a profiler
+    window."""
+    import glob
+
+    import numpy as np
+    import tensorflow as tf
+
+    workdir = str(tmp_path / "run")
+    config = tiny(
+        **{
+            "train.precision": "mixed_bfloat16",
+            "train.jit_compile": True,
+            "model.conv_form": "grouped",
+            "train.steps_per_loop": 2,
+            "train.log_every": 2,
+            "train.max_steps": 4,
+            "train.profile_steps": (2, 4),
+        }
+    )
+    results = train_and_evaluate(config, workdir)
+    assert results["step"] == 4 and np.isfinite(results["loss"])
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        train_rows = [json.loads(line) for line in f if '"train"' in line]
+    assert [r["step"] for r in train_rows] == [2, 4]  # one host call per two steps
+    assert all(np.isfinite(r["loss"]) for r in train_rows)
+    reader = tf.train.load_checkpoint(os.path.join(workdir, "checkpoints"))
+    dtypes = reader.get_variable_to_dtype_map()
+    assert dtypes["model/conv1/kernel/.ATTRIBUTES/VARIABLE_VALUE"] == tf.float32
+    assert glob.glob(os.path.join(workdir, "tb", "profile", "**", "*.xplane.pb"), recursive=True)
