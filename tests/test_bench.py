@@ -61,6 +61,20 @@ def test_bench_train_on_the_input_pipeline(capsys):
     assert r["img_per_s"] > 0 and r["mfu"] is None and r["peak_tflops"] is None
 
 
+def test_bench_train_feeds_the_synthetic_batch_from_the_host_on_request(capsys):
+    [r] = _train_lines(capsys, "--feed dataset --steps 2 --warmup 1".split())
+    assert (r["input"], r["feed"], r["steps_run"]) == ("synthetic", "dataset", 3)
+    assert bench.main(["train", QUICKSTART, "--data", "builtin:fashion_mnist", "--feed", "dataset"]) == 2
+    assert "--feed is for synthetic batches" in capsys.readouterr().err
+
+
+def test_bench_train_on_two_replicas(capsys):
+    # conftest splits the CPU into two logical devices: MirroredStrategy, a batch on each
+    [r] = _train_lines(capsys, "--set distribute.devices=cpu:2 --steps 2 --warmup 1".split())
+    assert (r["replicas"], r["feed"], r["steps_run"]) == (2, "device", 3)
+    assert r["img_per_s"] > 0
+
+
 def test_forward_macs_match_the_paper():
     from alexnet_tf.config import load_recipe
     from alexnet_tf.model import build_model
