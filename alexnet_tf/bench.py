@@ -1,6 +1,9 @@
 """Benchmarks, one subcommand each; every result is one JSON line on stdout.
 
     python -m alexnet_tf.bench input [--data SPEC] [--out FILE] [--seconds N] [--cores N]
+    python -m alexnet_tf.bench train [RECIPE] [--batch N ...] [--precision fp32 bf16]
+        [--synthetic | --data SPEC] [--steps N] [--warmup N] [--steps-per-loop N ...]
+        [--no-jit] [--set KEY=VALUE] [--peak-tflops T] [--out FILE]
 
 `input`: images per second of the training input pipeline (Sec. 2 and 4.1: decode,
 random 227 crop of the 256 image, flip, PCA colour noise, mean-image subtraction,
@@ -18,6 +21,29 @@ batches of 128) for two pipelines on the same files and the same number of cores
 
 Without --data it writes its own 256x256 JPEGs (as `python -m alexnet_tf.prepare`
 makes them) to a temporary folder. `images_per_sec_per_core` divides by --cores.
+
+`train`: the training step of `python -m alexnet_tf.train` (`train.make_train_loop`:
+XLA forward/backward per replica, the Sec. 5 update, `steps_per_loop` steps per host
+call) on the recipe's model (default recipes/paper.py; `--set` as in train), one line
+per --precision x --batch (x --steps-per-loop), e.g. on one GPU
+
+    python -m alexnet_tf.bench train recipes/paper.py --batch 128 512 --precision bf16
+
+and on any CPU: `python -m alexnet_tf.bench train recipes/quickstart.py --batch 8`.
+`--synthetic` (the default) makes one random uint8 batch on each replica's device and
+feeds it to every step, so only the step is timed (`--feed dataset` sends it through a
+tf.data iterator from host memory instead); `--data SPEC` runs the real input pipeline
+as training does. `--warmup` steps come first (the first in a host call of its own
+that traces and compiles; its wall time, that step included, is `compile_seconds`),
+then `--steps` timed steps, the loss read back after each host call. Fields: `batch`, `dtype` (bf16, tf32 = float32 with TF32 math on
+a GPU, fp32), `img_per_s` and `step_ms` as in the PyTorch peer script; `mfu` =
+`achieved_tflops` / peak, counting 2 x 3 x the conv and fc multiply-adds (724 M forward
+per 227 image) per image and step, against --peak-tflops or the dense peak of an SXM
+H100/H200 (else null); `peak_memory_bytes` is TensorFlow's allocator peak on the GPU
+(null on CPUs, where `process_max_rss_bytes` is the whole process's high-water mark).
+Two or more --steps-per-loop values reuse the compiled loop and add a
+`train_host_overhead` line: from t(k) = c + o / k per step, o = `host_ms_per_call`.
+Random data repeats: the printed `loss` falls, which says nothing about training.
 """
 
 from __future__ import annotations
@@ -200,6 +226,361 @@ def bench_pil(paths: list, seconds: float, cores: int) -> float:
     return rate
 
 
+# ----------------------------------------------------------------------------- train
+PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16"}  # --precision -> train.precision
+# Dense tensor-core peaks in TFLOP/s from NVIDIA's data sheets for the SXM H100 (the H200
+# has the same compute). "tf32": float32 with TF32 matmuls and convolutions, TensorFlow's
+# GPU default; "fp32": without them. PCIe and NVL cards differ: pass --peak-tflops.
+PEAK_TFLOPS = {
+    "H100": {"bf16": 989.0, "tf32": 495.0, "fp32": 67.0},
+    "H200": {"bf16": 989.0, "tf32": 495.0, "fp32": 67.0},
+}
+
+
+def forward_macs(model) -> int:
+    """Multiply-adds of one image's forward pass in the convolutions and fc layers
+    (724 M for the paper's net at 227 px, Sec. 3.5; LRN, pooling and ReLU left out)."""
+    import keras
+
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):  # kernel (kh, kw, cin / groups, cout)
+            _, h, w, _ = layer.output.shape
+            total += h * w * int(np.prod(layer.kernel.shape))
+        elif isinstance(layer, keras.layers.Dense):
+            total += int(np.prod(layer.kernel.shape))
+    return total
+
+
+def synthetic_batch(config, batch_size: int, seed: int = 0) -> dict:
+    """A random training batch as `data.make_dataset` hands them out (uint8 crops, crop
+    offsets, flips, colour-noise coefficients, labels, weights), made where it runs."""
+    import tensorflow as tf
+
+    d, b = config.data, batch_size
+    c = d.pad_crop or d.crop_size
+    seeds = [tf.constant([seed, i], tf.int32) for i in range(5)]
+    image = tf.random.stateless_uniform((b, c, c, 3), seeds[0], 0, 256, dtype=tf.int32)
+    return {
+        "image": tf.cast(image, tf.uint8),  # (B, c, c, 3)
+        "offset": tf.random.stateless_uniform((b, 2), seeds[1], 0, d.resize_size - c + 1, dtype=tf.int32),
+        "flip": (tf.random.stateless_uniform((b,), seeds[2]) < 0.5) & d.random_flip,  # (B,) bool
+        "alpha": tf.random.stateless_normal((b, 3), seeds[3], stddev=d.pca_noise_std),  # (B, 3)
+        "label": tf.random.stateless_uniform((b,), seeds[4], 0, config.model.num_classes, dtype=tf.int32),
+        "weight": tf.ones((b,), tf.float32),
+    }
+
+
+class DeviceBatches:
+    """An endless iterator over one per-replica batch made on the replicas' devices:
+    `next()` returns the same device tensors every step, so a host call copies nothing
+    from the host and the timing holds only the training step."""
+
+    def __init__(self, strategy, config, global_batch: int, seed: int = 0):
+        import tensorflow as tf
+
+        devices = strategy.extended.worker_devices
+        per_replica = global_batch // strategy.num_replicas_in_sync
+
+        def on_device(ctx):
+            with tf.device(devices[ctx.replica_id_in_sync_group]):
+                return synthetic_batch(config, per_replica, seed + ctx.replica_id_in_sync_group)
+
+        self.batch = strategy.experimental_distribute_values_from_function(on_device)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return self.batch
+
+
+class Feed:
+    """Gives the train loop an iterator and a step count. With `make_iterator(epoch)` it
+    opens one iterator per epoch and stops a host call at an epoch's end, as `Trainer`
+    does; with `iterator`, that one iterator throughout."""
+
+    def __init__(self, iterator=None, make_iterator=None, steps_per_epoch: int = 0):
+        self.iterator, self.make_iterator, self.steps_per_epoch = iterator, make_iterator, steps_per_epoch
+        self.epoch, self.left = 0, 0
+
+    def take(self, n: int):
+        if self.make_iterator is None:
+            return self.iterator, n
+        if self.left == 0:
+            self.iterator = iter(self.make_iterator(self.epoch))
+            self.epoch, self.left = self.epoch + 1, self.steps_per_epoch
+        n = min(n, self.left)
+        self.left -= n
+        return self.iterator, n
+
+
+def run_steps(train_loop, feed: Feed, steps: int, per_call: int) -> float:
+    """`steps` training steps in host calls of at most `per_call`; returns the mean loss.
+    Reading the loss back after each call, as `Trainer` does, waits for its steps."""
+    import tensorflow as tf
+
+    done, loss = 0, 0.0
+    while done < steps:
+        iterator, n = feed.take(min(per_call, steps - done))
+        loss += float(train_loop(iterator, tf.constant(n))["loss"])
+        done += n
+    return loss / max(steps, 1)
+
+
+def _make_feed(kind: str, strategy, config, source, global_batch: int) -> Feed:
+    import tensorflow as tf
+
+    from alexnet_tf import train as train_lib
+
+    if kind == "pipeline":  # training's input: make_dataset per replica, one epoch at a time
+        split = config.data.train_split
+        steps_per_epoch = source.sizes[split] // global_batch
+        if steps_per_epoch == 0:
+            from alexnet_tf.config import ConfigError
+
+            raise ConfigError(f"--batch {global_batch} exceeds the {source.sizes[split]} training examples")
+        return Feed(
+            make_iterator=lambda epoch: train_lib.distributed_dataset(
+                strategy, source, config, split, global_batch, True, epoch=epoch
+            ),
+            steps_per_epoch=steps_per_epoch,
+        )
+    if kind == "dataset":  # the synthetic batch in host memory, through a tf.data iterator
+        per_replica = global_batch // strategy.num_replicas_in_sync
+        with tf.device("/cpu:0"):
+            host = synthetic_batch(config, per_replica, config.train.seed)
+        dataset = strategy.distribute_datasets_from_function(lambda ctx: tf.data.Dataset.from_tensors(host).repeat())
+        return Feed(iterator=iter(dataset))
+    return Feed(iterator=DeviceBatches(strategy, config, global_batch, config.train.seed))
+
+
+def time_train_step(
+    config, strategy, stats_tensors: dict, feed_kind: str, source, warmup: int, steps: int, steps_per_loop: list
+) -> dict:
+    """Builds the model, optimizer and `train.make_train_loop` as training does, runs
+    `warmup` steps (the first, alone in a host call, traces and compiles: compile_seconds),
+    then times `steps` steps for each value in `steps_per_loop` (same compiled loop)."""
+    import tensorflow as tf
+
+    from alexnet_tf import optim
+    from alexnet_tf import train as train_lib
+    from alexnet_tf.model import build_model
+
+    batch = config.train.batch_size
+    train_lib.setup_runtime(config)
+    _gpu_peak_memory(strategy, reset=True)
+    with train_lib.dtype_policy(config.train.precision):
+        with strategy.scope():
+            model = build_model(config.model)
+            optimizer = optim.build_optimizer(config.optim, batch)
+            optimizer.build(model.trainable_variables)
+            step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        train_loop = train_lib.make_train_loop(model, optimizer, strategy, config, stats_tensors, batch, step)
+        feed = _make_feed(feed_kind, strategy, config, source, batch)
+        start = time.perf_counter()
+        run_steps(train_loop, feed, 1, 1)
+        compile_seconds = time.perf_counter() - start
+        run_steps(train_loop, feed, warmup - 1, max(steps_per_loop))
+        runs = []
+        for per_call in steps_per_loop:
+            start = time.perf_counter()
+            loss = run_steps(train_loop, feed, steps, per_call)
+            runs.append({"steps_per_loop": per_call, "seconds": time.perf_counter() - start, "loss": loss})
+    return {
+        "runs": runs,
+        "compile_seconds": compile_seconds,
+        "steps_run": int(step.numpy()),
+        "forward_macs_per_image": forward_macs(model),
+        "peak_memory_bytes": _gpu_peak_memory(strategy),
+    }
+
+
+def _device_description(strategy) -> tuple:
+    """(what the replicas run on, in words; the GPU's name, or "" on CPUs)."""
+    import platform
+
+    import tensorflow as tf
+
+    devices = strategy.extended.worker_devices
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus and any("GPU" in d.upper() for d in devices):
+        details = tf.config.experimental.get_device_details(gpus[0])
+        name = details.get("device_name", "GPU")
+        cc = details.get("compute_capability")
+        return f"{len(devices)} x {name}" + (f" (compute capability {cc[0]}.{cc[1]})" if cc else ""), name
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"CPU: {cpu}, {_cores()} usable cores, {len(devices)} replica device(s)", ""
+
+
+def peak_tflops(gpu_name: str, dtype: str) -> float | None:
+    """The dense peak of one GPU from PEAK_TFLOPS, or None where the table has no entry."""
+    upper = gpu_name.upper()
+    if not upper or "PCIE" in upper or "NVL" in upper:
+        return None
+    return next((peaks[dtype] for key, peaks in PEAK_TFLOPS.items() if key in upper), None)
+
+
+def _gpu_peak_memory(strategy, reset: bool = False) -> int | None:
+    """Peak bytes TensorFlow allocated on the replicas' GPUs since the last reset (the
+    largest over the replicas); None on CPUs."""
+    import tensorflow as tf
+
+    gpus = [d.split("device:")[-1] for d in strategy.extended.worker_devices if "GPU" in d.upper()]
+    if not gpus:
+        return None
+    if reset:
+        for g in gpus:
+            tf.config.experimental.reset_memory_stats(g)
+        return None
+    return max(tf.config.experimental.get_memory_info(g)["peak"] for g in gpus)
+
+
+def _max_rss_bytes() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
+def _emit(result: dict, out: str | None) -> None:
+    line = json.dumps(result)
+    print(line, flush=True)
+    if out:
+        with open(out, "a") as f:
+            f.write(line + "\n")
+
+
+def bench_train(args: argparse.Namespace) -> list:
+    """Times the training step for each --precision x --batch (x --steps-per-loop);
+    prints one JSON line per result as it comes and returns them."""
+    import gc
+
+    import keras
+    import tensorflow as tf
+
+    from alexnet_tf import cli
+    from alexnet_tf import data as data_lib
+    from alexnet_tf.config import ConfigError, override
+    from alexnet_tf.distribute import make_strategy
+    from alexnet_tf.errors import TrainingError
+
+    base = cli.resolve_config(args)
+    if args.no_jit:
+        base = override(base, {"train.jit_compile": False})
+    if args.data and args.feed != "device":
+        raise ConfigError("--feed is for synthetic batches; --data feeds the input pipeline")
+    if args.steps < 1 or args.warmup < 1:
+        raise ConfigError("--steps and --warmup must be at least 1 (the first warm-up step compiles)")
+    batches = args.batch or [base.train.batch_size]
+    precisions = args.precision or [k for k, v in PRECISIONS.items() if v == base.train.precision]
+    steps_per_loop = args.steps_per_loop or [base.train.steps_per_loop]
+    if min(steps_per_loop) < 1:
+        raise ConfigError("--steps-per-loop must be at least 1")
+    strategy = make_strategy(base.distribute)
+    replicas = strategy.num_replicas_in_sync
+    for batch in batches:
+        if batch % replicas:
+            raise ConfigError(f"--batch {batch} is not divisible by {replicas} replicas")
+    device, gpu_name = _device_description(strategy)
+    source = None
+    if args.data:
+        source = data_lib.open_source(base.data.source, base.data)
+        if source.num_classes != base.model.num_classes:
+            raise ConfigError(
+                f"{base.data.source} has {source.num_classes} classes but model.num_classes="
+                f"{base.model.num_classes}; set model.num_classes={source.num_classes}"
+            )
+        stats = data_lib.dataset_stats(source, base.data, base.data.train_split)
+    else:
+        stats = data_lib.Stats.imagenet(base.data.resize_size)  # its values do not change the work
+    stats_tensors = {k: tf.constant(getattr(stats, k)) for k in ("mean_image", "eigval", "eigvec")}
+    feed_kind = "pipeline" if args.data else args.feed
+
+    results, failed = [], []
+    for precision in precisions:
+        for batch in batches:
+            config = override(base, {"train.batch_size": batch, "train.precision": PRECISIONS[precision]})
+            tf32 = bool(gpu_name) and tf.config.experimental.tensor_float_32_execution_enabled()
+            dtype = precision if precision == "bf16" or not tf32 else "tf32"
+            common = {
+                "bench": "train",
+                "recipe": args.recipe,
+                "input": config.data.source if args.data else "synthetic",
+                "feed": feed_kind,
+                "batch": batch,
+                "dtype": dtype,
+                "precision": config.train.precision,
+                "jit": config.train.jit_compile,
+                "replicas": replicas,
+                "device": device,
+            }
+            try:
+                timing = time_train_step(
+                    config, strategy, stats_tensors, feed_kind, source, args.warmup, args.steps, steps_per_loop
+                )
+            except tf.errors.OpError as e:  # e.g. out of memory at a large batch: go on with the rest
+                failed.append(f"batch {batch} {precision}")
+                _emit({**common, "error": f"{type(e).__name__}: {str(e)[:300]}"}, args.out)
+                continue
+            finally:
+                gc.collect()
+            peak = args.peak_tflops or peak_tflops(gpu_name, dtype)
+            peak = peak * replicas if peak else None
+            flops = 2 * 3 * timing["forward_macs_per_image"]  # multiply-add = 2 FLOPs; backward = 2x forward
+            rows = []
+            for run in timing["runs"]:
+                step_s = run["seconds"] / args.steps
+                achieved = batch / step_s * flops / 1e12
+                rows.append(
+                    {
+                        **common,
+                        "steps_per_loop": run["steps_per_loop"],
+                        "warmup_steps": args.warmup,
+                        "steps": args.steps,
+                        "steps_run": timing["steps_run"],
+                        "img_per_s": round(batch / step_s, 1),
+                        "step_ms": round(1000 * step_s, 3),
+                        "loss": round(run["loss"], 4),
+                        "compile_seconds": round(timing["compile_seconds"], 2),
+                        "train_flops_per_image": flops,
+                        "achieved_tflops": round(achieved, 4),
+                        "peak_tflops": peak,
+                        "mfu": round(achieved / peak, 4) if peak else None,
+                        "peak_memory_bytes": timing["peak_memory_bytes"],
+                        "process_max_rss_bytes": _max_rss_bytes(),
+                        "tf_version": tf.__version__,
+                        "keras_version": keras.__version__,
+                    }
+                )
+                _emit(rows[-1], args.out)
+            results += rows
+            lo, hi = min(steps_per_loop), max(steps_per_loop)
+            if lo != hi:
+                # Per step t(k) = c + o / k with k steps per host call: o is what one host
+                # call (dispatch, loop entry, reading the loss back) costs beyond its steps.
+                # A value given more than once counts with its fastest run (least disturbed).
+                t_lo, t_hi = (min(r["step_ms"] for r in rows if r["steps_per_loop"] == k) for k in (lo, hi))
+                overhead = (t_lo - t_hi) / (1 / lo - 1 / hi)
+                result = {
+                    **{k: common[k] for k in ("recipe", "input", "feed", "batch", "dtype", "jit", "device")},
+                    "bench": "train_host_overhead",
+                    "steps_per_loop": [lo, hi],
+                    "step_ms": [t_lo, t_hi],
+                    "host_ms_per_call": round(overhead, 3),
+                    "host_share_of_step_at_1": round(overhead / t_lo, 3) if lo == 1 else None,
+                }
+                results.append(result)
+                _emit(result, args.out)
+    if failed:
+        raise TrainingError(f"{len(failed)} setting(s) failed: {', '.join(failed)} (see their JSON lines)")
+    return results
+
+
 # ----------------------------------------------------------------------------- command
 def bench_input(args: argparse.Namespace) -> list:
     """Runs the input benchmark; prints and returns one dict per pipeline."""
@@ -264,6 +645,38 @@ def main(argv=None) -> int:
     p.add_argument("--cores", type=int, default=0, help="worker processes / tf.data threads (default: all usable)")
     p.add_argument("--images", type=int, default=512, help="how many JPEGs to generate without --data")
     p.set_defaults(fn=bench_input)
+
+    p = sub.add_parser("train", help="training step throughput, FLOP utilisation and memory")
+    p.add_argument("recipe", nargs="?", default="recipes/paper.py", help="recipe file (default: recipes/paper.py)")
+    cli.add_overrides(p)
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--synthetic", action="store_true", help="random uint8 batches made once on the device (default)"
+    )
+    where.add_argument("--data", metavar="SPEC", help="the real input pipeline on this source (sets data.source)")
+    p.add_argument(
+        "--feed",
+        choices=("device", "dataset"),
+        default="device",
+        help="synthetic batches: kept on the device (default), or fed from the host by tf.data",
+    )
+    p.add_argument("--batch", type=int, nargs="+", help="global batch size(s) (default: the recipe's)")
+    p.add_argument("--precision", nargs="+", choices=tuple(PRECISIONS), help="fp32 and/or bf16 (default: the recipe's)")
+    p.add_argument("--steps", type=int, default=50, help="timed steps per setting")
+    p.add_argument("--warmup", type=int, default=10, help="untimed steps first; the first one compiles")
+    p.add_argument(
+        "--steps-per-loop",
+        type=int,
+        nargs="+",
+        help="steps per host call (default: train.steps_per_loop); two or more values add a "
+        "train_host_overhead line (repeat values to alternate runs: 1 50 1 50)",
+    )
+    p.add_argument("--no-jit", action="store_true", help="train.jit_compile=False")
+    p.add_argument(
+        "--peak-tflops", type=float, help="peak TFLOP/s of one device for the mfu (default: table, H100/H200)"
+    )
+    p.add_argument("--out", help="also append the JSON lines to this file")
+    p.set_defaults(fn=bench_train)
     args = parser.parse_args(argv)
     return cli.run(lambda: args.fn(args))
 

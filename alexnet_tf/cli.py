@@ -17,6 +17,12 @@ def recipe_parser(prog: str, description: str) -> argparse.ArgumentParser:
         help="data source: folder:PATH | tfds:NAME[:SPLIT] | tfrecord:GLOB | "
         "fashion_mnist:DIR | builtin:fashion_mnist (overrides data.source)",
     )
+    add_overrides(parser)
+    return parser
+
+
+def add_overrides(parser: argparse.ArgumentParser) -> None:
+    """`--set KEY=VALUE` (repeatable), read by `resolve_config`."""
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -25,7 +31,6 @@ def recipe_parser(prog: str, description: str) -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a config field, e.g. --set optim.lr=0.02 (repeatable)",
     )
-    return parser
 
 
 def resolve_config(args: argparse.Namespace) -> Config:

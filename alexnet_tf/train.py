@@ -82,6 +82,99 @@ def _check_workdir(config: Config, workdir: str) -> None:
             )
 
 
+def distributed_dataset(
+    strategy: tf.distribute.Strategy,
+    source: data_lib.Source,
+    config: Config,
+    split: str,
+    global_batch: int,
+    training: bool,
+    epoch: int = 0,
+    skip_batches: int = 0,
+) -> tf.distribute.DistributedDataset:
+    """One epoch of `split` for every replica (eval: the first data.eval_examples)."""
+    limit = 0 if training else config.data.eval_examples
+
+    def fn(ctx: tf.distribute.InputContext):
+        return data_lib.make_dataset(
+            source,
+            config.data,
+            split,
+            ctx.get_per_replica_batch_size(global_batch),
+            training=training,
+            seed=config.train.seed,
+            epoch=epoch,
+            skip_batches=skip_batches,
+            input_context=ctx,
+            limit=limit,
+        )
+
+    return strategy.distribute_datasets_from_function(fn)
+
+
+def make_train_loop(
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    strategy: tf.distribute.Strategy,
+    config: Config,
+    stats_tensors: dict,
+    global_batch: int,
+    step: tf.Variable,
+):
+    """The training step, `train_loop(iterator, steps)`: `steps` SGD steps in one host call.
+
+    Each step takes `next(iterator)` (a per-replica batch dict as `data.make_dataset`
+    makes them), runs the XLA-compiled forward/backward per replica, applies the update
+    outside the compiled function (the form that works under MirroredStrategy), adds 1
+    to `step`, and the call returns the sums of loss, top-1 and top-5 correct over its
+    steps. Build the model and the optimizer (`optimizer.build`) under `strategy.scope()`
+    and the dtype policy first; `alexnet_tf.bench train` times this same function.
+    """
+    c = config
+    compute_dtype = keras.config.dtype_policy().compute_dtype
+    variables = model.trainable_variables
+
+    @tf.function(jit_compile=c.train.jit_compile)
+    def forward_backward(batch):
+        images = data_lib.device_preprocess(batch, stats_tensors, c.data, compute_dtype)
+        labels = batch["label"]
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)  # (B, classes) float32
+            per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+            # Sum over the replica's examples / global batch: the all-reduce sum of
+            # the gradients is then the gradient of the global-batch mean.
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+        grads = tape.gradient(loss, variables)
+        # Each replica adds its share of the decay so that the sum adds it once.
+        replicas = tf.distribute.get_replica_context().num_replicas_in_sync
+        grads = optim.add_weight_decay(grads, variables, c.optim, scale=1.0 / replicas)
+        metrics = {
+            "loss": loss,
+            "top1_correct": tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, 1), tf.float32)),
+            "top5_correct": tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, min(5, logits.shape[-1])), tf.float32)),
+        }
+        return grads, metrics
+
+    def replica_step(batch):
+        grads, metrics = forward_backward(batch)
+        optimizer.apply_gradients(zip(grads, variables))
+        return metrics
+
+    @tf.function
+    def train_loop(iterator, steps):
+        keys = ("loss", "top1_correct", "top5_correct")
+        totals = tf.zeros([len(keys)])
+        for _ in tf.range(steps):
+            per_replica = strategy.run(replica_step, args=(next(iterator),))
+            totals += tf.stack(
+                [strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica[k], axis=None) for k in keys]
+            )
+            step.assign_add(1)
+        return dict(zip(keys, tf.unstack(totals)))
+
+    return train_loop
+
+
 class Trainer:
     """Holds the state of one run; `train_and_evaluate` drives it."""
 
@@ -152,73 +245,16 @@ class Trainer:
         return stats
 
     def _dataset(self, split: str, training: bool, epoch: int = 0, skip_batches: int = 0):
-        c = self.config
-        global_batch = self.global_batch if training else self.eval_batch
-        limit = 0 if training else c.data.eval_examples
-
-        def fn(ctx: tf.distribute.InputContext):
-            return data_lib.make_dataset(
-                self.source,
-                c.data,
-                split,
-                ctx.get_per_replica_batch_size(global_batch),
-                training=training,
-                seed=c.train.seed,
-                epoch=epoch,
-                skip_batches=skip_batches,
-                input_context=ctx,
-                limit=limit,
-            )
-
-        return self.strategy.distribute_datasets_from_function(fn)
+        batch = self.global_batch if training else self.eval_batch
+        return distributed_dataset(
+            self.strategy, self.source, self.config, split, batch, training, epoch=epoch, skip_batches=skip_batches
+        )
 
     # ---------------------------------------------------------------- steps
     def _make_train_loop(self):
-        c = self.config
-        model, optimizer, strategy = self.model, self.optimizer, self.strategy
-        global_batch = self.global_batch
-        compute_dtype = keras.config.dtype_policy().compute_dtype
-        variables = model.trainable_variables
-
-        @tf.function(jit_compile=c.train.jit_compile)
-        def forward_backward(batch):
-            images = data_lib.device_preprocess(batch, self.stats_tensors, c.data, compute_dtype)
-            labels = batch["label"]
-            with tf.GradientTape() as tape:
-                logits = model(images, training=True)  # (B, classes) float32
-                per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
-                # Sum over the replica's examples / global batch: the all-reduce sum of
-                # the gradients is then the gradient of the global-batch mean.
-                loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
-            grads = tape.gradient(loss, variables)
-            # Each replica adds its share of the decay so that the sum adds it once.
-            replicas = tf.distribute.get_replica_context().num_replicas_in_sync
-            grads = optim.add_weight_decay(grads, variables, c.optim, scale=1.0 / replicas)
-            metrics = {
-                "loss": loss,
-                "top1_correct": tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, 1), tf.float32)),
-                "top5_correct": tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, min(5, logits.shape[-1])), tf.float32)),
-            }
-            return grads, metrics
-
-        def replica_step(batch):
-            grads, metrics = forward_backward(batch)
-            optimizer.apply_gradients(zip(grads, variables))
-            return metrics
-
-        @tf.function
-        def train_loop(iterator, steps):
-            keys = ("loss", "top1_correct", "top5_correct")
-            totals = tf.zeros([len(keys)])
-            for _ in tf.range(steps):
-                per_replica = strategy.run(replica_step, args=(next(iterator),))
-                totals += tf.stack(
-                    [strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica[k], axis=None) for k in keys]
-                )
-                self.step.assign_add(1)
-            return dict(zip(keys, tf.unstack(totals)))
-
-        return train_loop
+        return make_train_loop(
+            self.model, self.optimizer, self.strategy, self.config, self.stats_tensors, self.global_batch, self.step
+        )
 
     def _make_eval_step(self):
         c = self.config

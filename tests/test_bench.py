@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import os
 
 from alexnet_tf import bench
 
@@ -17,3 +18,98 @@ def test_bench_input_prints_json_lines(tmp_path, capsys):
         assert abs(r["images_per_sec"] - r["images_per_sec_per_core"]) < 0.2
     assert "speedup_vs_pil_baseline" in lines[0]
     assert [json.loads(line) for line in out.read_text().splitlines()] == lines == results
+
+
+QUICKSTART = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes", "quickstart.py")
+
+
+def _train_lines(capsys, argv):
+    assert bench.main(["train", QUICKSTART, "--batch", "8", "--no-jit", *argv]) == 0
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+
+
+def test_bench_train_synthetic(tmp_path, capsys):
+    out = tmp_path / "train.jsonl"
+    argv = "--synthetic --steps 3 --warmup 2 --steps-per-loop 1 2 --peak-tflops 0.001 --out".split()
+    lines = _train_lines(capsys, [*argv, str(out)])
+    assert [r["bench"] for r in lines] == ["train", "train", "train_host_overhead"]
+    assert [r["steps_per_loop"] for r in lines[:2]] == [1, 2]
+    macs = bench.forward_macs(_quickstart_model())
+    for r in lines[:2]:
+        assert (r["input"], r["feed"], r["batch"], r["dtype"], r["precision"]) == ("synthetic", "device", 8, "fp32", "float32")
+        assert r["jit"] is False and r["replicas"] == 1 and r["device"].startswith("CPU")
+        assert r["steps"] == 3 and r["steps_run"] == 2 + 3 + 3  # warm-up, then 3 steps per setting
+        assert r["img_per_s"] > 0 and r["step_ms"] > 0
+        assert abs(r["img_per_s"] * r["step_ms"] / 1000 - 8) < 0.01  # batch / step time
+        assert r["loss"] > 0 and r["compile_seconds"] > 0
+        assert r["train_flops_per_image"] == 6 * macs
+        assert abs(r["achieved_tflops"] - r["img_per_s"] * r["train_flops_per_image"] / 1e12) <= 1e-4
+        assert r["peak_tflops"] == 0.001 and abs(r["mfu"] - r["achieved_tflops"] / 0.001) < 0.1
+        assert r["peak_memory_bytes"] is None and r["process_max_rss_bytes"] > 100e6
+    overhead = lines[2]
+    assert overhead["step_ms"] == [lines[0]["step_ms"], lines[1]["step_ms"]]
+    # t(1) = c + o and t(2) = c + o / 2, so o = 2 * (t(1) - t(2))
+    assert abs(overhead["host_ms_per_call"] - 2 * (lines[0]["step_ms"] - lines[1]["step_ms"])) < 0.01
+    assert [json.loads(line) for line in out.read_text().splitlines()] == lines
+
+
+def test_bench_train_on_the_input_pipeline(capsys):
+    argv = "--data builtin:fashion_mnist --steps 3 --warmup 1 --steps-per-loop 2 --precision fp32".split()
+    lines = _train_lines(capsys, argv)
+    [r] = lines
+    assert (r["input"], r["feed"], r["steps_per_loop"], r["steps_run"]) == ("builtin:fashion_mnist", "pipeline", 2, 4)
+    assert r["img_per_s"] > 0 and r["mfu"] is None and r["peak_tflops"] is None
+
+
+def test_bench_train_feeds_the_synthetic_batch_from_the_host_on_request(capsys):
+    [r] = _train_lines(capsys, "--feed dataset --steps 2 --warmup 1".split())
+    assert (r["input"], r["feed"], r["steps_run"]) == ("synthetic", "dataset", 3)
+    assert bench.main(["train", QUICKSTART, "--data", "builtin:fashion_mnist", "--feed", "dataset"]) == 2
+    assert "--feed is for synthetic batches" in capsys.readouterr().err
+
+
+def test_bench_train_on_two_replicas(capsys):
+    # conftest splits the CPU into two logical devices: MirroredStrategy, a batch on each
+    [r] = _train_lines(capsys, "--set distribute.devices=cpu:2 --steps 2 --warmup 1".split())
+    assert (r["replicas"], r["feed"], r["steps_run"]) == (2, "device", 3)
+    assert r["img_per_s"] > 0
+
+
+def test_forward_macs_match_the_paper():
+    from alexnet_tf.config import load_recipe
+    from alexnet_tf.model import build_model
+
+    paper = load_recipe(os.path.join(os.path.dirname(QUICKSTART), "paper.py"))
+    assert abs(bench.forward_macs(build_model(paper.model)) - 724e6) / 724e6 < 1e-3  # Sec. 3.5 / NOTES
+
+
+def test_synthetic_batch_is_shaped_like_training_batches():
+    from alexnet_tf import data as data_lib
+    from alexnet_tf.config import load_recipe
+
+    config = load_recipe(QUICKSTART)
+    source = data_lib.open_source(config.data.source, config.data)
+    spec = data_lib.make_dataset(source, config.data, "train", 8, training=True).element_spec
+    batch = bench.synthetic_batch(config, 8)
+    assert {k: (v.dtype, tuple(v.shape)) for k, v in batch.items()} == {
+        k: (s.dtype, tuple(s.shape)) for k, s in spec.items()
+    }
+    offset = batch["offset"].numpy()
+    assert offset.min() >= 0 and offset.max() <= config.data.resize_size - config.data.crop_size
+    assert batch["label"].numpy().max() < config.model.num_classes
+
+
+def test_feed_stops_host_calls_at_epoch_ends():
+    feed = bench.Feed(make_iterator=lambda epoch: [f"epoch{epoch}"], steps_per_epoch=3)
+    takes = [feed.take(2) for _ in range(4)]
+    assert [n for _, n in takes] == [2, 1, 2, 1]
+    iterators = [it for it, _ in takes]
+    assert iterators[0] is iterators[1] and iterators[2] is iterators[3] and iterators[1] is not iterators[2]
+    assert [next(iterators[0]), next(iterators[2])] == ["epoch0", "epoch1"]
+
+
+def _quickstart_model():
+    from alexnet_tf.config import load_recipe
+    from alexnet_tf.model import build_model
+
+    return build_model(load_recipe(QUICKSTART).model)
