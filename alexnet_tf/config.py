@@ -144,6 +144,11 @@ def validate(config: Config) -> Config:
         )
     if config.data.crop_size > config.data.resize_size:
         raise ConfigError("data.crop_size must not exceed data.resize_size")
+    if config.train.deterministic and config.train.jit_compile:
+        raise ConfigError(
+            "train.deterministic=True needs train.jit_compile=False: XLA has no deterministic "
+            "max-pooling gradient (TensorFlow refuses it at the first step)"
+        )
     return config
 
 

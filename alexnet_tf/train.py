@@ -466,9 +466,17 @@ class Trainer:
 
 
 def setup_runtime(config: Config) -> None:
-    """Determinism and seeds; call before building anything."""
+    """Determinism and seeds; call before building anything.
+
+    Op determinism is process-wide in TensorFlow: switch it off again for a
+    non-deterministic run that follows a deterministic one in the same process.
+    """
+    from tensorflow.python.framework import config as tf_config  # disable_op_determinism is not public
+
     if config.train.deterministic:
         tf.config.experimental.enable_op_determinism()
+    elif tf_config.is_op_determinism_enabled():
+        tf_config.disable_op_determinism()
     keras.utils.set_random_seed(config.train.seed)
 
 

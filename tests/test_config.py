@@ -74,6 +74,24 @@ def test_bad_choice_lists_choices():
     assert "mixed_bfloat16" in str(e.value)
 
 
+def test_deterministic_xla_is_refused_with_the_reason():
+    with pytest.raises(ConfigError, match="jit_compile=False"):
+        override(Config(), ["train.deterministic=True"])  # the paper recipe compiles with XLA
+    assert override(Config(), ["train.deterministic=True", "train.jit_compile=False"]).train.deterministic
+
+
+def test_determinism_does_not_leak_into_the_next_run():
+    from tensorflow.python.framework import config as tf_config
+
+    from alexnet_tf.train import setup_runtime
+
+    quick = load_recipe(QUICKSTART)
+    setup_runtime(override(quick, ["train.deterministic=True"]))
+    assert tf_config.is_op_determinism_enabled()
+    setup_runtime(quick)
+    assert not tf_config.is_op_determinism_enabled()
+
+
 def test_json_round_trip():
     c = override(load_recipe(QUICKSTART), ["optim.step_epochs=(2, 4)"])
     assert from_dict(Config, json.loads(json.dumps(to_dict(c)))) == c
