@@ -104,7 +104,9 @@ class TrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DistributeConfig:
-    strategy: str = "auto"  # auto | one_device | mirrored | multi_worker
+    # auto | one_device | mirrored | multi_worker | columns (Sec. 3.2: column A on one
+    # device, column B on the other; model parallel, see alexnet_tf.columns)
+    strategy: str = "auto"
     devices: str = ""  # "" = all local GPUs; "cpu:2" = two logical CPUs; or "gpu:0,gpu:1"
 
 
@@ -124,7 +126,7 @@ CHOICES = {
     "model.conv_form": ("grouped", "split"),
     "optim.schedule": ("plateau", "step", "constant"),
     "train.precision": ("float32", "mixed_bfloat16"),
-    "distribute.strategy": ("auto", "one_device", "mirrored", "multi_worker"),
+    "distribute.strategy": ("auto", "one_device", "mirrored", "multi_worker", "columns"),
 }
 
 
@@ -144,6 +146,9 @@ def validate(config: Config) -> Config:
         )
     if config.data.crop_size > config.data.resize_size:
         raise ConfigError("data.crop_size must not exceed data.resize_size")
+    from alexnet_tf import columns  # imports the model, which imports this module
+
+    columns.check(config)
     if config.train.deterministic and config.train.jit_compile:
         raise ConfigError(
             "train.deterministic=True needs train.jit_compile=False: XLA has no deterministic "

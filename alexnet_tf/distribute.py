@@ -53,4 +53,18 @@ def make_strategy(config: DistributeConfig) -> tf.distribute.Strategy:
         return tf.distribute.MirroredStrategy(devices or None)
     if kind == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ConfigError(f"distribute.strategy={kind!r}; valid values: auto, one_device, mirrored, multi_worker")
+    if kind == "columns":
+        column_devices(config)
+        # One replica; alexnet_tf.columns places the ops of each column itself.
+        return tf.distribute.get_strategy()
+    raise ConfigError(f"distribute.strategy={kind!r}; valid values: auto, one_device, mirrored, multi_worker, columns")
+
+
+def column_devices(config: DistributeConfig) -> list[str]:
+    """The two devices of `distribute.strategy=columns`: column A's, then column B's."""
+    devices = parse_devices(config.devices) or [d.name for d in tf.config.list_logical_devices("GPU")][:2]
+    if len(devices) != 2:
+        raise ConfigError(
+            f"distribute.strategy=columns needs two devices (distribute.devices=gpu:0,gpu:1 or cpu:2), got {devices or 'none'}"
+        )
+    return devices

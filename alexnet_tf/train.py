@@ -112,6 +112,17 @@ def distributed_dataset(
     return strategy.distribute_datasets_from_function(fn)
 
 
+def model_call(model: keras.Model, config: Config):
+    """`model` itself, or with distribute.strategy=columns its column-placed forward pass."""
+    if config.distribute.strategy != "columns":
+        return model
+    from alexnet_tf import columns
+    from alexnet_tf.distribute import column_devices
+
+    devices = column_devices(config.distribute)
+    return lambda images, training: columns.forward(model, images, devices, training)
+
+
 def make_train_loop(
     model: keras.Model,
     optimizer: keras.optimizers.Optimizer,
@@ -133,13 +144,14 @@ def make_train_loop(
     c = config
     compute_dtype = keras.config.dtype_policy().compute_dtype
     variables = model.trainable_variables
+    call = model_call(model, c)
 
     @tf.function(jit_compile=c.train.jit_compile)
     def forward_backward(batch):
         images = data_lib.device_preprocess(batch, stats_tensors, c.data, compute_dtype)
         labels = batch["label"]
         with tf.GradientTape() as tape:
-            logits = model(images, training=True)  # (B, classes) float32
+            logits = call(images, training=True)  # (B, classes) float32
             per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
             # Sum over the replica's examples / global batch: the all-reduce sum of
             # the gradients is then the gradient of the global-batch mean.
@@ -258,13 +270,14 @@ class Trainer:
 
     def _make_eval_step(self):
         c = self.config
-        model, strategy = self.model, self.strategy
+        strategy = self.strategy
+        call = model_call(self.model, c)
         compute_dtype = keras.config.dtype_policy().compute_dtype
 
         @tf.function(jit_compile=c.train.jit_compile)
         def forward(batch):
             images = data_lib.device_preprocess(batch, self.stats_tensors, c.data, compute_dtype)
-            logits = model(images, training=False)
+            logits = call(images, training=False)
             labels, w = batch["label"], batch["weight"]
             k = min(5, logits.shape[-1])
             per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)

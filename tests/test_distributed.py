@@ -153,3 +153,41 @@ def test_two_workers_match_one_process(tmp_path):
     assert "2 replica(s)" in outs[0]
     train_and_evaluate(tiny(**steps), single)
     assert_same_weights(model_weights(single), model_weights(multi), rtol=1e-4, atol=1e-6)
+
+
+def test_columns_placement_computes_the_model_on_two_devices():
+    """Sec. 3.2's placement: the same logits as the model, with each column's ops on its
+    own device."""
+    from alexnet_tf import columns
+    from alexnet_tf.model import build_model
+
+    config = tiny()
+    model = build_model(config.model)
+    x = tf.random.stateless_normal([4, 67, 67, 3], seed=[1, 2]) * 50
+    fn = tf.function(lambda x: columns.forward(model, x, ["/cpu:0", "/cpu:1"]))
+    np.testing.assert_allclose(fn(x).numpy(), model(x).numpy(), rtol=1e-4, atol=1e-4)
+    graph = fn.get_concrete_function(x).graph
+    convs = [op for op in graph.get_operations() if op.type == "Conv2D"]
+    assert len(convs) == 10  # five layers, half the kernels of each on each device
+    assert sorted(op.device[-5:] for op in convs) == ["CPU:0"] * 5 + ["CPU:1"] * 5
+
+
+def test_columns_strategy_trains_like_one_device(tmp_path):
+    one, cols = str(tmp_path / "one"), str(tmp_path / "columns")
+    train_and_evaluate(tiny(**{"train.max_steps": 3, "distribute.strategy": "one_device"}), one)
+    r = train_and_evaluate(
+        tiny(**{"train.max_steps": 3, "distribute.strategy": "columns", "distribute.devices": "cpu:2"}), cols
+    )
+    assert r["step"] == 3 and r["examples"] == 64
+    assert_same_weights(model_weights(one), model_weights(cols), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "changes, needle",
+    [({"train.jit_compile": True}, "jit_compile=False"), ({"model.two_columns": False}, "two_columns=True")],
+)
+def test_columns_strategy_errors(changes, needle):
+    from alexnet_tf.config import ConfigError
+
+    with pytest.raises(ConfigError, match=needle):
+        tiny(**{"distribute.strategy": "columns", "distribute.devices": "cpu:2", **changes})
