@@ -23,7 +23,8 @@ over seeds of its top-1 error and of its paired difference from the baseline),
 DIR/ablations.md (the table) and DIR/fig1_relu_tanh.png (training error against epochs
 and against seconds, ReLU vs tanh, as in Fig. 1). Runs live in DIR/runs/<setting>-seed<k>;
 finished runs are not redone and an interrupted one resumes from its checkpoint, so the
-same command continues where it stopped.
+same command continues where it stopped; a larger --budget-epochs continues the
+finished runs from their last epoch.
 
 Data: Fashion-MNIST from Debian's `dataset-fashion-mnist` package by default (60,000
 training and 10,000 test photos); any `--dataset` spec of the input pipeline works.
@@ -293,7 +294,14 @@ def _run_one(config, workdir: str) -> dict:
 
 
 def _ten_crop(config, workdir: str) -> float:
+    import tensorflow as tf
+
     path = os.path.join(workdir, "ten_crop.json")
+    latest = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
+    if os.path.exists(path):
+        with open(path) as f:
+            if json.load(f)["models"] != [latest]:
+                os.remove(path)  # measured on an earlier checkpoint of a run that went on
     if not os.path.exists(path):
         from alexnet_tf.evaluate import evaluate
 
@@ -350,10 +358,16 @@ def ablate(
         workdir = os.path.join(out, "runs", f"{name}-seed{seed}")
         config = run_config(base, name, seed, budget_epochs, stats_path)
         results_path = os.path.join(workdir, "results.json")
+        result = None
         if os.path.exists(results_path):
             with open(results_path) as f:
                 result = json.load(f)
-        else:
+            planned = budget_epochs * steps_per_epoch
+            if config.train.max_steps:
+                planned = min(planned, config.train.max_steps)
+            if result["step"] < planned:
+                result = None  # a larger budget than before: the run goes on from its checkpoint
+        if result is None:
             left = len(todo) - i
             eta = "?" if not done_here else f"{spent / done_here * left / 60:.0f} min"
             say(f"[{i + 1}/{len(todo)}] {name} seed {seed}  ({left} run(s) left, ETA {eta})")

@@ -644,12 +644,25 @@ def _placeholder(label, config: DataConfig, crops: str) -> dict:
     }
 
 
+def _placeholders(labels, config: DataConfig, crops: str) -> dict:
+    """`_placeholder` for each of `labels` (a vector), stacked."""
+    one = _placeholder(0, config, crops)
+    m = tf.shape(labels)[0]
+    out = {k: tf.repeat(v[None], m, axis=0) for k, v in one.items()}
+    label = tf.cast(labels, tf.int32)
+    out["label"] = tf.repeat(label[:, None], 10, axis=1) if crops == "ten" else label
+    return out
+
+
 def _is_valid(example, valid):
     return valid
 
 
 def _drop_flag(example, valid):
     return example
+
+
+DECODE_CHUNK = 128  # examples decoded per inner dataset (see make_dataset's safe_chunk)
 
 
 def make_dataset(
@@ -732,23 +745,43 @@ def make_dataset(
         key = tf.cast(tf.stack([tf.cast(seed, tf.int64) * 7919 + epoch, index]), tf.int64)
         return crop_example(image, label, key, config, training, encoded=source.encoded and not cached), tf.constant(True)
 
-    def unreadable(index, example):
-        data, label, name = example
-        out = _placeholder(label, config, crops)
-        if record:
-            with tf.control_dependencies([BAD_FILES.record(name, _why_unreadable(data))]):
-                out["weight"] = tf.identity(out["weight"])
-        return out, tf.constant(False)
+    def safe_chunk(indices, examples):
+        """Decodes a chunk of examples in order; the ones whose files fail to decode are
+        dropped by `ignore_errors`, found by their missing positions, recorded, and
+        replaced by weight-0 stand-ins at the end of the chunk (flag False)."""
+        n = tf.shape(indices)[0]
+        ok = (
+            tf.data.Dataset.from_tensor_slices((tf.range(n), indices, examples))
+            .map(lambda pos, i, ex: (pos, prepare(i, ex)[0]))
+            .ignore_errors()
+            .batch(DECODE_CHUNK)
+        )
+        # A chunk in which nothing decoded still gives one (empty) batch.
+        empty = tf.nest.map_structure(
+            lambda spec: tf.zeros([0, *spec.shape[1:]], spec.dtype), ok.element_spec
+        )
+        ok = ok.concatenate(tf.data.Dataset.from_tensors(empty)).take(1)
 
-    def safe(index, example):
-        # A decoding error ends the one-element dataset `ok` without an element; the
-        # stand-in from `bad` then takes its place (and is only computed in that case).
-        ok = tf.data.Dataset.from_tensors((index, example)).map(prepare).ignore_errors()
-        bad = tf.data.Dataset.from_tensors((index, example)).map(unreadable)
-        return ok.concatenate(bad).take(1)
+        def finish(positions, good):
+            decoded = tf.reduce_any(tf.equal(tf.range(n)[:, None], positions[None, :]), axis=1)
+            missing = tf.where(~decoded)[:, 0]
+            data, labels, names = (tf.gather(t, missing) for t in examples)
+            out = {k: tf.concat([good[k], v], 0) for k, v in _placeholders(labels, config, crops).items()}
+            if record:
+                reasons = tf.map_fn(_why_unreadable, data, fn_output_signature=tf.int32)
+                with tf.control_dependencies([BAD_FILES.table.insert(names, reasons)]):
+                    out["weight"] = tf.identity(out["weight"])
+            flags = tf.concat([tf.ones_like(positions, tf.bool), tf.zeros_like(missing, tf.bool)], 0)
+            return tf.data.Dataset.from_tensor_slices((out, flags))
+
+        return ok.flat_map(finish)
 
     if source.encoded and not cached:
-        ds = ds.interleave(safe, block_length=1, num_parallel_calls=AUTOTUNE, deterministic=config.deterministic)
+        # Chunks keep the cost of the per-chunk datasets off the per-image path; with a
+        # chunk done whole in one visit, the order of the examples is kept.
+        ds = ds.batch(DECODE_CHUNK).interleave(
+            safe_chunk, block_length=DECODE_CHUNK, num_parallel_calls=AUTOTUNE, deterministic=config.deterministic
+        )
     else:
         ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=config.deterministic)
 
