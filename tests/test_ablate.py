@@ -53,6 +53,15 @@ def test_tiny_grid_writes_table_figure_and_resumes(tmp_path, capsys):
     assert "] baseline seed" not in capsys.readouterr().out
     assert again["summary"] == report["summary"]
 
+    # A larger budget continues the finished runs from their checkpoints.
+    kwargs["overrides"] = [o.replace("train.max_steps=3", "train.max_steps=4") for o in kwargs["overrides"]]
+    ablate.ablate(**kwargs)
+    assert "resumed from" in capsys.readouterr().out
+    for name in ("baseline", "no_lrn", "tanh"):
+        assert json.loads((out / "runs" / f"{name}-seed0" / "results.json").read_text())["step"] == 4
+    ten = json.loads((out / "runs" / "baseline-seed0" / "ten_crop.json").read_text())
+    assert ten["models"][0].endswith("ckpt-4")  # re-measured on the newer checkpoint
+
 
 def _run(name, seed, top1, train=None, ten=None):
     r = {"top1_error": top1, "final_train_top1_error": train, "epochs_to_target": None}
