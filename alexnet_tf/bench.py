@@ -1,6 +1,6 @@
 """Benchmarks, one subcommand each; every result is one JSON line on stdout.
 
-    python -m alexnet_tf.bench input [--data SPEC] [--out FILE] [--seconds N] [--cores N]
+    python -m alexnet_tf.bench input [--data SPEC] [--out FILE] [--seconds N] [--rounds N] [--cores N]
     python -m alexnet_tf.bench train [RECIPE] [--batch N ...] [--precision fp32 bf16]
         [--synthetic | --data SPEC] [--steps N] [--warmup N] [--steps-per-loop N ...]
         [--no-jit] [--set KEY=VALUE] [--peak-tflops T] [--out FILE]
@@ -10,17 +10,22 @@ random 227 crop of the 256 image, flip, PCA colour noise, mean-image subtraction
 batches of 128) for two pipelines on the same files and the same number of cores:
 
 - `alexnet_tf`: `data.make_dataset` as training uses it. Batches leave the host as
-  uint8 with crop offset, flip bit and noise coefficients; the colour noise and the mean
-  subtraction happen in the compiled step on the accelerator (`device_preprocess`).
+  uint8 crops with crop offset, flip bit and noise coefficients; the mean subtraction,
+  colour noise and flip happen in the compiled step on the accelerator
+  (`device_preprocess`).
 - `alexnet_tf_host_float`: the same, with the device step's arithmetic (mean-image
-  crop subtraction, colour noise, float32 batches) also done on the host CPU, so that
-  every step of the work is on the CPU as in the baseline.
+  crop subtraction, colour noise, flip, float32 batches) also done on the host CPU, so
+  that every step of the work is on the CPU as in the baseline.
 - `pil_baseline`: PIL + NumPy doing all of it in a pool of worker processes that write
   float32 batches into shared memory, as a PyTorch DataLoader with torchvision
   transforms does.
 
 Without --data it writes its own 256x256 JPEGs (as `python -m alexnet_tf.prepare`
-makes them) to a temporary folder. `images_per_sec_per_core` divides by --cores.
+makes them) to a temporary folder. The pipelines take turns, --rounds times, each
+started afresh and timed for --seconds per turn, so that a slow spell of a shared
+machine falls on all of them; `images_per_sec_per_core` (divided by --cores) is the
+median over the rounds, `rounds` lists them, and `speedup_vs_pil_baseline` is the median
+of the per-round ratios.
 
 `train`: the training step of `python -m alexnet_tf.train` (`train.make_train_loop`:
 XLA forward/backward per replica, the Sec. 5 update, `steps_per_loop` steps per host
@@ -53,6 +58,7 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -131,8 +137,8 @@ def bench_alexnet_tf(spec: str, split: str, seconds: float, cores: int, host_flo
 
         def to_float(ex):
             m = tf.slice(mean, [ex["offset"][0], ex["offset"][1], 0], [c, c, 3])
-            m = tf.cond(ex["flip"], lambda: tf.reverse(m, [1]), lambda: m)
-            return tf.cast(ex["image"], tf.float32) - m + tf.linalg.matvec(shift_basis, ex["alpha"])
+            x = tf.cast(ex["image"], tf.float32) - m + tf.linalg.matvec(shift_basis, ex["alpha"])
+            return tf.cond(ex["flip"], lambda: tf.reverse(x, [1]), lambda: x)
 
         ds = ds.unbatch().map(to_float, num_parallel_calls=tf.data.AUTOTUNE).batch(BATCH).prefetch(2)
     options = tf.data.Options()
@@ -607,19 +613,23 @@ def bench_input(args: argparse.Namespace) -> list:
             paths = [p.decode() for _, _, p in source.examples(args.split).as_numpy_iterator()]
         common = {"data": args.data or f"generated {args.images} 256x256 JPEGs", "batch": BATCH, "cores": cores,
                   "seconds": args.seconds}
-        results = []
-        runs = [("alexnet_tf", lambda: bench_alexnet_tf(spec, args.split, args.seconds, cores, False)),
-                ("alexnet_tf_host_float", lambda: bench_alexnet_tf(spec, args.split, args.seconds, cores, True))]
+        runs = {"alexnet_tf": lambda: bench_alexnet_tf(spec, args.split, args.seconds, cores, False),
+                "alexnet_tf_host_float": lambda: bench_alexnet_tf(spec, args.split, args.seconds, cores, True)}
         if paths:
-            runs.append(("pil_baseline", lambda: bench_pil(paths, args.seconds, cores)))
-        for name, fn in runs:
-            rate = fn()
-            results.append({"pipeline": name, "images_per_sec": round(rate, 1),
-                            "images_per_sec_per_core": round(rate / cores, 1), **common})
-        if len(results) == 3:
-            base = results[2]["images_per_sec_per_core"]
-            for r in results[:2]:
-                r["speedup_vs_pil_baseline"] = round(r["images_per_sec_per_core"] / base, 2)
+            runs["pil_baseline"] = lambda: bench_pil(paths, args.seconds, cores)
+        rates = {name: [] for name in runs}
+        for _ in range(max(1, args.rounds)):
+            for name, fn in runs.items():
+                rates[name].append(fn() / cores)
+        results = []
+        for name, per_core in rates.items():
+            median = statistics.median(per_core)
+            result = {"pipeline": name, "images_per_sec": round(median * cores, 1),
+                      "images_per_sec_per_core": round(median, 1), "rounds": [round(r, 1) for r in per_core]}
+            if name != "pil_baseline" and "pil_baseline" in rates:
+                ratios = [a / b for a, b in zip(per_core, rates["pil_baseline"])]
+                result["speedup_vs_pil_baseline"] = round(statistics.median(ratios), 2)
+            results.append({**result, **common})
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -641,7 +651,8 @@ def main(argv=None) -> int:
     p.add_argument("--data", help="data spec (default: generated 256 px JPEGs); the baseline needs folder:PATH")
     p.add_argument("--split", default="train")
     p.add_argument("--out", help="also append the JSON lines to this file")
-    p.add_argument("--seconds", type=float, default=20.0, help="timed seconds per pipeline")
+    p.add_argument("--seconds", type=float, default=10.0, help="timed seconds per pipeline and round")
+    p.add_argument("--rounds", type=int, default=3, help="turns each pipeline takes (median reported)")
     p.add_argument("--cores", type=int, default=0, help="worker processes / tf.data threads (default: all usable)")
     p.add_argument("--images", type=int, default=512, help="how many JPEGs to generate without --data")
     p.set_defaults(fn=bench_input)

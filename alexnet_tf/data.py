@@ -1,20 +1,25 @@
 """Input pipeline: the paper's preprocessing (Sec. 2) and augmentation (Sec. 4.1).
 
 Host side (tf.data): read, decode, resize the shorter side to `resize_size` and take the
-central square (Sec. 2), pick a random `crop_size` crop and a flip (Sec. 4.1), draw the
-per-image PCA colour-noise coefficients, batch. Batches travel as uint8 with the crop
-offset, flip bit and noise coefficients beside them, a quarter of the bytes of float32.
+central square (Sec. 2), cut a random `crop_size` crop, draw the flip bit and the
+per-image PCA colour-noise coefficients (Sec. 4.1), batch. Batches travel as uint8 with
+the crop offset, flip bit and noise coefficients beside them, a quarter of the bytes of
+float32.
 
 Device side (`device_preprocess`, inside the compiled step): cast, subtract the same
-crop (and flip) of the mean image, add the colour noise.
+crop of the mean image, add the colour noise, mirror the images whose flip bit is set.
+Every pixel operation after the crop runs there, fused by XLA, and leaves the host CPUs
+to decoding.
 
-Batches are dicts: image uint8 (B, C, C, 3), offset int32 (B, 2), flip bool (B,),
-alpha float32 (B, 3), label int32 (B,), weight float32 (B,) (0 for eval padding).
+Batches are dicts: image uint8 (B, C, C, 3) (the crop as cut, before its flip), offset
+int32 (B, 2), flip bool (B,), alpha float32 (B, 3), label int32 (B,), weight float32
+(B,) (0 for eval padding). `apply_flips` gives the images as the net sees them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gzip
 import json
 import os
@@ -486,7 +491,7 @@ REASONS = ("empty file", "not an image (unknown format)", "truncated or corrupt 
 
 
 def _why_unreadable(data: tf.Tensor) -> tf.Tensor:
-    """Index into REASONS for bytes that failed to decode."""
+    """Index into REASONS for bytes that failed to decode (elementwise: any shape)."""
     head = tf.strings.substr(data, 0, 4)
     known = (
         tf.io.is_jpeg(data)
@@ -502,14 +507,20 @@ def _why_unreadable(data: tf.Tensor) -> tf.Tensor:
 
 
 # --------------------------------------------------------------------------- decoding
+@functools.cache
+def _tiny_jpeg() -> bytes:
+    with tf.init_scope():
+        return tf.io.encode_jpeg(tf.zeros((1, 1, 3), tf.uint8)).numpy()
+
+
 def _is_square_jpeg(data: tf.Tensor, size: int) -> tf.Tensor:
-    """True for a JPEG already `size` x `size` (e.g. from prepare.py): decode+crop can fuse."""
+    """True for a JPEG already `size` x `size` (e.g. from prepare.py): decode+crop can fuse.
 
-    def shape_ok():
-        shape = tf.image.extract_jpeg_shape(data)
-        return tf.logical_and(tf.equal(shape[0], size), tf.equal(shape[1], size))
-
-    return tf.cond(tf.io.is_jpeg(data), shape_ok, lambda: tf.constant(False))
+    Other bytes have their header read from a 1x1 JPEG instead: no branch per image.
+    """
+    is_jpeg = tf.io.is_jpeg(data)
+    shape = tf.image.extract_jpeg_shape(tf.where(is_jpeg, data, _tiny_jpeg()))
+    return is_jpeg & tf.equal(shape[0], size) & tf.equal(shape[1], size)
 
 
 def resize_central(image: tf.Tensor, size: int) -> tf.Tensor:
@@ -565,33 +576,56 @@ def decode_crop(data: tf.Tensor, offset: tf.Tensor, crop: int, size: int) -> tf.
     return tf.cond(_is_square_jpeg(data, size), fused, general)
 
 
-def _random_choices(key, config: DataConfig, training: bool):
-    """(offset (2,), flip (), alpha (3,)) for one example; a pure function of `key`."""
+DRAWS = 6  # uniforms per training example: crop corner (2), flip (1), noise coefficients (3)
+
+
+def random_draws(indices: tf.Tensor, seed: int, epoch: int) -> tf.Tensor:
+    """`DRAWS` uniforms in (0, 1) per example index, shape indices.shape + (DRAWS,).
+
+    Each is SipHash-2-4 (`tf.strings.to_hash_bucket_strong`, keyed by seed and epoch) of
+    the number index * DRAWS + k: a pure function of (seed, epoch, index), so a chunk of
+    examples gets its draws from two ops, whichever chunk, worker or order they come in.
+    """
+    numbers = tf.cast(indices, tf.int64)[..., None] * DRAWS + tf.range(DRAWS, dtype=tf.int64)
+    buckets = tf.strings.to_hash_bucket_strong(tf.strings.as_string(numbers), 2**53, key=[seed, epoch])
+    return tf.cast((tf.cast(buckets, tf.float64) + 0.5) / 2.0**53, tf.float32)
+
+
+def random_choices(indices, config: DataConfig, training: bool, seed: int = 0, epoch: int = 0):
+    """(offset (..., 2), flip (...), alpha (..., 3)) for the examples `indices` (any shape).
+
+    Training: a random crop corner, a flip bit and the colour-noise coefficients (Sec.
+    4.1) from `random_draws` (alpha through the inverse normal CDF). Evaluation: the
+    central crop, no flip, no noise.
+    """
     r, c = config.resize_size, config.pad_crop or config.crop_size
+    shape = tf.shape(indices)
     if training:
-        seeds = tf.random.experimental.stateless_split(key, 3)
-        offset = tf.random.stateless_uniform((2,), seeds[0], 0, r - c + 1, dtype=tf.int32)
-        flip = config.random_flip & (tf.random.stateless_uniform((), seeds[1]) < 0.5)
-        alpha = tf.random.stateless_normal((3,), seeds[2], stddev=config.pca_noise_std)
+        u = random_draws(indices, seed, epoch)
+        offset = tf.minimum(tf.cast(u[..., 0:2] * (r - c + 1), tf.int32), r - c)
+        flip = config.random_flip & (u[..., 2] < 0.5)
+        # float32 can round a draw to 0 or 1 (ndtri: -inf, inf); clipped, |alpha| < 5.3 sd.
+        alpha = tf.math.ndtri(tf.clip_by_value(u[..., 3:6], 2.0**-24, 1 - 2.0**-24)) * config.pca_noise_std
     else:
-        offset = tf.constant([(r - c) // 2, (r - c) // 2], tf.int32)
-        flip = tf.constant(False)
-        alpha = tf.zeros((3,), tf.float32)
+        offset = tf.fill(tf.concat([shape, [2]], 0), (r - c) // 2)
+        flip = tf.zeros(shape, tf.bool)
+        alpha = tf.zeros(tf.concat([shape, [3]], 0), tf.float32)
     return offset, flip, alpha
 
 
-def crop_example(image, label, key, config: DataConfig, training: bool, encoded: bool = False):
-    """Picks the crop and flip (Sec. 4.1) and the colour-noise coefficients.
+def crop_example(image, label, choices, config: DataConfig, encoded: bool = False):
+    """Cuts the crop that `choices` (one example's `random_choices`) names and keeps the
+    flip bit and colour-noise coefficients beside it (Sec. 4.1).
 
-    `image` is the resized (R, R, 3) uint8 image, or its encoded bytes with `encoded`.
+    `image` is the resized (R, R, 3) uint8 image, or its encoded bytes with `encoded`. The
+    crop is returned as cut: `device_preprocess` (or `apply_flips`) mirrors it.
     """
     c = config.pad_crop or config.crop_size
-    offset, flip, alpha = _random_choices(key, config, training)
+    offset, flip, alpha = choices
     if encoded:
         crop = decode_crop(image, offset, c, config.resize_size)
     else:
         crop = tf.slice(image, [offset[0], offset[1], 0], [c, c, 3])
-    crop = tf.cond(flip, lambda: tf.reverse(crop, [1]), lambda: crop)
     return {
         "image": crop,
         "offset": offset,
@@ -609,13 +643,14 @@ def ten_crop_offsets(resize_size: int, crop_size: int) -> list:
 
 
 def ten_crop_example(image, label, config: DataConfig):
-    """Ten crops of one image (five patches and their reflections), stacked (10, ...)."""
+    """Ten crops of one image (five patches, each twice: as cut and with its flip bit set
+    for its reflection), stacked (10, ...)."""
     c = config.pad_crop or config.crop_size
     crops, offsets, flips = [], [], []
     for top, left in ten_crop_offsets(config.resize_size, c):
         crop = image[top : top + c, left : left + c, :]
         for flip in (False, True):
-            crops.append(tf.reverse(crop, [1]) if flip else crop)
+            crops.append(crop)
             offsets.append((top, left))
             flips.append(flip)
     return {
@@ -729,7 +764,8 @@ def make_dataset(
         ds = ds.unbatch()
     record = not config.service_address  # a service worker cannot reach this process's table
 
-    def prepare(index, example):
+    def prepare(index, example, choices=None):
+        """One example's batch row; `choices` are its `random_choices` when already drawn."""
         image, label, _ = example
         if crops == "ten":
             if not cached:
@@ -742,20 +778,49 @@ def make_dataset(
             )
         if not source.encoded and not cached:
             image = resize_central(image, config.resize_size)
-        key = tf.cast(tf.stack([tf.cast(seed, tf.int64) * 7919 + epoch, index]), tf.int64)
-        return crop_example(image, label, key, config, training, encoded=source.encoded and not cached), tf.constant(True)
+        if choices is None:
+            choices = random_choices(index, config, training, seed, epoch)
+        return crop_example(image, label, choices, config, encoded=source.encoded and not cached), tf.constant(True)
 
-    def safe_chunk(indices, examples):
-        """Decodes a chunk of examples in order; the ones whose files fail to decode are
-        dropped by `ignore_errors`, found by their missing positions, recorded, and
-        replaced by weight-0 stand-ins at the end of the chunk (flag False)."""
+    def record_missing(examples, missing):
+        """Records the chunk's examples at positions `missing` in `BAD_FILES`."""
+        data, _, names = (tf.gather(t, missing) for t in examples)
+        return BAD_FILES.table.insert(names, _why_unreadable(data))
+
+    def decode_chunk(indices, examples):
+        """The chunk's examples in order, `prepare`d (random choices drawn for the chunk
+        at once); a file that fails to decode is dropped by `ignore_errors` and found by
+        its missing position."""
         n = tf.shape(indices)[0]
-        ok = (
-            tf.data.Dataset.from_tensor_slices((tf.range(n), indices, examples))
-            .map(lambda pos, i, ex: (pos, prepare(i, ex)[0]))
-            .ignore_errors()
-            .batch(DECODE_CHUNK)
-        )
+        choices = random_choices(indices, config, training, seed, epoch)
+        return tf.data.Dataset.from_tensor_slices((tf.range(n), indices, examples, choices)).map(
+            lambda pos, i, ex, ch: (pos, prepare(i, ex, ch)[0])
+        ).ignore_errors()
+
+    def train_chunk(indices, examples):
+        """`decode_chunk` then one end marker (flag False) at which the positions never
+        seen are recorded: every image is copied once, into its training batch."""
+        n = tf.shape(indices)[0]
+        end = tf.data.Dataset.from_tensors((n, _placeholder(0, config, crops)))
+
+        def step(seen, element):
+            pos, example = element
+            seen = seen | tf.equal(tf.range(n), pos)
+            last = tf.equal(pos, n)
+            flag = tf.logical_not(last)
+            if record:
+                missing = tf.where(tf.logical_not(seen) & last)[:, 0]  # empty before the end
+                with tf.control_dependencies([record_missing(examples, missing)]):
+                    flag = tf.identity(flag)
+            return seen, (example, flag)
+
+        return decode_chunk(indices, examples).concatenate(end).scan(tf.zeros([n], tf.bool), step)
+
+    def eval_chunk(indices, examples):
+        """`decode_chunk` with the unreadable files replaced by weight-0 stand-ins at the
+        end of the chunk (flag False), so evaluation keeps every example's row."""
+        n = tf.shape(indices)[0]
+        ok = decode_chunk(indices, examples).batch(DECODE_CHUNK)
         # A chunk in which nothing decoded still gives one (empty) batch.
         empty = tf.nest.map_structure(
             lambda spec: tf.zeros([0, *spec.shape[1:]], spec.dtype), ok.element_spec
@@ -765,11 +830,10 @@ def make_dataset(
         def finish(positions, good):
             decoded = tf.reduce_any(tf.equal(tf.range(n)[:, None], positions[None, :]), axis=1)
             missing = tf.where(~decoded)[:, 0]
-            data, labels, names = (tf.gather(t, missing) for t in examples)
+            labels = tf.gather(examples[1], missing)
             out = {k: tf.concat([good[k], v], 0) for k, v in _placeholders(labels, config, crops).items()}
             if record:
-                reasons = tf.map_fn(_why_unreadable, data, fn_output_signature=tf.int32)
-                with tf.control_dependencies([BAD_FILES.table.insert(names, reasons)]):
+                with tf.control_dependencies([record_missing(examples, missing)]):
                     out["weight"] = tf.identity(out["weight"])
             flags = tf.concat([tf.ones_like(positions, tf.bool), tf.zeros_like(missing, tf.bool)], 0)
             return tf.data.Dataset.from_tensor_slices((out, flags))
@@ -778,9 +842,13 @@ def make_dataset(
 
     if source.encoded and not cached:
         # Chunks keep the cost of the per-chunk datasets off the per-image path; with a
-        # chunk done whole in one visit, the order of the examples is kept.
+        # chunk done whole in one visit (at most DECODE_CHUNK + 1 elements), the order of
+        # the examples is kept.
         ds = ds.batch(DECODE_CHUNK).interleave(
-            safe_chunk, block_length=DECODE_CHUNK, num_parallel_calls=AUTOTUNE, deterministic=config.deterministic
+            train_chunk if training else eval_chunk,
+            block_length=DECODE_CHUNK + 1,
+            num_parallel_calls=AUTOTUNE,
+            deterministic=config.deterministic,
         )
     else:
         ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=config.deterministic)
@@ -906,10 +974,16 @@ def dataset_stats(source: Source, config: DataConfig, split: str = "train") -> S
     return Stats.imagenet(config.resize_size)
 
 
-def device_preprocess(batch: dict, stats: dict, config: DataConfig, dtype=tf.float32) -> tf.Tensor:
-    """uint8 crops -> mean-subtracted, colour-noised float images (runs on the device).
+def apply_flips(images: tf.Tensor, flips: tf.Tensor) -> tf.Tensor:
+    """Mirrors (left-right) the images (B, H, W, C) whose flip bit (B,) is set."""
+    return tf.where(flips[:, None, None, None], tf.reverse(images, [2]), images)
 
-    `stats` holds tensors: mean_image (R, R, 3), eigval (3,), eigvec (3, 3).
+
+def device_preprocess(batch: dict, stats: dict, config: DataConfig, dtype=tf.float32) -> tf.Tensor:
+    """uint8 crops -> mean-subtracted, colour-noised, flipped float images (runs on the device).
+
+    `stats` holds tensors: mean_image (R, R, 3), eigval (3,), eigvec (3, 3). The mean
+    image's crop is subtracted before the flip, so each pixel loses its own mean.
     """
     image = tf.cast(batch["image"], tf.float32)  # (B, c, c, 3), c = pad_crop or crop_size
     pc = image.shape[1]
@@ -919,12 +993,12 @@ def device_preprocess(batch: dict, stats: dict, config: DataConfig, dtype=tf.flo
         cols = batch["offset"][:, 1:2] + ar
         mean = tf.gather(stats["mean_image"], rows)  # (B, pc, R, 3)
         mean = tf.gather(mean, cols, axis=2, batch_dims=1)  # (B, pc, pc, 3)
-        mean = tf.where(batch["flip"][:, None, None, None], tf.reverse(mean, [2]), mean)
         image = image - mean
     if config.pca_noise_std > 0:
         # Sec. 4.1: add [p1 p2 p3][a1 l1, a2 l2, a3 l3]^T, in [0, 1] units, scaled to 0..255.
         shift = 255.0 * tf.linalg.matvec(stats["eigvec"], batch["alpha"] * stats["eigval"])  # (B, 3)
         image = image + shift[:, None, None, :]
+    image = apply_flips(image, batch["flip"])
     if config.pad_crop:
         extra = config.crop_size - pc
         image = tf.pad(image, [[0, 0], [extra // 2, extra - extra // 2], [extra // 2, extra - extra // 2], [0, 0]])

@@ -350,7 +350,8 @@ class Trainer:
         c = self.config
         few = dataclasses.replace(c.data, cache=False, shuffle_buffer=1)
         batch = next(iter(data_lib.make_dataset(self.source, few, c.data.train_split, 4, True, c.train.seed, epoch)))
-        self.reporter.images("train", step, "augmented_inputs", batch["image"], max_outputs=4)
+        inputs = data_lib.apply_flips(batch["image"], batch["flip"])
+        self.reporter.images("train", step, "augmented_inputs", inputs, max_outputs=4)
         kernel = self.model.get_layer("conv1").kernel.numpy()  # (11, 11, 3, 96)
         grid = conv1_grid(kernel, 2 if c.model.two_columns else 1)
         self.reporter.images("train", step, "conv1_kernels", grid[None], max_outputs=1)

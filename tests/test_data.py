@@ -85,26 +85,55 @@ def test_train_crop_and_flip_geometry():
     image = tf.constant(ramp_image())
     seen_flip = set()
     for i in range(40):
-        key = tf.constant([0, i], tf.int64)
-        ex = data_lib.crop_example(image, 3, key, CFG, training=True)
+        choices = data_lib.random_choices(tf.constant(i, tf.int64), CFG, training=True, seed=0, epoch=0)
+        ex = data_lib.crop_example(image, 3, choices, CFG)
         top, left = ex["offset"].numpy()
         assert 0 <= top <= R - C and 0 <= left <= R - C
-        crop = ex["image"].numpy()
-        if ex["flip"].numpy():
-            crop = crop[:, ::-1]
-        np.testing.assert_array_equal(crop, ramp_image()[top : top + C, left : left + C])
+        # The crop leaves the host as cut; the device mirrors it when the bit is set.
+        np.testing.assert_array_equal(ex["image"].numpy(), ramp_image()[top : top + C, left : left + C])
         seen_flip.add(bool(ex["flip"].numpy()))
         assert ex["label"].dtype == tf.int32 and float(ex["weight"]) == 1.0
     assert seen_flip == {True, False}
-    # The same key gives the same choices (stateless), a different key different ones.
-    a = data_lib.crop_example(image, 0, tf.constant([5, 9], tf.int64), CFG, True)
-    b = data_lib.crop_example(image, 0, tf.constant([5, 9], tf.int64), CFG, True)
-    np.testing.assert_array_equal(a["image"], b["image"])
-    np.testing.assert_array_equal(a["alpha"], b["alpha"])
+
+
+def test_random_choices_are_a_pure_function_of_seed_epoch_and_index():
+    indices = tf.constant([[3, 70], [1_000_000, 5]], tf.int64)
+    offset, flip, alpha = data_lib.random_choices(indices, CFG, True, seed=4, epoch=2)
+    assert offset.shape == (2, 2, 2) and flip.shape == (2, 2) and alpha.shape == (2, 2, 3)
+    # Drawn for a chunk at once or one example at a time: the same choices.
+    for (i, j), index in np.ndenumerate(indices.numpy()):
+        o, f, a = data_lib.random_choices(tf.constant(index), CFG, True, seed=4, epoch=2)
+        np.testing.assert_array_equal(o, offset[i, j])
+        assert bool(f) == bool(flip[i, j])
+        np.testing.assert_array_equal(a, alpha[i, j])
+    # Another seed or epoch draws again.
+    for seed, epoch in ((5, 2), (4, 3)):
+        other = data_lib.random_choices(indices, CFG, True, seed=seed, epoch=epoch)[2]
+        assert not np.any(np.isclose(other.numpy(), alpha.numpy()))
+
+
+def test_random_draws_are_uniform_and_independent():
+    u = data_lib.random_draws(tf.range(20000, dtype=tf.int64), seed=0, epoch=0).numpy().astype(np.float64)
+    assert u.shape == (20000, data_lib.DRAWS) and 0 < u.min() and u.max() < 1
+    # Each column uniform (Kolmogorov-Smirnov distance well under the 0.1% critical 0.0138).
+    for k in range(data_lib.DRAWS):
+        x = np.sort(u[:, k])
+        assert np.max(np.abs(x - (np.arange(1, len(x) + 1) - 0.5) / len(x))) < 0.0138
+    # No correlation between the draws of one example, nor between neighbouring examples.
+    corr = np.corrcoef(np.concatenate([u[:-1], u[1:]], axis=1).T)
+    assert np.all(np.abs(corr[np.triu_indices(2 * data_lib.DRAWS, 1)]) < 0.035)
+
+
+def test_crop_offsets_cover_every_position():
+    offset = data_lib.random_choices(tf.range(6000, dtype=tf.int64), CFG, True)[0].numpy()
+    for axis in range(2):
+        counts = np.bincount(offset[:, axis], minlength=R - C + 1)
+        assert len(counts) == R - C + 1 and counts.min() > 0.6 * counts.mean()
 
 
 def test_eval_crop_is_central():
-    ex = data_lib.crop_example(tf.constant(ramp_image()), 0, tf.constant([0, 0], tf.int64), CFG, training=False)
+    choices = data_lib.random_choices(tf.constant(0, tf.int64), CFG, training=False)
+    ex = data_lib.crop_example(tf.constant(ramp_image()), 0, choices, CFG)
     m = (R - C) // 2
     np.testing.assert_array_equal(ex["image"].numpy(), ramp_image()[m : m + C, m : m + C])
     assert not ex["flip"].numpy() and not ex["alpha"].numpy().any()
@@ -119,7 +148,9 @@ def test_ten_crops_corners_exactly():
     for k, (top, left) in enumerate(expected):
         patch = img[top : top + C, left : left + C]
         np.testing.assert_array_equal(out["image"][2 * k].numpy(), patch)
-        np.testing.assert_array_equal(out["image"][2 * k + 1].numpy(), patch[:, ::-1])
+        np.testing.assert_array_equal(out["image"][2 * k + 1].numpy(), patch)  # flipped on the device
+        seen = data_lib.apply_flips(out["image"][2 * k : 2 * k + 2], out["flip"][2 * k : 2 * k + 2]).numpy()
+        np.testing.assert_array_equal(seen[1], patch[:, ::-1])
         assert tuple(out["offset"][2 * k].numpy()) == (top, left)
         assert list(out["flip"][2 * k : 2 * k + 2].numpy()) == [False, True]
         # The top-left pixel of each corner crop is the corner of the image it names.
@@ -134,8 +165,9 @@ def test_ten_crop_batches_from_a_folder(tmp_path):
     assert list(batches[1]["weight"]) == [1.0] * 10 + [0.0] * 10
     first = data_lib.decode_and_resize(tf.io.read_file(str(tmp_path / "val/cat/cat_0.JPEG")), R, True).numpy()
     m = R - C
-    np.testing.assert_array_equal(batches[0]["image"][4], first[m:, :C])  # bottom-left, unflipped
-    np.testing.assert_array_equal(batches[0]["image"][7], first[m:, m:][:, ::-1])  # bottom-right, flipped
+    seen = data_lib.apply_flips(batches[0]["image"], batches[0]["flip"]).numpy()
+    np.testing.assert_array_equal(seen[4], first[m:, :C])  # bottom-left, unflipped
+    np.testing.assert_array_equal(seen[7], first[m:, m:][:, ::-1])  # bottom-right, flipped
 
 
 def test_pca_noise_statistics():
@@ -162,10 +194,10 @@ def test_pca_noise_statistics():
 
 
 def test_pca_alpha_drawn_with_paper_spread():
-    alphas = np.stack(
-        [data_lib.crop_example(tf.constant(ramp_image()), 0, tf.constant([0, i], tf.int64), CFG, True)["alpha"] for i in range(400)]
-    )
-    assert abs(alphas.mean()) < 0.02 and abs(alphas.std() - 0.1) < 0.015
+    alphas = data_lib.random_choices(tf.range(4000, dtype=tf.int64), CFG, True)[2].numpy()
+    assert abs(alphas.mean()) < 0.006 and abs(alphas.std() - 0.1) < 0.004
+    # Normal: about 68.3% within one standard deviation, 95.4% within two.
+    assert abs(np.mean(np.abs(alphas) < 0.1) - 0.683) < 0.02 and abs(np.mean(np.abs(alphas) < 0.2) - 0.954) < 0.01
 
 
 def test_mean_subtraction_matches_numpy():
@@ -181,10 +213,10 @@ def test_mean_subtraction_matches_numpy():
     jitted = tf.function(lambda b: data_lib.device_preprocess(b, stats, cfg), jit_compile=True)(batch).numpy()
     for i in range(4):
         t, left = offsets[i]
-        m = mean_image[t : t + C, left : left + C]
-        if flips[i]:
-            m = m[:, ::-1]
-        np.testing.assert_allclose(out[i], images[i].astype(np.float32) - m, atol=1e-4)
+        expected = images[i].astype(np.float32) - mean_image[t : t + C, left : left + C]
+        if flips[i]:  # each pixel loses its own mean, then the crop is mirrored
+            expected = expected[:, ::-1]
+        np.testing.assert_allclose(out[i], expected, atol=1e-4)
     np.testing.assert_allclose(jitted, out, atol=1e-4)
 
 
