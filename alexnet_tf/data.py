@@ -806,13 +806,14 @@ def make_dataset(
         def step(seen, element):
             pos, example = element
             seen = seen | tf.equal(tf.range(n), pos)
-            last = tf.equal(pos, n)
-            flag = tf.logical_not(last)
-            if record:
-                missing = tf.where(tf.logical_not(seen) & last)[:, 0]  # empty before the end
-                with tf.control_dependencies([record_missing(examples, missing)]):
-                    flag = tf.identity(flag)
-            return seen, (example, flag)
+
+            def at_end():
+                if record:
+                    with tf.control_dependencies([record_missing(examples, tf.where(~seen)[:, 0])]):
+                        return tf.constant(False)
+                return tf.constant(False)
+
+            return seen, (example, tf.cond(tf.equal(pos, n), at_end, lambda: tf.constant(True)))
 
         return decode_chunk(indices, examples).concatenate(end).scan(tf.zeros([n], tf.bool), step)
 
