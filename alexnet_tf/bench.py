@@ -105,6 +105,7 @@ def _repeated(source, split: str, times: int):
         {split: source.sizes[split] * times},
         source.encoded,
         named={split: rep(source.named[split])} if split in source.named else {},
+        files={split: rep(source.files[split])} if split in source.files else {},
     )
 
 

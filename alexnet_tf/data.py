@@ -85,6 +85,9 @@ class Source:
     # split name -> callable() returning (image, label, name) where a file name is known;
     # `name` identifies an example in the bad-file report.
     named: dict = dataclasses.field(default_factory=dict)
+    # split name -> callable() returning (path, label, path) for sources of image files:
+    # `make_dataset` reads each file where it decodes it (after the shuffle).
+    files: dict = dataclasses.field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -107,6 +110,11 @@ class Source:
         return self.splits[name]().enumerate().map(
             lambda i, ex: (ex[0], ex[1], prefix + tf.strings.as_string(i)), num_parallel_calls=AUTOTUNE
         )
+
+    def unread_examples(self, name: str) -> tf.data.Dataset | None:
+        """(path, label, path) triples for a source of image files (None for others)."""
+        self._check(name)
+        return self.files[name]() if name in self.files else None
 
 
 def _fashion_mnist_arrays(spec: str) -> dict:
@@ -170,24 +178,28 @@ LABEL_FILES = ("val_labels.txt", "val.txt", "LOC_val_solution.csv")
 
 def _files_source(name: str, class_names: list, files: dict, aliases: dict | None = None) -> Source:
     """A Source over {split: (paths, labels)} of encoded image files."""
-    splits, named, sizes = {}, {}, {}
+    splits, named, unread, sizes = {}, {}, {}, {}
 
-    def make(split, with_names):
+    def make(split, kind):
         def fn():
             paths, labels = files[split]
             ds = tf.data.Dataset.from_tensor_slices((paths, labels))
-            if with_names:
+            if kind == "unread":
+                return ds.map(lambda p, y: (p, y, p))
+            if kind == "named":
                 return ds.map(lambda p, y: (tf.io.read_file(p), y, p), num_parallel_calls=AUTOTUNE)
             return ds.map(lambda p, y: (tf.io.read_file(p), y), num_parallel_calls=AUTOTUNE)
 
         return fn
 
     for split in files:
-        splits[split], named[split], sizes[split] = make(split, False), make(split, True), len(files[split][0])
+        splits[split], named[split], unread[split] = (make(split, kind) for kind in ("plain", "named", "unread"))
+        sizes[split] = len(files[split][0])
     for alias, target in (aliases or {}).items():
         if target in files and alias not in files:
-            splits[alias], named[alias], sizes[alias] = splits[target], named[target], sizes[target]
-    return Source(name, class_names, splits, sizes, encoded=True, named=named)
+            splits[alias], named[alias], unread[alias] = splits[target], named[target], unread[target]
+            sizes[alias] = sizes[target]
+    return Source(name, class_names, splits, sizes, encoded=True, named=named, files=unread)
 
 
 def _read_label_file(path: str, index: dict) -> dict:
@@ -487,7 +499,7 @@ def bad_file_summary(limit: int = 5) -> dict:
     return BAD_FILES.summary(limit)
 
 
-REASONS = ("empty file", "not an image (unknown format)", "truncated or corrupt image")
+REASONS = ("empty file", "not an image (unknown format)", "truncated or corrupt image", "cannot be read")
 
 
 def _why_unreadable(data: tf.Tensor) -> tf.Tensor:
@@ -504,6 +516,22 @@ def _why_unreadable(data: tf.Tensor) -> tf.Tensor:
         0,
         tf.where(known, 2, 1),
     )
+
+
+def _why_unreadable_files(paths: tf.Tensor) -> tf.Tensor:
+    """Index into REASONS for files (a vector of paths) that failed to read or decode."""
+
+    def reasons(paths):
+        out = []
+        for path in paths.numpy():
+            try:
+                with open(path, "rb") as f:
+                    out.append(int(_why_unreadable(tf.constant(f.read()))))
+            except OSError:
+                out.append(REASONS.index("cannot be read"))
+        return tf.constant(out, tf.int32)
+
+    return tf.reshape(tf.py_function(reasons, [paths], tf.int32), tf.shape(paths))
 
 
 # --------------------------------------------------------------------------- decoding
@@ -689,17 +717,6 @@ def _placeholders(labels, config: DataConfig, crops: str) -> dict:
     return out
 
 
-def _is_valid(example, valid):
-    return valid
-
-
-def _drop_flag(example, valid):
-    return example
-
-
-DECODE_CHUNK = 128  # examples decoded per inner dataset (see make_dataset's safe_chunk)
-
-
 def make_dataset(
     source: Source,
     config: DataConfig,
@@ -724,15 +741,18 @@ def make_dataset(
     only the split's first `limit` examples.
 
     Files that cannot be decoded never stop the pipeline: they are recorded in
-    `BAD_FILES` (see `bad_file_summary`), dropped from training batches (the epoch keeps
-    its number of batches by wrapping around to its first examples) and become weight-0
-    rows in evaluation batches, so every batch keeps its shape.
+    `BAD_FILES` (see `bad_file_summary`) and become weight-0 rows of their batch (the
+    training loss and metrics weigh rows by `weight`), so every batch keeps its shape
+    and every example its place.
     """
     if crops not in ("center", "ten"):
         raise ValueError(f"crops must be 'center' or 'ten', got {crops!r}")
     if crops == "ten" and training:
         raise ValueError("ten crops are for evaluation")
-    ds = source.examples(split)  # (image, label, name)
+    # Files are read where they are decoded: the shuffle buffer holds paths, not bytes,
+    # and a file that cannot be read is skipped like one that cannot be decoded.
+    unread = source.unread_examples(split) if source.encoded else None
+    ds = source.examples(split) if unread is None else unread  # (image or path, label, name)
     ds = ds.enumerate()
     if limit:
         ds = ds.take(limit)
@@ -751,9 +771,7 @@ def make_dataset(
         ).cache()
     if training:
         ds = ds.shuffle(config.shuffle_buffer, seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False)
-    # Without decoding failures an example's position is known before decoding: skip cheaply.
-    skip_early = skip_batches and not (training and source.encoded)
-    if skip_early:
+        # An example's position does not depend on decoding: resume by skipping before it.
         ds = ds.skip(skip_batches * global_batch)
     if training and pipelines > 1:
         # Every pipeline walks the same shuffled order and decodes only its slice of
@@ -767,10 +785,12 @@ def make_dataset(
     def prepare(index, example, choices=None):
         """One example's batch row; `choices` are its `random_choices` when already drawn."""
         image, label, _ = example
+        if unread is not None:
+            image = tf.io.read_file(image)
         if crops == "ten":
             if not cached:
                 image = decode_and_resize(image, config.resize_size, source.encoded)
-            return ten_crop_example(image, label, config), tf.constant(True)
+            return ten_crop_example(image, label, config)
         if training and config.random_labels:
             # The same random label for an example in every epoch.
             label = tf.random.stateless_uniform(
@@ -780,87 +800,65 @@ def make_dataset(
             image = resize_central(image, config.resize_size)
         if choices is None:
             choices = random_choices(index, config, training, seed, epoch)
-        return crop_example(image, label, choices, config, encoded=source.encoded and not cached), tf.constant(True)
+        return crop_example(image, label, choices, config, encoded=source.encoded and not cached)
 
-    def record_missing(examples, missing):
-        """Records the chunk's examples at positions `missing` in `BAD_FILES`."""
-        data, _, names = (tf.gather(t, missing) for t in examples)
-        return BAD_FILES.table.insert(names, _why_unreadable(data))
-
-    def decode_chunk(indices, examples):
-        """The chunk's examples in order, `prepare`d (random choices drawn for the chunk
-        at once); a file that fails to decode is dropped by `ignore_errors` and found by
-        its missing position."""
+    def decode_batch(indices, examples):
+        """A dataset of one element: the batch of the examples `indices`, decoded one
+        after another by a small dataset with `ignore_errors` (random choices drawn for
+        the batch at once). The files missing from its output are the unreadable ones:
+        they are recorded and become weight-0 rows at the batch's end."""
         n = tf.shape(indices)[0]
         choices = random_choices(indices, config, training, seed, epoch)
-        return tf.data.Dataset.from_tensor_slices((tf.range(n), indices, examples, choices)).map(
-            lambda pos, i, ex, ch: (pos, prepare(i, ex, ch)[0])
-        ).ignore_errors()
-
-    def train_chunk(indices, examples):
-        """`decode_chunk` then one end marker (flag False) at which the positions never
-        seen are recorded: every image is copied once, into its training batch."""
-        n = tf.shape(indices)[0]
-        end = tf.data.Dataset.from_tensors((n, _placeholder(0, config, crops)))
-
-        def step(seen, element):
-            pos, example = element
-            seen = seen | tf.equal(tf.range(n), pos)
-
-            def at_end():
-                if record:
-                    with tf.control_dependencies([record_missing(examples, tf.where(~seen)[:, 0])]):
-                        return tf.constant(False)
-                return tf.constant(False)
-
-            return seen, (example, tf.cond(tf.equal(pos, n), at_end, lambda: tf.constant(True)))
-
-        return decode_chunk(indices, examples).concatenate(end).scan(tf.zeros([n], tf.bool), step)
-
-    def eval_chunk(indices, examples):
-        """`decode_chunk` with the unreadable files replaced by weight-0 stand-ins at the
-        end of the chunk (flag False), so evaluation keeps every example's row."""
-        n = tf.shape(indices)[0]
-        ok = decode_chunk(indices, examples).batch(DECODE_CHUNK)
-        # A chunk in which nothing decoded still gives one (empty) batch.
-        empty = tf.nest.map_structure(
-            lambda spec: tf.zeros([0, *spec.shape[1:]], spec.dtype), ok.element_spec
+        ok = (
+            tf.data.Dataset.from_tensor_slices((tf.range(n), indices, examples, choices))
+            .map(lambda pos, i, ex, ch: (pos, prepare(i, ex, ch)))
+            .ignore_errors()
+            .batch(batch_size)
         )
+        # A batch in which nothing decoded still gives one (empty) batch.
+        empty = tf.nest.map_structure(lambda spec: tf.zeros([0, *spec.shape[1:]], spec.dtype), ok.element_spec)
         ok = ok.concatenate(tf.data.Dataset.from_tensors(empty)).take(1)
 
         def finish(positions, good):
             decoded = tf.reduce_any(tf.equal(tf.range(n)[:, None], positions[None, :]), axis=1)
             missing = tf.where(~decoded)[:, 0]
-            labels = tf.gather(examples[1], missing)
-            out = {k: tf.concat([good[k], v], 0) for k, v in _placeholders(labels, config, crops).items()}
-            if record:
-                with tf.control_dependencies([record_missing(examples, missing)]):
-                    out["weight"] = tf.identity(out["weight"])
-            flags = tf.concat([tf.ones_like(positions, tf.bool), tf.zeros_like(missing, tf.bool)], 0)
-            return tf.data.Dataset.from_tensor_slices((out, flags))
 
-        return ok.flat_map(finish)
+            def fill():
+                labels = tf.gather(examples[1], missing)
+                out = {k: tf.concat([good[k], v], 0) for k, v in _placeholders(labels, config, crops).items()}
+                if record:
+                    data, _, names = (tf.gather(t, missing) for t in examples)
+                    why = _why_unreadable(data) if unread is None else _why_unreadable_files(data)
+                    with tf.control_dependencies([BAD_FILES.table.insert(names, why)]):
+                        out["weight"] = tf.identity(out["weight"])
+                return out
 
-    if source.encoded and not cached:
-        # Chunks keep the cost of the per-chunk datasets off the per-image path; with a
-        # chunk done whole in one visit (at most DECODE_CHUNK + 1 elements), the order of
-        # the examples is kept.
-        ds = ds.batch(DECODE_CHUNK).interleave(
-            train_chunk if training else eval_chunk,
-            block_length=DECODE_CHUNK + 1,
-            num_parallel_calls=AUTOTUNE,
-            deterministic=config.deterministic,
-        )
-    else:
-        ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=config.deterministic)
+            # Nearly every batch is whole: skip the stand-ins' ops for those.
+            out = tf.cond(tf.size(missing) > 0, fill, lambda: good)
+            if training:  # whole batches only (drop_remainder): say so to the compiled step
+                for v in out.values():
+                    v.set_shape([batch_size, *v.shape[1:]])
+            return out
+
+        return ok.map(finish)
 
     if training:
-        good = ds.filter(_is_valid).map(_drop_flag)
         steps = source.sizes[split] // global_batch - skip_batches  # global steps left
-        batches = steps * (width // batch_size)  # this pipeline's per-replica batches
-        ds = good.concatenate(good) if source.encoded else good  # wrap around past dropped files
-        if skip_batches and not skip_early:
-            ds = ds.skip(skip_batches * width)
+        batches = max(steps * (width // batch_size), 0)  # this pipeline's per-replica batches
+    if source.encoded and not cached:
+        # One small dataset per batch keeps its cost off the per-image path; the batches
+        # are built in parallel, each in one interleave worker.
+        ds = ds.batch(batch_size, drop_remainder=training)
+        if training:
+            ds = ds.take(batches)  # here rather than after decoding: a take there costs 7%
+        ds = ds.interleave(decode_batch, num_parallel_calls=AUTOTUNE, deterministic=config.deterministic)
+    else:
+        ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=config.deterministic)
+        ds = ds.batch(batch_size, drop_remainder=training)
+        if training:
+            ds = ds.take(batches)
+
+    if training:
         if config.service_address:
             ds = ds.apply(
                 tf.data.experimental.service.distribute(
@@ -870,10 +868,8 @@ def make_dataset(
                     f"{input_context.input_pipeline_id if input_context else 0}",
                 )
             )
-        ds = ds.batch(batch_size, drop_remainder=True).take(max(batches, 0))
     else:
-        ds = ds.map(_drop_flag)
-        ds = ds.batch(batch_size).map(lambda b: _pad_batch(b, batch_size))
+        ds = ds.map(lambda b: _pad_batch(b, batch_size))
         if crops == "ten":
             ds = ds.map(lambda b: {k: tf.reshape(v, [-1, *v.shape[2:]]) for k, v in b.items()})
     options = tf.data.Options()
@@ -900,15 +896,19 @@ def decoded_examples(source: Source, split: str, size: int, deterministic: bool 
     """(image uint8 (size, size, 3), label, name, reason) for every example, in order;
     reason is -1 for a decoded image, else an index into REASONS (the image is then zeros
     and the file is recorded in `BAD_FILES`)."""
-    ds = source.examples(split)
     if not source.encoded:
+        ds = source.examples(split)
         return ds.map(lambda x, y, n: (resize_central(x, size), y, n, -1), num_parallel_calls=AUTOTUNE)
+    unread = source.unread_examples(split)  # files: read here, so that reading can fail too
+    ds = source.examples(split) if unread is None else unread
 
     def decoded(data, label, name):
+        if unread is not None:
+            data = tf.io.read_file(data)
         return decode_and_resize(data, size, True), label, name, -1
 
     def unreadable(data, label, name):
-        reason = _why_unreadable(data)
+        reason = _why_unreadable(data) if unread is None else _why_unreadable_files(data[None])[0]
         with tf.control_dependencies([BAD_FILES.record(name, reason)]):
             return tf.zeros((size, size, 3), tf.uint8), label, name, tf.identity(reason)
 

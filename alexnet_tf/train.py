@@ -137,7 +137,8 @@ def make_train_loop(
     Each step takes `next(iterator)` (a per-replica batch dict as `data.make_dataset`
     makes them), runs the XLA-compiled forward/backward per replica, applies the update
     outside the compiled function (the form that works under MirroredStrategy), adds 1
-    to `step`, and the call returns the sums of loss, top-1 and top-5 correct over its
+    to `step`, and the call returns the sums of loss, top-1 and top-5 correct and
+    `count` (the examples' weights: 0 for files that could not be decoded) over its
     steps. Build the model and the optimizer (`optimizer.build`) under `strategy.scope()`
     and the dtype policy first; `alexnet_tf.bench train` times this same function.
     """
@@ -149,21 +150,24 @@ def make_train_loop(
     @tf.function(jit_compile=c.train.jit_compile)
     def forward_backward(batch):
         images = data_lib.device_preprocess(batch, stats_tensors, c.data, compute_dtype)
-        labels = batch["label"]
+        labels, w = batch["label"], batch["weight"]  # weight 0: a file that could not be decoded
         with tf.GradientTape() as tape:
             logits = call(images, training=True)  # (B, classes) float32
             per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
             # Sum over the replica's examples / global batch: the all-reduce sum of
             # the gradients is then the gradient of the global-batch mean.
-            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+            loss = tf.nn.compute_average_loss(per_example, sample_weight=w, global_batch_size=global_batch)
         grads = tape.gradient(loss, variables)
         # Each replica adds its share of the decay so that the sum adds it once.
         replicas = tf.distribute.get_replica_context().num_replicas_in_sync
         grads = optim.add_weight_decay(grads, variables, c.optim, scale=1.0 / replicas)
         metrics = {
             "loss": loss,
-            "top1_correct": tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, 1), tf.float32)),
-            "top5_correct": tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, min(5, logits.shape[-1])), tf.float32)),
+            "top1_correct": tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, 1), tf.float32) * w),
+            "top5_correct": tf.reduce_sum(
+                tf.cast(tf.math.in_top_k(labels, logits, min(5, logits.shape[-1])), tf.float32) * w
+            ),
+            "count": tf.reduce_sum(w),
         }
         return grads, metrics
 
@@ -174,7 +178,7 @@ def make_train_loop(
 
     @tf.function
     def train_loop(iterator, steps):
-        keys = ("loss", "top1_correct", "top5_correct")
+        keys = ("loss", "top1_correct", "top5_correct", "count")
         totals = tf.zeros([len(keys)])
         for _ in tf.range(steps):
             per_replica = strategy.run(replica_step, args=(next(iterator),))
@@ -410,8 +414,8 @@ class Trainer:
                     images = window_steps * self.global_batch
                     values = {
                         "loss": window["loss"] / window_steps,
-                        "top1_error": 1 - window["top1_correct"] / images,
-                        "top5_error": 1 - window["top5_correct"] / images,
+                        "top1_error": 1 - window["top1_correct"] / max(window["count"], 1),
+                        "top5_error": 1 - window["top5_correct"] / max(window["count"], 1),
                         "lr": lr,
                         "images_per_sec": images / elapsed,
                         "step_time_ms": 1000 * elapsed / window_steps,
@@ -444,7 +448,7 @@ class Trainer:
                     self.best_manager.save(checkpoint_number=step)
                 if self.schedule.end_epoch(metrics["top1_error"]):
                     self.reporter.line(f"validation error stopped improving: lr -> {self.schedule.lr(epoch + 1):.3g}")
-                images = epoch_steps * self.global_batch
+                images = max(epoch_totals["count"], 1)
                 history.append(
                     {
                         "epoch": epoch + 1,

@@ -2,6 +2,7 @@
 subtraction, every source kind, sharding, resume, and the bad-file zoo."""
 
 import dataclasses
+import glob
 import io
 import json
 import os
@@ -433,34 +434,51 @@ def test_bad_file_zoo(tmp_path):
     }
     for name, raw in zoo.items():
         (tmp_path / "train" / "a" / name).write_bytes(raw)
+    # A file listed but gone when it is read (a dangling link here).
+    (tmp_path / "train" / "a" / "gone.JPEG").symlink_to(tmp_path / "nowhere")
     data_lib.BAD_FILES.reset()
     source = data_lib.open_source("folder:" + root)
-    assert source.sizes["train"] == 4 + len(zoo)
+    assert source.sizes["train"] == 4 + len(zoo) + 1
     cfg = DataConfig(resize_size=R, crop_size=C, shuffle_buffer=1000)
-    got = collect(data_lib.make_dataset(source, cfg, "train", 2, training=True))
-    # 11 files, 3 unreadable: the epoch still has 11 // 2 batches (wrapping around).
+    got = collect(data_lib.make_dataset(source, cfg, "train", 5, training=True))
+    # 12 files, 4 unreadable: the epoch still has 12 // 5 batches of 5, the unreadable
+    # files' rows carry weight 0 (and their labels), the others weight 1.
     assert len(got["label"]) == 10
+    bad = got["weight"] == 0
+    assert bad.any()  # seed 0 puts unreadable files inside the epoch
+    assert got["weight"].sum() == 10 - bad.sum() and set(np.unique(got["weight"])) <= {0.0, 1.0}
+    assert not got["image"][bad].any() and (got["label"][bad] == 0).all()  # all in class "a"
     summary = data_lib.bad_file_summary()
-    assert summary["count"] == 3
+    assert summary["count"] == bad.sum()
+    # The epoch's last batch holds the remaining two examples and is left out: all 12
+    # files are read over a batch of 12.
+    data_lib.BAD_FILES.reset()
+    whole = collect(data_lib.make_dataset(source, cfg, "train", 12, training=True))
+    assert whole["weight"].sum() == 8 and len(whole["weight"]) == 12
+    summary = data_lib.bad_file_summary()
+    assert summary["count"] == 4
     reasons = {os.path.basename(e["file"]): e["reason"] for e in summary["examples"]}
     assert reasons == {
         "truncated.JPEG": "truncated or corrupt image",
         "text.JPEG": "not an image (unknown format)",
         "empty.JPEG": "empty file",
+        "gone.JPEG": "cannot be read",
     }
-    assert "skipped 3 unreadable" in data_lib.BAD_FILES.message()
+    assert "skipped 4 unreadable" in data_lib.BAD_FILES.message()
     # The converted ones are really there: CMYK and grey decode to 3 channels.
     cmyk = data_lib.decode_and_resize(tf.constant(zoo["cmyk.JPEG"]), R, True)
     grey = data_lib.decode_and_resize(tf.constant(zoo["grey.JPEG"]), R, True).numpy()
     assert cmyk.shape == (R, R, 3) and np.array_equal(grey[..., 0], grey[..., 1])
-    # 8 readable examples, each at most once in the first 8 rows (no wrap needed before them).
-    assert len({x.tobytes() for x in got["image"][:8]}) == 8
+    # Each of the 8 readable examples once, in the batch's first rows; the stand-ins last.
+    assert whole["weight"][:8].all() and not whole["weight"][8:].any()
+    assert len({x.tobytes() for x in whole["image"][:8]}) == 8
     # A second epoch over the same files does not count them again.
     collect(data_lib.make_dataset(source, cfg, "train", 2, training=True, epoch=1))
-    assert data_lib.bad_file_summary()["count"] == 3
+    assert data_lib.bad_file_summary()["count"] == 4
     # Evaluation keeps every position: unreadable files become weight-0 rows.
     for name, raw in zoo.items():
         (tmp_path / "val" / "a" / name).write_bytes(raw)
+    (tmp_path / "val" / "a" / "gone.JPEG").symlink_to(tmp_path / "nowhere")
     ev = collect(data_lib.make_dataset(data_lib.open_source("folder:" + root), cfg, "val", 4, training=False))
     assert len(ev["weight"]) == 12 and ev["weight"].sum() == 8
 
@@ -470,12 +488,15 @@ def test_stats_command_matches_numpy(tmp_path):
 
     root = make_folder(str(tmp_path / "src"), per_class=2, classes=("a", "b"))
     (tmp_path / "src/train/a/junk.JPEG").write_bytes(b"junk")
+    (tmp_path / "src/train/a/gone.JPEG").symlink_to(tmp_path / "nowhere")
     out = str(tmp_path / "stats.npz")
+    data_lib.BAD_FILES.reset()
     assert stats_cli.main([root, out, "--size", str(R)]) == 0
+    assert data_lib.bad_file_summary()["count"] == 2
     loaded = data_lib.Stats.load(out)
-    source = data_lib.open_source("folder:" + root)
+    good = sorted(glob.glob(os.path.join(root, "train", "*", "[!jg]*.JPEG")))
     images = np.stack(
-        [data_lib.decode_and_resize(x, R, True).numpy() for x, _, n in source.examples("train") if b"junk" not in n.numpy()]
+        [data_lib.decode_and_resize(tf.io.read_file(p), R, True).numpy() for p in good]
     ).astype(np.float64)
     assert len(images) == 4
     np.testing.assert_allclose(loaded.mean_image, images.mean(0), rtol=1e-5)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -191,3 +192,45 @@ def test_columns_strategy_errors(changes, needle):
 
     with pytest.raises(ConfigError, match=needle):
         tiny(**{"distribute.strategy": "columns", "distribute.devices": "cpu:2", **changes})
+
+
+def test_weight_zero_rows_do_not_train():
+    """An unreadable file's row (weight 0) changes neither the update nor the metrics;
+    the same row with weight 1 does."""
+    from alexnet_tf import bench, optim
+    from alexnet_tf import data as data_lib
+    from alexnet_tf import train as train_lib
+    from alexnet_tf.model import build_model
+
+    config = tiny(**{"train.jit_compile": False})
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    stats = data_lib.Stats.imagenet(config.data.resize_size)
+    stats_tensors = {k: tf.constant(getattr(stats, k)) for k in ("mean_image", "eigval", "eigvec")}
+    base = bench.synthetic_batch(config, 8, seed=3)
+    other = bench.synthetic_batch(config, 8, seed=4)
+    zero_last = tf.constant([1.0] * 6 + [0.0] * 2)
+
+    def one_step(batch):
+        keras.utils.set_random_seed(0)
+        with strategy.scope():
+            model = build_model(config.model)
+            optimizer = optim.build_optimizer(config.optim, 8)
+            optimizer.build(model.trainable_variables)
+            step = tf.Variable(0, dtype=tf.int64)
+        loop = train_lib.make_train_loop(model, optimizer, strategy, config, stats_tensors, 8, step)
+        totals = loop(iter([batch]), tf.constant(1))
+        return [v.numpy() for v in model.trainable_variables], {k: float(v) for k, v in totals.items()}
+
+    def mixed(weight):  # rows 6 and 7 from `other`
+        out = {k: tf.concat([base[k][:6], other[k][6:]], 0) for k in base}
+        out["weight"] = weight
+        return out
+
+    w_a, m_a = one_step({**base, "weight": zero_last})
+    w_b, m_b = one_step(mixed(zero_last))
+    w_c, m_c = one_step(mixed(tf.ones(8)))
+    assert m_a["count"] == 6 and m_c["count"] == 8
+    assert m_a == m_b
+    for a, b in zip(w_a, w_b):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.allclose(a, c) for a, c in zip(w_a, w_c))
