@@ -2,8 +2,9 @@
 
     python -m alexnet_tf.bench input [--data SPEC] [--out FILE] [--seconds N] [--rounds N] [--cores N]
     python -m alexnet_tf.bench train [RECIPE] [--batch N ...] [--precision fp32 bf16]
-        [--synthetic | --data SPEC] [--steps N] [--warmup N] [--steps-per-loop N ...]
+        [--synthetic | --data SPEC [--repeat K]] [--steps N] [--warmup N] [--steps-per-loop N ...]
         [--no-jit] [--set KEY=VALUE] [--peak-tflops T] [--out FILE]
+    python -m alexnet_tf.bench jpegs OUT [--images N] [--classes N]
 
 `input`: images per second of the training input pipeline (Sec. 2 and 4.1: decode,
 random 227 crop of the 256 image, flip, PCA colour noise, mean-image subtraction,
@@ -49,6 +50,10 @@ H100/H200 (else null); `peak_memory_bytes` is TensorFlow's allocator peak on the
 Two or more --steps-per-loop values reuse the compiled loop and add a
 `train_host_overhead` line: from t(k) = c + o / k per step, o = `host_ms_per_call`.
 Random data repeats: the printed `loss` falls, which says nothing about training.
+
+`jpegs`: writes generated 256 px JPEGs (as `input` makes them) to OUT/train/<class>/,
+for `--data folder:OUT` or `python -m alexnet_tf.prepare folder:OUT ...` on a machine
+with no dataset; `train --repeat K` then plays that small set K times per epoch.
 """
 
 from __future__ import annotations
@@ -75,19 +80,45 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def make_jpegs(folder: str, count: int = 512, size: int = 256, classes: int = 8, seed: int = 0) -> str:
-    """Writes `count` photo-like size x size JPEGs (smooth shapes plus grain, quality 90,
-    about the bytes of an ImageNet image at 256 px) in a train/<class>/ layout."""
+def _write_jpeg(job: tuple) -> None:
     from PIL import Image
 
-    rng = np.random.default_rng(seed)
+    path, size, seed, i = job
+    rng = np.random.default_rng([seed, i])
+    low = Image.fromarray((rng.random((12, 12, 3)) * 255).astype(np.uint8)).resize((size, size), Image.BICUBIC)
+    image = np.asarray(low, np.float32) + rng.normal(0, 10, (size, size, 3))
+    Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(path, quality=90)
+
+
+def make_jpegs(
+    folder: str, count: int = 512, size: int = 256, classes: int = 8, seed: int = 0, processes: int = 1
+) -> str:
+    """Writes `count` photo-like size x size JPEGs (smooth shapes plus grain, quality 90,
+    about the bytes of an ImageNet image at 256 px) in a train/<class>/ layout, image i
+    in class i % classes."""
+    digits = max(2, len(str(classes - 1)))
+    jobs = []
     for i in range(count):
-        d = os.path.join(folder, "train", f"class{i % classes:02d}")
+        d = os.path.join(folder, "train", f"class{i % classes:0{digits}d}")
         os.makedirs(d, exist_ok=True)
-        low = Image.fromarray((rng.random((12, 12, 3)) * 255).astype(np.uint8)).resize((size, size), Image.BICUBIC)
-        image = np.asarray(low, np.float32) + rng.normal(0, 10, (size, size, 3))
-        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(os.path.join(d, f"{i:05d}.JPEG"), quality=90)
+        jobs.append((os.path.join(d, f"{i:07d}.JPEG"), size, seed, i))
+    if processes > 1:
+        with mp.get_context("fork" if sys.platform == "linux" else "spawn").Pool(processes) as pool:
+            pool.map(_write_jpeg, jobs, chunksize=64)
+    else:
+        for job in jobs:
+            _write_jpeg(job)
     return folder
+
+
+def bench_jpegs(args: argparse.Namespace) -> dict:
+    """Writes the generated JPEGs to args.out (for `prepare`, or `--data folder:OUT`)."""
+    start = time.perf_counter()
+    make_jpegs(args.out, count=args.images, classes=args.classes, processes=_cores())
+    result = {"bench": "jpegs", "out": args.out, "images": args.images, "classes": args.classes,
+              "seconds": round(time.perf_counter() - start, 1)}
+    print(json.dumps(result), flush=True)
+    return result
 
 
 # ----------------------------------------------------------------------------- alexnet_tf
@@ -105,7 +136,7 @@ def _repeated(source, split: str, times: int):
         {split: source.sizes[split] * times},
         source.encoded,
         named={split: rep(source.named[split])} if split in source.named else {},
-        files={split: rep(source.files[split])} if split in source.files else {},
+        files={split: tuple(np.tile(a, times) for a in source.files[split])} if split in source.files else {},
     )
 
 
@@ -481,6 +512,8 @@ def bench_train(args: argparse.Namespace) -> list:
         base = override(base, {"train.jit_compile": False})
     if args.data and args.feed != "device":
         raise ConfigError("--feed is for synthetic batches; --data feeds the input pipeline")
+    if args.repeat < 1 or (args.repeat > 1 and not args.data):
+        raise ConfigError("--repeat N (N >= 1) goes with --data")
     if args.steps < 1 or args.warmup < 1:
         raise ConfigError("--steps and --warmup must be at least 1 (the first warm-up step compiles)")
     batches = args.batch or [base.train.batch_size]
@@ -503,6 +536,8 @@ def bench_train(args: argparse.Namespace) -> list:
                 f"{base.model.num_classes}; set model.num_classes={source.num_classes}"
             )
         stats = data_lib.dataset_stats(source, base.data, base.data.train_split)
+        if args.repeat > 1:
+            source = _repeated(source, base.data.train_split, args.repeat)
     else:
         stats = data_lib.Stats.imagenet(base.data.resize_size)  # its values do not change the work
     stats_tensors = {k: tf.constant(getattr(stats, k)) for k in ("mean_image", "eigval", "eigvec")}
@@ -658,6 +693,12 @@ def main(argv=None) -> int:
     p.add_argument("--images", type=int, default=512, help="how many JPEGs to generate without --data")
     p.set_defaults(fn=bench_input)
 
+    p = sub.add_parser("jpegs", help="write generated 256 px JPEGs (a train/<class>/ folder) for --data or prepare")
+    p.add_argument("out", help="folder to write OUT/train/<class>/*.JPEG into")
+    p.add_argument("--images", type=int, default=20_000, help="how many (default 20,000)")
+    p.add_argument("--classes", type=int, default=1000, help="number of class folders (default 1000, as the paper's net)")
+    p.set_defaults(fn=bench_jpegs)
+
     p = sub.add_parser("train", help="training step throughput, FLOP utilisation and memory")
     p.add_argument("recipe", nargs="?", default="recipes/paper.py", help="recipe file (default: recipes/paper.py)")
     cli.add_overrides(p)
@@ -682,6 +723,13 @@ def main(argv=None) -> int:
         nargs="+",
         help="steps per host call (default: train.steps_per_loop); two or more values add a "
         "train_host_overhead line (repeat values to alternate runs: 1 50 1 50)",
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="with --data: the training split this many times over per epoch, so that a small "
+        "generated set does not time an epoch restart every few steps",
     )
     p.add_argument("--no-jit", action="store_true", help="train.jit_compile=False")
     p.add_argument(

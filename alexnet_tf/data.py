@@ -85,8 +85,8 @@ class Source:
     # split name -> callable() returning (image, label, name) where a file name is known;
     # `name` identifies an example in the bad-file report.
     named: dict = dataclasses.field(default_factory=dict)
-    # split name -> callable() returning (path, label, path) for sources of image files:
-    # `make_dataset` reads each file where it decodes it (after the shuffle).
+    # split name -> (paths, labels) numpy arrays for sources of image files: training
+    # shuffles the whole list, and each file is read where it is decoded.
     files: dict = dataclasses.field(default_factory=dict)
 
     @property
@@ -111,10 +111,16 @@ class Source:
             lambda i, ex: (ex[0], ex[1], prefix + tf.strings.as_string(i)), num_parallel_calls=AUTOTUNE
         )
 
-    def unread_examples(self, name: str) -> tf.data.Dataset | None:
-        """(path, label, path) triples for a source of image files (None for others)."""
+    def unread_examples(self, name: str, order=None) -> tf.data.Dataset | None:
+        """(index, (path, label, path)) for a source of image files (None for others):
+        every file, or those at the positions `order` in that order; index is the
+        file's position in the split."""
         self._check(name)
-        return self.files[name]() if name in self.files else None
+        if name not in self.files:
+            return None
+        paths, labels = self.files[name]
+        index = np.arange(len(paths), dtype=np.int64) if order is None else np.asarray(order, np.int64)
+        return tf.data.Dataset.from_tensor_slices((index, (paths[index], labels[index], paths[index])))
 
 
 def _fashion_mnist_arrays(spec: str) -> dict:
@@ -178,28 +184,27 @@ LABEL_FILES = ("val_labels.txt", "val.txt", "LOC_val_solution.csv")
 
 def _files_source(name: str, class_names: list, files: dict, aliases: dict | None = None) -> Source:
     """A Source over {split: (paths, labels)} of encoded image files."""
-    splits, named, unread, sizes = {}, {}, {}, {}
+    splits, named, lists, sizes = {}, {}, {}, {}
 
-    def make(split, kind):
+    def make(split, with_names):
         def fn():
-            paths, labels = files[split]
+            paths, labels = lists[split]
             ds = tf.data.Dataset.from_tensor_slices((paths, labels))
-            if kind == "unread":
-                return ds.map(lambda p, y: (p, y, p))
-            if kind == "named":
+            if with_names:
                 return ds.map(lambda p, y: (tf.io.read_file(p), y, p), num_parallel_calls=AUTOTUNE)
             return ds.map(lambda p, y: (tf.io.read_file(p), y), num_parallel_calls=AUTOTUNE)
 
         return fn
 
-    for split in files:
-        splits[split], named[split], unread[split] = (make(split, kind) for kind in ("plain", "named", "unread"))
-        sizes[split] = len(files[split][0])
+    for split, (paths, labels) in files.items():
+        encoded_paths = np.array([os.fsencode(p) for p in paths] or [b""], dtype=object)[: len(paths)]
+        lists[split] = (encoded_paths, np.asarray(labels, np.int32))
+        splits[split], named[split], sizes[split] = make(split, False), make(split, True), len(paths)
     for alias, target in (aliases or {}).items():
         if target in files and alias not in files:
-            splits[alias], named[alias], unread[alias] = splits[target], named[target], unread[target]
+            splits[alias], named[alias], lists[alias] = splits[target], named[target], lists[target]
             sizes[alias] = sizes[target]
-    return Source(name, class_names, splits, sizes, encoded=True, named=named, files=unread)
+    return Source(name, class_names, splits, sizes, encoded=True, named=named, files=lists)
 
 
 def _read_label_file(path: str, index: dict) -> dict:
@@ -749,13 +754,21 @@ def make_dataset(
         raise ValueError(f"crops must be 'center' or 'ten', got {crops!r}")
     if crops == "ten" and training:
         raise ValueError("ten crops are for evaluation")
-    # Files are read where they are decoded: the shuffle buffer holds paths, not bytes,
-    # and a file that cannot be read is skipped like one that cannot be decoded.
-    unread = source.unread_examples(split) if source.encoded else None
-    ds = source.examples(split) if unread is None else unread  # (image or path, label, name)
-    ds = ds.enumerate()
-    if limit:
-        ds = ds.take(limit)
+    unread = None
+    if source.encoded and split in source.files:
+        # A list of files: training takes all of them in a random order drawn from (seed,
+        # epoch) (a shuffle buffer would mix only neighbours of a list sorted by class),
+        # and each file is read where it is decoded, so that a file that cannot be read
+        # is skipped like one that cannot be decoded.
+        n = source.sizes[split]
+        order = np.random.default_rng([seed, epoch]).permutation(n) if training else np.arange(min(n, limit or n))
+        unread = source.unread_examples(split, order)
+    if unread is not None:
+        ds = unread  # (index, (path, label, path))
+    else:
+        ds = source.examples(split).enumerate()  # (index, (image, label, name))
+        if limit:
+            ds = ds.take(limit)
     pipelines = input_context.num_input_pipelines if input_context is not None else 1
     pipeline = input_context.input_pipeline_id if input_context is not None else 0
     replicas = input_context.num_replicas_in_sync if input_context is not None else 1
@@ -770,7 +783,8 @@ def make_dataset(
             lambda i, ex: (i, (resize_central(ex[0], config.resize_size), ex[1], ex[2])), num_parallel_calls=AUTOTUNE
         ).cache()
     if training:
-        ds = ds.shuffle(config.shuffle_buffer, seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False)
+        if unread is None:
+            ds = ds.shuffle(config.shuffle_buffer, seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False)
         # An example's position does not depend on decoding: resume by skipping before it.
         ds = ds.skip(skip_batches * global_batch)
     if training and pipelines > 1:
@@ -892,15 +906,19 @@ def _pad_batch(batch: dict, batch_size: int) -> dict:
     return {k: pad_one(v) for k, v in batch.items()}
 
 
-def decoded_examples(source: Source, split: str, size: int, deterministic: bool = True) -> tf.data.Dataset:
+def decoded_examples(
+    source: Source, split: str, size: int, deterministic: bool = True, order=None, skip: int = 0
+) -> tf.data.Dataset:
     """(image uint8 (size, size, 3), label, name, reason) for every example, in order;
     reason is -1 for a decoded image, else an index into REASONS (the image is then zeros
-    and the file is recorded in `BAD_FILES`)."""
+    and the file is recorded in `BAD_FILES`). For a source of files, `order` (positions
+    in the split) picks the files and their order. The first `skip` examples are left
+    out before anything is decoded."""
     if not source.encoded:
-        ds = source.examples(split)
+        ds = source.examples(split).skip(skip)
         return ds.map(lambda x, y, n: (resize_central(x, size), y, n, -1), num_parallel_calls=AUTOTUNE)
-    unread = source.unread_examples(split)  # files: read here, so that reading can fail too
-    ds = source.examples(split) if unread is None else unread
+    unread = source.unread_examples(split, order)  # files: read here, so that reading can fail too
+    ds = (source.examples(split) if unread is None else unread.map(lambda i, ex: ex)).skip(skip)
 
     def decoded(data, label, name):
         if unread is not None:

@@ -8,25 +8,33 @@ JPEG with its label and file name; OUT/metadata.json holds the class names and e
 shard's split and example count, which `--data tfrecord:OUT` reads. Training then
 decodes only the crop it needs (decode_and_crop_jpeg), the fastest input there is.
 
-Shards are written one at a time to a temporary name and renamed when complete, so an
-interrupted run started again skips the finished shards. Files that cannot be decoded
-are skipped and listed at the end (and in metadata.json).
+The files of a folder are written in a fixed random order (the same in every run), so
+that every shard holds every class and a training stream that reads a few shards at a
+time is not a few classes at a time; other sources are written in their own order
+(TFDS shuffles ImageNet's examples when it builds them). Each split is decoded in one
+pass. Shards are written one at a time to a temporary name and renamed when complete,
+so an interrupted run started again skips the finished shards without decoding their
+images again. Files that cannot be decoded are skipped and listed at the end (and in
+metadata.json).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
 import time
 
+import numpy as np
 import tensorflow as tf
 
 from alexnet_tf import cli
 from alexnet_tf import data as data_lib
 
 PROGRESS_DIR = ".progress"  # per-shard records: a shard is finished when its record exists
+ORDER_SEED = 0  # the order files of a folder are written in: fixed, so that a resumed run agrees
 
 
 def _example(jpeg: bytes, label: int, name: bytes) -> bytes:
@@ -78,20 +86,34 @@ def prepare(spec: str, out: str, size: int = 256, shard_size: int = 1024, qualit
         n = source.sizes[split]
         count = max(1, -(-n // shard_size))
         progress = Progress(n, split, quiet)
+        files = [f"{split}-{k:05d}-of-{count:05d}.tfrecord" for k in range(count)]
+        records = [_finished(out, f) for f in files]
+        # One pass from the first unfinished shard on; the finished ones before it are
+        # skipped before anything is read.
+        first = next((k for k, r in enumerate(records) if r is None), count)
+        examples = None
+        if first < count:
+            order = np.random.default_rng(ORDER_SEED).permutation(n) if split in source.files else None
+            ds = data_lib.decoded_examples(source, split, size, order=order, skip=first * shard_size)
+            ds = ds.map(
+                lambda image, label, name, reason: (tf.io.encode_jpeg(image, quality=quality), label, name, reason),
+                num_parallel_calls=data_lib.AUTOTUNE,
+            ).prefetch(data_lib.AUTOTUNE)
+            examples = ds.as_numpy_iterator()
         done = 0
         written[split] = 0
-        for k in range(count):
-            file = f"{split}-{k:05d}-of-{count:05d}.tfrecord"
-            record_path = os.path.join(out, PROGRESS_DIR, file + ".json")
-            if os.path.isfile(record_path) and os.path.isfile(os.path.join(out, file)):
-                with open(record_path) as f:
-                    record = json.load(f)
-                resumed += 1
-            else:
-                record = _write_shard(source, split, k, shard_size, size, quality, os.path.join(out, file))
+        for k, file in enumerate(files):
+            record = records[k]
+            if record is None:
+                record = _write_shard(itertools.islice(examples, shard_size), os.path.join(out, file))
                 record["file"], record["split"] = file, split
-                with open(record_path, "w") as f:
+                with open(os.path.join(out, PROGRESS_DIR, file + ".json"), "w") as f:
                     json.dump(record, f)
+            else:
+                resumed += 1
+                if k > first:  # finished after an unfinished one: pass over its examples
+                    for _ in itertools.islice(examples, shard_size):
+                        pass
             shards.append({"file": file, "split": split, "count": record["count"]})
             skipped.extend(record["skipped"])
             written[split] += record["count"]
@@ -112,16 +134,21 @@ def prepare(spec: str, out: str, size: int = 256, shard_size: int = 1024, qualit
     return {"written": written, "skipped": len(skipped), "skipped_files": skipped, "resumed_shards": resumed}
 
 
-def _write_shard(source, split, k, shard_size, size, quality, path) -> dict:
-    ds = data_lib.decoded_examples(source, split, size).skip(k * shard_size).take(shard_size)
-    ds = ds.map(
-        lambda image, label, name, reason: (tf.io.encode_jpeg(image, quality=quality), label, name, reason),
-        num_parallel_calls=data_lib.AUTOTUNE,
-    ).prefetch(data_lib.AUTOTUNE)
+def _finished(out: str, file: str) -> dict | None:
+    """The record of a shard an earlier run finished, else None."""
+    record_path = os.path.join(out, PROGRESS_DIR, file + ".json")
+    if os.path.isfile(record_path) and os.path.isfile(os.path.join(out, file)):
+        with open(record_path) as f:
+            return json.load(f)
+    return None
+
+
+def _write_shard(examples, path) -> dict:
+    """Writes (jpeg, label, name, reason) tuples to one shard; returns its record."""
     count, skipped = 0, []
     tmp = path + ".tmp"
     with tf.io.TFRecordWriter(tmp) as writer:
-        for jpeg, label, name, reason in ds.as_numpy_iterator():
+        for jpeg, label, name, reason in examples:
             if reason >= 0:
                 skipped.append({"file": name.decode(errors="replace"), "reason": data_lib.REASONS[reason]})
                 continue

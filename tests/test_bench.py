@@ -118,3 +118,34 @@ def _quickstart_model():
     from alexnet_tf.model import build_model
 
     return build_model(load_recipe(QUICKSTART).model)
+
+
+def test_generated_jpegs_prepared_feed_the_train_bench(tmp_path, capsys):
+    """The GPU host's end-to-end measurement at small scale: generate 256 px JPEGs,
+    `prepare` them into TFRecords, time training on them with --repeat."""
+    import glob
+
+    import tensorflow as tf
+
+    from alexnet_tf import data as data_lib
+    from alexnet_tf import prepare
+
+    gen, rec = str(tmp_path / "gen"), str(tmp_path / "rec")
+    assert bench.main(["jpegs", gen, "--images", "40", "--classes", "4"]) == 0
+    files = sorted(glob.glob(os.path.join(gen, "train", "*", "*.JPEG")))
+    assert len(files) == 40 and len({os.path.dirname(f) for f in files}) == 4
+    assert tf.image.extract_jpeg_shape(tf.io.read_file(files[0])).numpy().tolist() == [256, 256, 3]
+    assert prepare.main([gen, rec, "--size", "76", "--shard-size", "16"]) == 0
+    capsys.readouterr()
+    # --repeat plays the split several times in one epoch, the same files each time.
+    source = data_lib.open_source("tfrecord:" + rec)
+    three = bench._repeated(source, "train", 3)
+    assert three.sizes["train"] == 120
+    names = [n for _, _, n in three.examples("train").as_numpy_iterator()]
+    assert len(names) == 120 and names[:40] == names[40:80] == names[80:]
+    argv = ["--data", "tfrecord:" + rec, "--set", "model.num_classes=4", "--steps", "4", "--warmup", "1", "--repeat", "2"]
+    [r] = _train_lines(capsys, argv)
+    assert (r["input"], r["feed"], r["steps_run"]) == ("tfrecord:" + rec, "pipeline", 5)
+    assert r["img_per_s"] > 0
+    assert bench.main(["train", QUICKSTART, "--repeat", "2"]) == 2
+    assert "--repeat N (N >= 1) goes with --data" in capsys.readouterr().err

@@ -261,6 +261,19 @@ def test_folder_source_and_training_batches(tmp_path):
     assert not np.array_equal(first["image"], other["image"])
 
 
+def test_training_takes_a_folder_in_a_random_order_of_the_whole_list(tmp_path):
+    """A folder lists its files class by class; training draws a permutation of the whole
+    list from (seed, epoch), whatever the shuffle buffer (which only mixes neighbours)."""
+    source = data_lib.open_source("folder:" + make_folder(str(tmp_path), per_class=8))
+    cfg = dataclasses.replace(CFG, shuffle_buffer=1, random_flip=False, pca_noise_std=0.0)
+    epoch0 = collect(data_lib.make_dataset(source, cfg, "train", 24, training=True, seed=3))
+    assert sorted(epoch0["label"]) == [0] * 8 + [1] * 8 + [2] * 8  # every file once
+    assert len({x.tobytes() for x in epoch0["image"]}) == 24
+    assert len(set(epoch0["label"][:6])) > 1 and list(epoch0["label"]) != sorted(epoch0["label"])
+    epoch1 = collect(data_lib.make_dataset(source, cfg, "train", 24, training=True, seed=3, epoch=1))
+    assert list(epoch1["label"]) != list(epoch0["label"])
+
+
 def test_resume_with_skip_batches_is_exact(tmp_path):
     source = data_lib.open_source("folder:" + make_folder(str(tmp_path)))
     full = collect(data_lib.make_dataset(source, CFG, "train", 3, training=True, seed=4))
@@ -374,8 +387,10 @@ def test_tfrecord_source_via_prepare(tmp_path):
         want = tf.io.encode_jpeg(data_lib.decode_and_resize(tf.constant(raw), R, True), quality=95)
         np.testing.assert_array_equal(tf.io.decode_jpeg(data).numpy(), tf.io.decode_jpeg(want).numpy())
         assert label == want_label
-    labels = sorted(int(y) for _, y in source.split("train"))
-    assert labels == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    labels = [int(y) for _, y in source.split("train")]
+    assert sorted(labels) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    # The folder (sorted by class) is written in a fixed random order: shards mix classes.
+    assert labels != sorted(labels)
     batches = list(data_lib.make_dataset(source, CFG, "train", 3, training=True).as_numpy_iterator())
     assert len(batches) == 3 and batches[0]["image"].shape == (3, C, C, 3)
     # A glob selects one split.
@@ -386,6 +401,13 @@ def test_tfrecord_source_via_prepare(tmp_path):
     again = prepare.prepare("folder:" + root, out, size=R, shard_size=4, quiet=True)
     assert again["resumed_shards"] == len(mtimes)
     assert mtimes == {f: os.path.getmtime(os.path.join(out, f)) for f in mtimes}
+    # A shard lost in the middle is written again with the same examples (same order).
+    middle = "train-00001-of-00003.tfrecord"
+    before = list(tf.data.TFRecordDataset(os.path.join(out, middle)).as_numpy_iterator())
+    os.remove(os.path.join(out, middle))
+    third = prepare.prepare("folder:" + root, out, size=R, shard_size=4, quiet=True)
+    assert third["resumed_shards"] == len(mtimes) - 1 and third["written"] == {"train": 9, "val": 9}
+    assert list(tf.data.TFRecordDataset(os.path.join(out, middle)).as_numpy_iterator()) == before
 
 
 def test_tfds_source_with_mock_data():
