@@ -5,6 +5,7 @@
         [--synthetic | --data SPEC [--repeat K]] [--steps N] [--warmup N] [--steps-per-loop N ...]
         [--no-jit] [--set KEY=VALUE] [--peak-tflops T] [--out FILE]
     python -m alexnet_tf.bench jpegs OUT [--images N] [--classes N]
+    python -m alexnet_tf.bench compare FILE [FILE ...] [--target 1.3] [--input-target 12000]
 
 `input`: images per second of the training input pipeline (Sec. 2 and 4.1: decode,
 random 227 crop of the 256 image, flip, PCA colour noise, mean-image subtraction,
@@ -54,6 +55,13 @@ Random data repeats: the printed `loss` falls, which says nothing about training
 `jpegs`: writes generated 256 px JPEGs (as `input` makes them) to OUT/train/<class>/,
 for `--data folder:OUT` or `python -m alexnet_tf.prepare folder:OUT ...` on a machine
 with no dataset; `train --repeat K` then plays that small set K times per epoch.
+
+`compare`: reads `train --out` files and the PyTorch peer script's output
+(`torch_peer_bench.py`, JSON lines or its torch_bench.json) and prints the README's
+speed table in Markdown: per batch, dtype and `--set` variant, alexnet_tf's img/s at
+each steps-per-loop, the MFU and peak memory of the fastest, the peer's eager and
+compiled img/s on the same batch and dtype, and the ratio to the faster of the two
+against --target; runs with --data against --input-target img/s.
 """
 
 from __future__ import annotations
@@ -71,6 +79,8 @@ import time
 import numpy as np
 
 BATCH = 128  # Sec. 5
+# forward_macs of the paper's net (two columns, 227 px): the one the PyTorch peer runs
+PAPER_FORWARD_MACS = 724_406_816  # Sec. 3.5: "about 724 M"
 
 
 def _cores() -> int:
@@ -560,6 +570,7 @@ def bench_train(args: argparse.Namespace) -> list:
                 "jit": config.train.jit_compile,
                 "replicas": replicas,
                 "device": device,
+                "overrides": list(args.overrides),
             }
             try:
                 timing = time_train_step(
@@ -609,7 +620,7 @@ def bench_train(args: argparse.Namespace) -> list:
                 t_lo, t_hi = (min(r["step_ms"] for r in rows if r["steps_per_loop"] == k) for k in (lo, hi))
                 overhead = (t_lo - t_hi) / (1 / lo - 1 / hi)
                 result = {
-                    **{k: common[k] for k in ("recipe", "input", "feed", "batch", "dtype", "jit", "device")},
+                    **{k: common[k] for k in ("recipe", "input", "feed", "batch", "dtype", "jit", "device", "overrides")},
                     "bench": "train_host_overhead",
                     "steps_per_loop": [lo, hi],
                     "step_ms": [t_lo, t_hi],
@@ -678,6 +689,122 @@ def bench_input(args: argparse.Namespace) -> list:
     return results
 
 
+def _read_results(path: str) -> list:
+    """The result dicts in a file of JSON lines (`--out`, or the peer script's stdout)
+    or one JSON list (the peer script's torch_bench.json); other lines are skipped."""
+    from alexnet_tf.config import ConfigError
+
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from e
+    try:
+        whole = json.loads(text)
+        return [r for r in (whole if isinstance(whole, list) else [whole]) if isinstance(r, dict)]
+    except json.JSONDecodeError:
+        pass
+    rows = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+def _rate(value: float | None) -> str:
+    return f"{value:,.0f}" if value else ""
+
+
+def compare(paths: list, target: float = 1.3, input_target: float = 12_000) -> str:
+    """A Markdown report of `train` lines beside the PyTorch peer's lines on the same
+    batch and dtype (tf32 or fp32 against the peer's tf32): per setting alexnet_tf's
+    img/s at each --steps-per-loop, MFU and peak memory of the fastest, the peer's eager
+    and torch.compile img/s, and the ratio to the faster of the two against `target`;
+    runs with --data against `input_target` img/s."""
+    from alexnet_tf.config import ConfigError
+
+    rows = [r for path in paths for r in _read_results(path)]
+    ours = [r for r in rows if r.get("bench") == "train" and "img_per_s" in r]
+    peer = [r for r in rows if "model" in r and "compile" in r and "img_per_s" in r]
+    failed = [r for r in rows if "error" in r]
+    if not ours:
+        raise ConfigError(f"no `bench train` results in {', '.join(paths)}")
+
+    def peer_rate(batch, dtype, compiled):
+        dtype = "tf32" if dtype in ("fp32", "tf32") else dtype
+        rates = [
+            r["img_per_s"]
+            for r in peer
+            if r["batch"] == batch and r["dtype"] == dtype and bool(r["compile"]) == compiled
+            and r["model"].startswith("paper")
+        ]
+        return max(rates) if rates else None
+
+    settings = {}
+    for r in ours:
+        key = (r["input"], r["batch"], r["dtype"], tuple(r.get("overrides", ())), r.get("feed", "device"))
+        settings.setdefault(key, []).append(r)
+
+    lines = []
+    synthetic = {k: v for k, v in settings.items() if k[0] == "synthetic"}
+    if synthetic:
+        lines += [
+            "| batch, dtype | alexnet_tf img/s (steps per host call) | MFU | peak memory | PyTorch eager "
+            "| torch.compile | x best PyTorch |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for (_, batch, dtype, overrides, feed), runs in synthetic.items():
+            best = max(runs, key=lambda r: r["img_per_s"])
+            per_call = ", ".join(f"{_rate(r['img_per_s'])} ({r['steps_per_loop']})" for r in runs)
+            eager, compiled = peer_rate(batch, dtype, False), peer_rate(batch, dtype, True)
+            peers = [x for x in (eager, compiled) if x]
+            if best.get("train_flops_per_image") != 6 * PAPER_FORWARD_MACS:
+                verdict, eager, compiled = f"not the paper's net ({best.get('recipe')})", None, None
+            elif peers:
+                ratio = best["img_per_s"] / max(peers)
+                verdict = f"{ratio:.2f}x " + ("(meets" if ratio >= target else "(below") + f" {target}x)"
+            else:
+                verdict = "no peer line"
+            label = f"{batch}, {dtype}" + ("" if feed == "device" else f", feed {feed}")
+            label += "".join(f", {o}" for o in overrides)
+            mfu = f"{best['mfu']:.1%}" if best.get("mfu") is not None else ""
+            memory = f"{best['peak_memory_bytes'] / 2**30:.1f} GiB" if best.get("peak_memory_bytes") else ""
+            lines.append(
+                f"| {label} | {per_call} | {mfu} | {memory} | {_rate(eager)} | {_rate(compiled)} | {verdict} |"
+            )
+    real = {k: v for k, v in settings.items() if k[0] != "synthetic"}
+    if real:
+        if lines:
+            lines.append("")
+        lines += [
+            "| input | batch, dtype | img/s (steps per host call) | target |",
+            "| --- | --- | --- | --- |",
+        ]
+        for (source, batch, dtype, overrides, _), runs in real.items():
+            best = max(runs, key=lambda r: r["img_per_s"])
+            per_call = ", ".join(f"{_rate(r['img_per_s'])} ({r['steps_per_loop']})" for r in runs)
+            verdict = f"{best['img_per_s'] / input_target:.2f}x of {_rate(input_target)}"
+            label = f"{batch}, {dtype}" + "".join(f", {o}" for o in overrides)
+            lines.append(f"| {source} | {label} | {per_call} | {verdict} |")
+    devices = sorted({r["device"] for r in ours if r.get("device")})
+    versions = sorted({f"TensorFlow {r['tf_version']}, Keras {r['keras_version']}" for r in ours if "tf_version" in r})
+    lines += ["", f"Device: {'; '.join(devices) or 'not recorded'}. {'; '.join(versions)}."]
+    for r in failed:
+        what = r.get("model") or r.get("recipe", "")
+        lines.append(f"Failed: {what} batch {r.get('batch')} {r.get('dtype')}: {r['error'][:120]}")
+    return "\n".join(lines)
+
+
+def bench_compare(args: argparse.Namespace) -> str:
+    report = compare(args.files, args.target, args.input_target)
+    print(report)
+    return report
+
+
 def main(argv=None) -> int:
     from alexnet_tf import cli
 
@@ -737,6 +864,12 @@ def main(argv=None) -> int:
     )
     p.add_argument("--out", help="also append the JSON lines to this file")
     p.set_defaults(fn=bench_train)
+
+    p = sub.add_parser("compare", help="Markdown table: `train` lines beside the PyTorch peer's, with ratios")
+    p.add_argument("files", nargs="+", help="JSON lines from `train --out` and the peer script (or torch_bench.json)")
+    p.add_argument("--target", type=float, default=1.3, help="ratio to the faster PyTorch mode to meet (1.3)")
+    p.add_argument("--input-target", type=float, default=12_000, help="img/s to meet with --data (12,000)")
+    p.set_defaults(fn=bench_compare)
     args = parser.parse_args(argv)
     return cli.run(lambda: args.fn(args))
 

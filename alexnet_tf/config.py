@@ -93,6 +93,9 @@ class TrainConfig:
     eval_batch_size: int = 0  # 0 = batch_size
     precision: str = "float32"  # float32 | mixed_bfloat16
     jit_compile: bool = True
+    # the SGD update in the same XLA program as forward/backward; one device only
+    # (MirroredStrategy needs it outside, see alexnet_tf.train.make_train_loop)
+    fused_update: bool = True
     steps_per_loop: int = 1  # training steps per host call
     log_every: int = 100  # steps between console lines and scalars
     checkpoint_every: int = 1000  # steps; a checkpoint is also written at each epoch end

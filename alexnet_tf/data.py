@@ -88,6 +88,9 @@ class Source:
     # split name -> (paths, labels) numpy arrays for sources of image files: training
     # shuffles the whole list, and each file is read where it is decoded.
     files: dict = dataclasses.field(default_factory=dict)
+    # split name -> callable(seed) returning what `named` returns, with the shards read
+    # in an order drawn from `seed`, for sharded sources (training: a new order each epoch).
+    reordered: dict = dataclasses.field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -101,9 +104,13 @@ class Source:
         self._check(name)
         return self.splits[name]()
 
-    def examples(self, name: str) -> tf.data.Dataset:
-        """(image, label, name) triples; the name is `SOURCE:SPLIT#INDEX` if no file name is known."""
+    def examples(self, name: str, shard_seed=None) -> tf.data.Dataset:
+        """(image, label, name) triples; the name is `SOURCE:SPLIT#INDEX` if no file name is
+        known. With `shard_seed` (ints) a sharded source reads its shards in an order drawn
+        from it; other sources ignore it."""
         self._check(name)
+        if shard_seed is not None and name in self.reordered:
+            return self.reordered[name](shard_seed)
         if name in self.named:
             return self.named[name]()
         prefix = f"{self.name}:{name}#"
@@ -318,9 +325,10 @@ def tfrecord_source(pattern: str) -> Source:
         raise DataError(f"{pattern!r} matches none of the finished shards listed in {meta_path}; is prepare still running?")
 
     def make(split, with_names):
-        paths = [p for p, _ in sorted(shards[split])]
-
-        def fn():
+        def fn(seed=None):
+            paths = [p for p, _ in sorted(shards[split])]
+            if seed is not None:
+                paths = [paths[i] for i in np.random.default_rng(seed).permutation(len(paths))]
             ds = tf.data.TFRecordDataset(paths, num_parallel_reads=min(len(paths), 8) if len(paths) > 1 else None)
             ds = ds.map(lambda r: tf.io.parse_single_example(r, TFRECORD_FEATURES), num_parallel_calls=AUTOTUNE)
             if with_names:
@@ -336,6 +344,7 @@ def tfrecord_source(pattern: str) -> Source:
         {s: sum(c for _, c in v) for s, v in shards.items()},
         encoded=True,
         named={s: make(s, True) for s in shards},
+        reordered={s: make(s, True) for s in shards},
     )
 
 
@@ -361,8 +370,15 @@ def tfds_source(name: str, train_split: str = "", data_dir: str = "", manual_dir
     class_names = list(getattr(label_feature, "names", None) or [str(i) for i in range(label_feature.num_classes)])
     has_file_name = "file_name" in builder.info.features
 
-    def as_dataset(split):
-        return builder.as_dataset(split=split, shuffle_files=False, decoders={image_key: tfds.decode.SkipDecoding()})
+    def as_dataset(split, seed=None):
+        # With a seed, TFDS reads the split's files in an order drawn from it.
+        read_config = None if seed is None else tfds.ReadConfig(shuffle_seed=int(np.random.default_rng(seed).integers(2**31)))
+        return builder.as_dataset(
+            split=split,
+            shuffle_files=seed is not None,
+            read_config=read_config,
+            decoders={image_key: tfds.decode.SkipDecoding()},
+        )
 
     def ensure_prepared():
         try:
@@ -402,8 +418,8 @@ def tfds_source(name: str, train_split: str = "", data_dir: str = "", manual_dir
     def make(expr, with_names):
         prefix = f"tfds:{name}:{expr}#"
 
-        def fn():
-            ds = as_dataset(expr)
+        def fn(seed=None):
+            ds = as_dataset(expr, seed)
             if with_names:
                 if has_file_name:
                     return ds.map(lambda e: (e[image_key], tf.cast(e[label_key], tf.int32), e["file_name"]))
@@ -421,7 +437,7 @@ def tfds_source(name: str, train_split: str = "", data_dir: str = "", manual_dir
         except Exception:  # a split this dataset does not have
             continue
         splits[s], named[s] = make(expr, False), make(expr, True)
-    return Source(f"tfds:{name}", class_names, splits, sizes, encoded=True, named=named)
+    return Source(f"tfds:{name}", class_names, splits, sizes, encoded=True, named=named, reordered=named)
 
 
 def open_source(spec: str, config: DataConfig | None = None) -> Source:
@@ -766,7 +782,10 @@ def make_dataset(
     if unread is not None:
         ds = unread  # (index, (path, label, path))
     else:
-        ds = source.examples(split).enumerate()  # (index, (image, label, name))
+        # Sharded sources: training reads the shards in an order drawn from (seed, epoch),
+        # then the shuffle buffer mixes neighbouring examples.
+        shard_seed = [seed, epoch] if training else None
+        ds = source.examples(split, shard_seed).enumerate()  # (index, (image, label, name))
         if limit:
             ds = ds.take(limit)
     pipelines = input_context.num_input_pipelines if input_context is not None else 1

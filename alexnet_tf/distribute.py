@@ -60,6 +60,14 @@ def make_strategy(config: DistributeConfig) -> tf.distribute.Strategy:
     raise ConfigError(f"distribute.strategy={kind!r}; valid values: auto, one_device, mirrored, multi_worker, columns")
 
 
+def single_device(strategy: tf.distribute.Strategy) -> bool:
+    """True for one replica without cross-device machinery (OneDeviceStrategy or none),
+    where variables may be updated inside an XLA program."""
+    if strategy.num_replicas_in_sync != 1:
+        return False
+    return not isinstance(strategy, (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy))
+
+
 def column_devices(config: DistributeConfig) -> list[str]:
     """The two devices of `distribute.strategy=columns`: column A's, then column B's."""
     devices = parse_devices(config.devices) or [d.name for d in tf.config.list_logical_devices("GPU")][:2]

@@ -24,7 +24,7 @@ import tensorflow as tf
 from alexnet_tf import data as data_lib
 from alexnet_tf import optim
 from alexnet_tf.config import Config, ConfigError, save, to_dict, validate
-from alexnet_tf.distribute import make_strategy
+from alexnet_tf.distribute import make_strategy, single_device
 from alexnet_tf.errors import Preempted, TrainingError
 from alexnet_tf.figures import conv1_grid
 from alexnet_tf.model import build_model, model_variables
@@ -123,6 +123,13 @@ def model_call(model: keras.Model, config: Config):
     return lambda images, training: columns.forward(model, images, devices, training)
 
 
+def update_in_xla(config: Config, strategy: tf.distribute.Strategy) -> bool:
+    """Whether the SGD update runs inside the step's XLA program (`train.fused_update`):
+    with XLA on one device. Under MirroredStrategy it cannot (NOTES: variable updates
+    need a merge_call outside XLA), and the update runs after the compiled function."""
+    return config.train.jit_compile and config.train.fused_update and single_device(strategy)
+
+
 def make_train_loop(
     model: keras.Model,
     optimizer: keras.optimizers.Optimizer,
@@ -136,8 +143,8 @@ def make_train_loop(
 
     Each step takes `next(iterator)` (a per-replica batch dict as `data.make_dataset`
     makes them), runs the XLA-compiled forward/backward per replica, applies the update
-    outside the compiled function (the form that works under MirroredStrategy), adds 1
-    to `step`, and the call returns the sums of loss, top-1 and top-5 correct and
+    (in the same XLA program on one device with `train.fused_update`, else outside it:
+    the form that works under MirroredStrategy), adds 1 to `step`, and the call returns the sums of loss, top-1 and top-5 correct and
     `count` (the examples' weights: 0 for files that could not be decoded) over its
     steps. Build the model and the optimizer (`optimizer.build`) under `strategy.scope()`
     and the dtype policy first; `alexnet_tf.bench train` times this same function.
@@ -147,7 +154,6 @@ def make_train_loop(
     variables = model.trainable_variables
     call = model_call(model, c)
 
-    @tf.function(jit_compile=c.train.jit_compile)
     def forward_backward(batch):
         images = data_lib.device_preprocess(batch, stats_tensors, c.data, compute_dtype)
         labels, w = batch["label"], batch["weight"]  # weight 0: a file that could not be decoded
@@ -171,10 +177,22 @@ def make_train_loop(
         }
         return grads, metrics
 
-    def replica_step(batch):
-        grads, metrics = forward_backward(batch)
-        optimizer.apply_gradients(zip(grads, variables))
-        return metrics
+    if update_in_xla(c, strategy):
+        # One device: forward, backward and the update in one XLA program, so the
+        # update's elementwise ops fuse instead of running one kernel each.
+        @tf.function(jit_compile=True)
+        def replica_step(batch):
+            grads, metrics = forward_backward(batch)
+            optimizer.apply_gradients(zip(grads, variables))
+            return metrics
+
+    else:
+        compiled = tf.function(forward_backward, jit_compile=c.train.jit_compile)
+
+        def replica_step(batch):
+            grads, metrics = compiled(batch)
+            optimizer.apply_gradients(zip(grads, variables))
+            return metrics
 
     @tf.function
     def train_loop(iterator, steps):
@@ -294,7 +312,10 @@ class Trainer:
 
         @tf.function
         def eval_step(batch):
-            per_replica = strategy.run(forward, args=(batch,))
+            # Through a Python function: a jit-compiled tf.function handed straight to
+            # MirroredStrategy.run reads every replica's variables from the first device
+            # ("Trying to access resource .../replica_1 located in device CPU:1 from CPU:0").
+            per_replica = strategy.run(lambda b: forward(b), args=(batch,))
             return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
 
         return eval_step

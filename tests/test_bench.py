@@ -85,7 +85,9 @@ def test_forward_macs_match_the_paper():
     from alexnet_tf.model import build_model
 
     paper = load_recipe(os.path.join(os.path.dirname(QUICKSTART), "paper.py"))
-    assert abs(bench.forward_macs(build_model(paper.model)) - 724e6) / 724e6 < 1e-3  # Sec. 3.5 / NOTES
+    macs = bench.forward_macs(build_model(paper.model))
+    assert abs(macs - 724e6) / 724e6 < 1e-3  # Sec. 3.5 / NOTES
+    assert macs == bench.PAPER_FORWARD_MACS  # what `compare` recognises as the peer's net
 
 
 def test_synthetic_batch_is_shaped_like_training_batches():
@@ -149,3 +151,45 @@ def test_generated_jpegs_prepared_feed_the_train_bench(tmp_path, capsys):
     assert r["img_per_s"] > 0
     assert bench.main(["train", QUICKSTART, "--repeat", "2"]) == 2
     assert "--repeat N (N >= 1) goes with --data" in capsys.readouterr().err
+
+
+def _ours(batch, dtype, per_call, rate, **extra):
+    return {
+        "bench": "train", "recipe": "recipes/paper.py", "input": "synthetic", "feed": "device", "batch": batch,
+        "dtype": dtype, "overrides": [], "steps_per_loop": per_call, "img_per_s": rate, "device": "1 x NVIDIA H100",
+        "train_flops_per_image": 6 * bench.PAPER_FORWARD_MACS, "mfu": 0.25, "peak_memory_bytes": 3 * 2**30,
+        "tf_version": "2.21.0", "keras_version": "3.15.1", **extra,
+    }
+
+
+def _peer(batch, dtype, compiled, rate):
+    return {"model": "paper_alexnet_grouped_lrn", "batch": batch, "dtype": dtype, "compile": compiled, "img_per_s": rate}
+
+
+def test_compare_sets_each_setting_beside_the_peer(tmp_path, capsys):
+    ours = [
+        _ours(128, "bf16", 1, 15000.0),
+        _ours(128, "bf16", 20, 17000.0),
+        _ours(128, "tf32", 20, 9000.0),
+        _ours(128, "bf16", 20, 16000.0, overrides=["model.conv_form=split"]),
+        _ours(128, "bf16", 20, 13000.0, input="tfrecord:/tmp/gen-256", feed="pipeline"),
+        _ours(8, "fp32", 1, 100.0, recipe="recipes/quickstart.py", train_flops_per_image=1),
+        {"bench": "train_host_overhead", "batch": 128, "dtype": "bf16", "host_ms_per_call": 0.5},
+    ]
+    (tmp_path / "tf.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ours))
+    peer = [_peer(128, "bf16", False, 8000.0), _peer(128, "bf16", True, 12500.0), _peer(128, "tf32", False, 8000.0),
+            _peer(128, "tf32", True, 7000.0), {"model": "paper", "batch": 512, "dtype": "bf16", "error": "OOM"}]
+    (tmp_path / "torch_bench.json").write_text(json.dumps(peer))
+    assert bench.main(["compare", str(tmp_path / "tf.jsonl"), str(tmp_path / "torch_bench.json")]) == 0
+    rows = {line.split(" | ")[0].strip("| "): line for line in capsys.readouterr().out.splitlines()}
+    # the fastest steps-per-loop against the faster PyTorch mode: 17,000 / 12,500
+    assert "15,000 (1), 17,000 (20)" in rows["128, bf16"] and "| 8,000 | 12,500 | 1.36x (meets 1.3x) |" in rows["128, bf16"]
+    assert "25.0%" in rows["128, bf16"] and "3.0 GiB" in rows["128, bf16"]
+    assert "| 8,000 | 7,000 | 1.12x (below 1.3x) |" in rows["128, tf32"]  # tf32 against the peer's best, eager here
+    assert "1.28x (below 1.3x)" in rows["128, bf16, model.conv_form=split"]
+    assert "not the paper's net (recipes/quickstart.py)" in rows["8, fp32"]
+    assert "| 128, bf16 | 13,000 (20) | 1.08x of 12,000 |" in rows["tfrecord:/tmp/gen-256"]
+    assert any(k.startswith("Failed: paper batch 512 bf16: OOM") for k in rows)
+    assert bench.main(["compare", str(tmp_path / "missing.jsonl")]) == 2
+    (tmp_path / "peer_only.json").write_text(json.dumps(peer))
+    assert bench.main(["compare", str(tmp_path / "peer_only.json")]) == 2

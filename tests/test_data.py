@@ -410,6 +410,39 @@ def test_tfrecord_source_via_prepare(tmp_path):
     assert list(tf.data.TFRecordDataset(os.path.join(out, middle)).as_numpy_iterator()) == before
 
 
+def test_tfrecord_shards_are_read_in_a_new_order_each_epoch(tmp_path):
+    """Training reads a sharded source's shards in an order drawn from (seed, epoch), so
+    an example does not meet the same neighbours in the shuffle buffer every epoch."""
+    from alexnet_tf import prepare
+
+    root = make_folder(str(tmp_path / "src"), per_class=4, size=(40, 60))
+    out = str(tmp_path / "out")
+    prepare.prepare("folder:" + root, out, size=R, shard_size=2, quiet=True)
+    source = data_lib.open_source("tfrecord:" + out)
+    assert len([f for f in os.listdir(out) if f.startswith("train-")]) == 6
+
+    def names(shard_seed):
+        return [n.decode() for _, _, n in source.examples("train", shard_seed).as_numpy_iterator()]
+
+    fixed = names(None)
+    assert fixed == names(None) and len(set(fixed)) == 12
+    orders = [names([0, epoch]) for epoch in range(3)]
+    assert orders[0] == names([0, 0])  # the same (seed, epoch), the same order
+    assert all(sorted(o) == sorted(fixed) for o in orders)  # every example once
+    assert len({tuple(o) for o in orders + [fixed]}) == 4
+
+    # make_dataset uses it: with no shuffle buffer, an epoch's labels follow the shard order.
+    cfg = dataclasses.replace(CFG, shuffle_buffer=1)
+
+    def labels(epoch):
+        ds = data_lib.make_dataset(source, cfg, "train", 4, training=True, epoch=epoch)
+        return [int(y) for b in ds.as_numpy_iterator() for y in b["label"]]
+
+    by_name = {n.decode(): int(y) for _, y, n in source.examples("train").as_numpy_iterator()}
+    assert labels(1) == [by_name[n] for n in orders[1]]
+    assert labels(0) != labels(1) or labels(1) != labels(2)
+
+
 def test_tfds_source_with_mock_data():
     tfds = pytest.importorskip("tensorflow_datasets")
     with tfds.testing.mock_data(num_examples=6):

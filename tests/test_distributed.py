@@ -59,6 +59,29 @@ def test_two_replicas_match_one_device(tmp_path):
     assert_same_weights(model_weights(one), model_weights(two), rtol=1e-4, atol=1e-6)
 
 
+def test_update_inside_xla_matches_update_outside(tmp_path):
+    """With XLA on one device the SGD update runs in the compiled step; the weights after
+    3 steps equal those of the update run outside it, on one device and on two replicas."""
+    from alexnet_tf import train as train_lib
+    from alexnet_tf.distribute import make_strategy
+
+    runs = {
+        "inside": {"distribute.strategy": "one_device"},
+        "outside": {"distribute.strategy": "one_device", "train.fused_update": False},
+        "mirrored": {"distribute.strategy": "mirrored", "distribute.devices": "cpu:2"},
+    }
+    weights = {}
+    for name, extra in runs.items():
+        config = tiny(**{"train.max_steps": 3, "train.jit_compile": True, "train.deterministic": False, **extra})
+        assert train_lib.update_in_xla(config, make_strategy(config.distribute)) == (name == "inside")
+        train_and_evaluate(config, str(tmp_path / name))
+        weights[name] = model_weights(str(tmp_path / name))
+    assert_same_weights(weights["inside"], weights["outside"], rtol=1e-4, atol=1e-6)
+    assert_same_weights(weights["inside"], weights["mirrored"], rtol=1e-4, atol=1e-6)
+    no_jit = tiny(**{"train.jit_compile": False, "distribute.strategy": "one_device"})
+    assert not train_lib.update_in_xla(no_jit, make_strategy(no_jit.distribute))
+
+
 def test_restart_equals_straight_run(tmp_path):
     straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
     train_and_evaluate(tiny(**{"train.max_steps": 4}), straight)
