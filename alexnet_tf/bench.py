@@ -137,7 +137,7 @@ def _repeated(source, split: str, times: int):
     from alexnet_tf import data as data_lib
 
     def rep(fn):
-        return lambda: fn().repeat(times)
+        return lambda *seed: fn(*seed).repeat(times)
 
     return data_lib.Source(
         source.name,
@@ -147,6 +147,8 @@ def _repeated(source, split: str, times: int):
         source.encoded,
         named={split: rep(source.named[split])} if split in source.named else {},
         files={split: tuple(np.tile(a, times) for a in source.files[split])} if split in source.files else {},
+        records={split: rep(source.records[split])} if split in source.records else {},
+        parse=source.parse,
     )
 
 

@@ -23,6 +23,7 @@ import functools
 import gzip
 import json
 import os
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -91,6 +92,11 @@ class Source:
     # split name -> callable(seed) returning what `named` returns, with the shards read
     # in an order drawn from `seed`, for sharded sources (training: a new order each epoch).
     reordered: dict = dataclasses.field(default_factory=dict)
+    # split name -> callable(seed) returning serialized records, and `parse` turning a
+    # batch of them into (images, labels, names), for record files: training moves the
+    # records through shuffle and batching and parses each batch at once.
+    records: dict = dataclasses.field(default_factory=dict)
+    parse: Callable | None = None
 
     @property
     def num_classes(self) -> int:
@@ -324,16 +330,25 @@ def tfrecord_source(pattern: str) -> Source:
     if not shards:
         raise DataError(f"{pattern!r} matches none of the finished shards listed in {meta_path}; is prepare still running?")
 
-    def make(split, with_names):
+    def records(split):
         def fn(seed=None):
             paths = [p for p, _ in sorted(shards[split])]
             if seed is not None:
                 paths = [paths[i] for i in np.random.default_rng(seed).permutation(len(paths))]
-            ds = tf.data.TFRecordDataset(paths, num_parallel_reads=min(len(paths), 8) if len(paths) > 1 else None)
-            ds = ds.map(lambda r: tf.io.parse_single_example(r, TFRECORD_FEATURES), num_parallel_calls=AUTOTUNE)
-            if with_names:
-                return ds.map(lambda e: (e["image/encoded"], tf.cast(e["image/class/label"], tf.int32), e["image/filename"]))
-            return ds.map(lambda e: (e["image/encoded"], tf.cast(e["image/class/label"], tf.int32)))
+            return tf.data.TFRecordDataset(paths, num_parallel_reads=min(len(paths), 8) if len(paths) > 1 else None)
+
+        return fn
+
+    def parse(serialized):
+        """(image bytes, label, file name) of one record, or of a batch of them at once."""
+        parse_fn = tf.io.parse_single_example if serialized.shape.rank == 0 else tf.io.parse_example
+        e = parse_fn(serialized, TFRECORD_FEATURES)
+        return e["image/encoded"], tf.cast(e["image/class/label"], tf.int32), e["image/filename"]
+
+    def make(split, with_names):
+        def fn(seed=None):
+            ds = records(split)(seed).map(parse, num_parallel_calls=AUTOTUNE)
+            return ds if with_names else ds.map(lambda image, label, _: (image, label))
 
         return fn
 
@@ -345,6 +360,8 @@ def tfrecord_source(pattern: str) -> Source:
         encoded=True,
         named={s: make(s, True) for s in shards},
         reordered={s: make(s, True) for s in shards},
+        records={s: records(s) for s in shards},
+        parse=parse,
     )
 
 
@@ -779,8 +796,15 @@ def make_dataset(
         n = source.sizes[split]
         order = np.random.default_rng([seed, epoch]).permutation(n) if training else np.arange(min(n, limit or n))
         unread = source.unread_examples(split, order)
+    records = source.records.get(split) if source.encoded else None
     if unread is not None:
         ds = unread  # (index, (path, label, path))
+    elif records is not None:
+        # Record files: training reads the shards in an order drawn from (seed, epoch); the
+        # records stay serialized until their batch is decoded, where one op parses them.
+        ds = records([seed, epoch] if training else None).enumerate()  # (index, record)
+        if limit:
+            ds = ds.take(limit)
     else:
         # Sharded sources: training reads the shards in an order drawn from (seed, epoch),
         # then the shuffle buffer mixes neighbouring examples.
@@ -811,7 +835,7 @@ def make_dataset(
         # each global batch: the global batch is the same for 1 or N workers.
         lo = pipeline * width
         ds = ds.batch(global_batch, drop_remainder=True)
-        ds = ds.map(lambda i, ex: (i[lo : lo + width], tuple(t[lo : lo + width] for t in ex)))
+        ds = ds.map(lambda i, ex: (i[lo : lo + width], tf.nest.map_structure(lambda t: t[lo : lo + width], ex)))
         ds = ds.unbatch()
     record = not config.service_address  # a service worker cannot reach this process's table
 
@@ -840,6 +864,8 @@ def make_dataset(
         after another by a small dataset with `ignore_errors` (random choices drawn for
         the batch at once). The files missing from its output are the unreadable ones:
         they are recorded and become weight-0 rows at the batch's end."""
+        if records is not None:
+            examples = source.parse(examples)
         n = tf.shape(indices)[0]
         choices = random_choices(indices, config, training, seed, epoch)
         ok = (

@@ -302,9 +302,15 @@ def test_tf_data_service_gives_the_local_batches(tmp_path):
     dispatcher.stop()
 
 
-def test_sharding_covers_every_example_once(tmp_path):
-    root = make_folder(str(tmp_path), per_class=4)
-    source = data_lib.open_source("folder:" + root)
+@pytest.mark.parametrize("kind", ["folder", "tfrecord"])
+def test_sharding_covers_every_example_once(tmp_path, kind):
+    root = make_folder(str(tmp_path / "src"), per_class=4)
+    if kind == "tfrecord":
+        from alexnet_tf import prepare
+
+        prepare.prepare("folder:" + root, str(tmp_path / "out"), size=R, shard_size=5, quiet=True)
+        root = str(tmp_path / "out")
+    source = data_lib.open_source(f"{kind}:{root}")
     cfg = DataConfig(resize_size=R, crop_size=C, shuffle_buffer=1000, random_flip=False)
     one = collect(data_lib.make_dataset(source, cfg, "val", 2, training=False))
     parts = [
@@ -441,6 +447,36 @@ def test_tfrecord_shards_are_read_in_a_new_order_each_epoch(tmp_path):
     by_name = {n.decode(): int(y) for _, y, n in source.examples("train").as_numpy_iterator()}
     assert labels(1) == [by_name[n] for n in orders[1]]
     assert labels(0) != labels(1) or labels(1) != labels(2)
+
+
+def test_unreadable_records_become_weight_zero_rows(tmp_path):
+    """A record whose image bytes do not decode: a weight-0 row of its batch, reported
+    under its file name, while the record file's other examples train."""
+    from alexnet_tf import prepare
+
+    root = make_folder(str(tmp_path / "src"), per_class=2)
+    out = str(tmp_path / "out")
+    prepare.prepare("folder:" + root, out, size=R, shard_size=4, quiet=True)
+    good = jpeg_bytes(random_image(np.random.default_rng(1), R, R))
+    bad = {b"cut.JPEG": good[: len(good) // 2], b"text.JPEG": b"<html>not found</html>"}
+    with tf.io.TFRecordWriter(os.path.join(out, "train-extra.tfrecord")) as w:
+        for name, data in bad.items():
+            w.write(prepare._example(data, 1, name))
+        w.write(prepare._example(good, 2, b"fine.JPEG"))
+    with open(os.path.join(out, "metadata.json")) as f:
+        meta = json.load(f)
+    meta["shards"].append({"file": "train-extra.tfrecord", "split": "train", "count": 3})
+    with open(os.path.join(out, "metadata.json"), "w") as f:
+        json.dump(meta, f)
+    source = data_lib.open_source("tfrecord:" + out)
+    assert source.sizes["train"] == 9
+    data_lib.BAD_FILES.reset()
+    got = collect(data_lib.make_dataset(source, CFG, "train", 9, training=True))
+    assert len(got["weight"]) == 9 and got["weight"].sum() == 7
+    assert not got["weight"][7:].any() and not got["image"][7:].any()  # the stand-ins come last
+    assert sorted(got["label"][7:]) == [1, 1]
+    reasons = {e["file"]: e["reason"] for e in data_lib.bad_file_summary()["examples"]}
+    assert reasons == {"cut.JPEG": "truncated or corrupt image", "text.JPEG": "not an image (unknown format)"}
 
 
 def test_tfds_source_with_mock_data():
