@@ -144,9 +144,9 @@ def make_train_loop(
     Each step takes `next(iterator)` (a per-replica batch dict as `data.make_dataset`
     makes them), runs the XLA-compiled forward/backward per replica, applies the update
     (in the same XLA program on one device with `train.fused_update`, else outside it:
-    the form that works under MirroredStrategy), adds 1 to `step`, and the call returns the sums of loss, top-1 and top-5 correct and
-    `count` (the examples' weights: 0 for files that could not be decoded) over its
-    steps. Build the model and the optimizer (`optimizer.build`) under `strategy.scope()`
+    the form that works under MirroredStrategy) and adds 1 to `step`; the call returns
+    the sums of loss, top-1 and top-5 correct and `count` (the examples' weights: 0 for
+    files that could not be decoded) over its steps. Build the model and the optimizer (`optimizer.build`) under `strategy.scope()`
     and the dtype policy first; `alexnet_tf.bench train` times this same function.
     """
     c = config
