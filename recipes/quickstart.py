@@ -3,7 +3,7 @@
 Run:   python -m alexnet_tf.train recipes/quickstart.py --workdir runs/quickstart
 Data:  the Fashion-MNIST subset shipped in alexnet_tf/assets (8,000 train / 2,000 test,
        10 classes), grey replicated to RGB.
-Needs: any CPU; about 2 minutes on 2 idle cores.
+Needs: any CPU; 2 to 5 minutes on 2 idle cores, by the CPU.
 Reaches: see the README's recipe table (chance is 90% top-1 error).
 
 Only what must change for that budget differs from recipes/paper.py: the input size and
