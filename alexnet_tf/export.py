@@ -28,22 +28,12 @@ from alexnet_tf.evaluate import TrainedRun, load_run
 TOP_K = 5
 
 
-def preprocess_uint8(images: tf.Tensor, run: TrainedRun, crops: str) -> tuple[tf.Tensor, int]:
-    """uint8 (B, H, W, 3) -> model inputs (B * views, c, c, 3) and the number of views."""
+def preprocess(images: tf.Tensor, run: TrainedRun, crops: str, encoded: bool) -> tuple[tf.Tensor, int]:
+    """Encoded image bytes (B,) or uint8 (B, H, W, 3) -> model inputs (B * views, c, c, 3)
+    and the number of views."""
     d = run.config.data
     images = tf.map_fn(
-        lambda x: data_lib.decode_and_resize(x, d.resize_size, encoded=False),
-        images,
-        fn_output_signature=tf.TensorSpec((d.resize_size, d.resize_size, 3), tf.uint8),
-    )  # (B, R, R, 3)
-    return _crop_and_normalize(images, run, crops)
-
-
-def preprocess_encoded(images: tf.Tensor, run: TrainedRun, crops: str) -> tuple[tf.Tensor, int]:
-    """Encoded image bytes (B,) -> model inputs (B * views, c, c, 3) and the number of views."""
-    d = run.config.data
-    images = tf.map_fn(
-        lambda x: data_lib.decode_and_resize(x, d.resize_size, encoded=True),
+        lambda x: data_lib.decode_and_resize(x, d.resize_size, encoded=encoded),
         images,
         fn_output_signature=tf.TensorSpec((d.resize_size, d.resize_size, 3), tf.uint8),
     )  # (B, R, R, 3)
@@ -100,10 +90,10 @@ def export(run: TrainedRun, out: str, crops: str = "center") -> str:
         }
 
     def serve_encoded(images):
-        return predict(*preprocess_encoded(images, run, crops))
+        return predict(*preprocess(images, run, crops, encoded=True))
 
     def serve_uint8(images):
-        return predict(*preprocess_uint8(images, run, crops))
+        return predict(*preprocess(images, run, crops, encoded=False))
 
     archive = keras.export.ExportArchive()
     archive.track(model)
