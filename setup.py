@@ -22,6 +22,6 @@ setup(
     extras_require={
         "plots": ["matplotlib>=3.7"],  # the ablations' Fig. 1 plot
         # pillow: the input benchmark's baseline; matplotlib: the ablation test draws Fig. 1
-        "dev": ["pytest>=8", "ruff>=0.6", "pillow>=10", "matplotlib>=3.7"],
+        "dev": ["pytest>=8", "ruff~=0.17.6", "pillow>=10", "matplotlib>=3.7"],
     },
 )

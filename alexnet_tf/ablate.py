@@ -63,9 +63,7 @@ class Ablation:
 
 ABLATIONS = (
     Ablation("no_lrn", {"model.lrn": False}, "3.3", "LRN lowers top-1 error by 1.4 points", 1.4, +1),
-    Ablation(
-        "no_overlap", {"model.overlap_pooling": False}, "3.4", "overlapping pooling lowers top-1 by 0.4", 0.4, +1
-    ),
+    Ablation("no_overlap", {"model.overlap_pooling": False}, "3.4", "overlapping pooling lowers top-1 by 0.4", 0.4, +1),
     Ablation(
         "one_column",
         {"model.two_columns": False},
@@ -84,7 +82,13 @@ ABLATIONS = (
         +1,
     ),
     Ablation(
-        "no_pca", {"data.pca_noise_std": 0.0}, "4.1", "colour noise lowers top-1 by over 1 point", 1.0, +1, colour_only=True
+        "no_pca",
+        {"data.pca_noise_std": 0.0},
+        "4.1",
+        "colour noise lowers top-1 by over 1 point",
+        1.0,
+        +1,
+        colour_only=True,
     ),
     Ablation("ten_crop", {}, "4.1", "averaging ten crops beats the centre crop", None, -1, eval_only=True),
 )
@@ -180,7 +184,11 @@ def summarize(runs: dict, names: list[str], skipped: list[str], target: float) -
         if a is not None and a.eval_only:
             pairs = [(r["ten_crop_top1_error"], r["top1_error"]) for r in base.values() if "ten_crop_top1_error" in r]
         else:
-            pairs = [(r["top1_error"], base[seed]["top1_error"]) for (n, seed), r in runs.items() if n == name and seed in base]
+            pairs = [
+                (r["top1_error"], base[seed]["top1_error"])
+                for (n, seed), r in runs.items()
+                if n == name and seed in base
+            ]
         if not pairs:
             continue
         errors = [100 * p[0] for p in pairs]
@@ -229,7 +237,9 @@ def markdown(summary: dict, meta: dict) -> str:
             continue
         gap = _fmt(r["test_minus_train_mean"], r["test_minus_train_std"]) if "test_minus_train_mean" in r else ""
         if r["setting"] == BASELINE:
-            lines.append(f"| baseline (paper's net) | | {_fmt(r['top1_error_mean'], r['top1_error_std'])} | | | | {gap} |")
+            lines.append(
+                f"| baseline (paper's net) | | {_fmt(r['top1_error_mean'], r['top1_error_std'])} | | | | {gap} |"
+            )
             continue
         paper = "" if r["paper_diff"] is None else f"{r['paper_sign'] * r['paper_diff']:+.1f}"
         paper = paper or ("worse" if r["paper_sign"] > 0 else "better")

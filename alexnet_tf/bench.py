@@ -125,8 +125,13 @@ def bench_jpegs(args: argparse.Namespace) -> dict:
     """Writes the generated JPEGs to args.out (for `prepare`, or `--data folder:OUT`)."""
     start = time.perf_counter()
     make_jpegs(args.out, count=args.images, classes=args.classes, processes=_cores())
-    result = {"bench": "jpegs", "out": args.out, "images": args.images, "classes": args.classes,
-              "seconds": round(time.perf_counter() - start, 1)}
+    result = {
+        "bench": "jpegs",
+        "out": args.out,
+        "images": args.images,
+        "classes": args.classes,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
     print(json.dumps(result), flush=True)
     return result
 
@@ -622,7 +627,10 @@ def bench_train(args: argparse.Namespace) -> list:
                 t_lo, t_hi = (min(r["step_ms"] for r in rows if r["steps_per_loop"] == k) for k in (lo, hi))
                 overhead = (t_lo - t_hi) / (1 / lo - 1 / hi)
                 result = {
-                    **{k: common[k] for k in ("recipe", "input", "feed", "batch", "dtype", "jit", "device", "overrides")},
+                    **{
+                        k: common[k]
+                        for k in ("recipe", "input", "feed", "batch", "dtype", "jit", "device", "overrides")
+                    },
                     "bench": "train_host_overhead",
                     "steps_per_loop": [lo, hi],
                     "step_ms": [t_lo, t_hi],
@@ -660,10 +668,16 @@ def bench_input(args: argparse.Namespace) -> list:
         paths = []
         if spec.startswith("folder:"):
             paths = [p.decode() for _, _, p in source.examples(args.split).as_numpy_iterator()]
-        common = {"data": args.data or f"generated {args.images} 256x256 JPEGs", "batch": BATCH, "cores": cores,
-                  "seconds": args.seconds}
-        runs = {"alexnet_tf": lambda: bench_alexnet_tf(spec, args.split, args.seconds, cores, False),
-                "alexnet_tf_host_float": lambda: bench_alexnet_tf(spec, args.split, args.seconds, cores, True)}
+        common = {
+            "data": args.data or f"generated {args.images} 256x256 JPEGs",
+            "batch": BATCH,
+            "cores": cores,
+            "seconds": args.seconds,
+        }
+        runs = {
+            "alexnet_tf": lambda: bench_alexnet_tf(spec, args.split, args.seconds, cores, False),
+            "alexnet_tf_host_float": lambda: bench_alexnet_tf(spec, args.split, args.seconds, cores, True),
+        }
         if paths:
             runs["pil_baseline"] = lambda: bench_pil(paths, args.seconds, cores)
         rates = {name: [] for name in runs}
@@ -673,8 +687,12 @@ def bench_input(args: argparse.Namespace) -> list:
         results = []
         for name, per_core in rates.items():
             median = statistics.median(per_core)
-            result = {"pipeline": name, "images_per_sec": round(median * cores, 1),
-                      "images_per_sec_per_core": round(median, 1), "rounds": [round(r, 1) for r in per_core]}
+            result = {
+                "pipeline": name,
+                "images_per_sec": round(median * cores, 1),
+                "images_per_sec_per_core": round(median, 1),
+                "rounds": [round(r, 1) for r in per_core],
+            }
             if name != "pil_baseline" and "pil_baseline" in rates:
                 ratios = [a / b for a, b in zip(per_core, rates["pil_baseline"])]
                 result["speedup_vs_pil_baseline"] = round(statistics.median(ratios), 2)
@@ -741,7 +759,9 @@ def compare(paths: list, target: float = 1.3, input_target: float = 12_000) -> s
         rates = [
             r["img_per_s"]
             for r in peer
-            if r["batch"] == batch and r["dtype"] == dtype and bool(r["compile"]) == compiled
+            if r["batch"] == batch
+            and r["dtype"] == dtype
+            and bool(r["compile"]) == compiled
             and r["model"].startswith("paper")
         ]
         return max(rates) if rates else None
@@ -825,7 +845,9 @@ def main(argv=None) -> int:
     p = sub.add_parser("jpegs", help="write generated 256 px JPEGs (a train/<class>/ folder) for --data or prepare")
     p.add_argument("out", help="folder to write OUT/train/<class>/*.JPEG into")
     p.add_argument("--images", type=int, default=20_000, help="how many (default 20,000)")
-    p.add_argument("--classes", type=int, default=1000, help="number of class folders (default 1000, as the paper's net)")
+    p.add_argument(
+        "--classes", type=int, default=1000, help="number of class folders (default 1000, as the paper's net)"
+    )
     p.set_defaults(fn=bench_jpegs)
 
     p = sub.add_parser("train", help="training step throughput, FLOP utilisation and memory")

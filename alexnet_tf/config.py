@@ -257,14 +257,14 @@ def _set(node: Any, dotted: str, value: Any, prefix: str = "") -> Any:
     names = [f.name for f in dataclasses.fields(node)]
     where = prefix.rstrip(".") or "the config"
     if head not in names:
-        raise ConfigError(
-            f"unknown key {prefix + head!r}; valid keys of {where}: {', '.join(names)}"
-        )
+        raise ConfigError(f"unknown key {prefix + head!r}; valid keys of {where}: {', '.join(names)}")
     hints = typing.get_type_hints(type(node))
     child = getattr(node, head)
     if dataclasses.is_dataclass(child):
         if not rest:
-            raise ConfigError(f"{prefix + head!r} is a section; set one of its keys, e.g. {prefix + head}.{dataclasses.fields(child)[0].name}=...")
+            raise ConfigError(
+                f"{prefix + head!r} is a section; set one of its keys, e.g. {prefix + head}.{dataclasses.fields(child)[0].name}=..."
+            )
         return dataclasses.replace(node, **{head: _set(child, rest, value, prefix + head + ".")})
     if rest:
         raise ConfigError(f"{prefix + head!r} is not a section; valid keys of {where}: {', '.join(names)}")

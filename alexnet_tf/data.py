@@ -66,7 +66,9 @@ class Stats:
         if not os.path.isfile(path):
             raise DataError(f"stats file {path!r} not found; make it with `python -m alexnet_tf.stats SRC {path}`")
         with np.load(path) as f:
-            return cls(f["mean_image"].astype(np.float32), f["eigval"].astype(np.float32), f["eigvec"].astype(np.float32))
+            return cls(
+                f["mean_image"].astype(np.float32), f["eigval"].astype(np.float32), f["eigvec"].astype(np.float32)
+            )
 
     @classmethod
     def imagenet(cls, size: int) -> Stats:
@@ -120,8 +122,10 @@ class Source:
         if name in self.named:
             return self.named[name]()
         prefix = f"{self.name}:{name}#"
-        return self.splits[name]().enumerate().map(
-            lambda i, ex: (ex[0], ex[1], prefix + tf.strings.as_string(i)), num_parallel_calls=AUTOTUNE
+        return (
+            self.splits[name]()
+            .enumerate()
+            .map(lambda i, ex: (ex[0], ex[1], prefix + tf.strings.as_string(i)), num_parallel_calls=AUTOTUNE)
         )
 
     def unread_examples(self, name: str, order=None) -> tf.data.Dataset | None:
@@ -245,7 +249,9 @@ def _read_label_file(path: str, index: dict) -> dict:
         elif label.isdigit() and int(label) < len(index):
             y = int(label)
         else:
-            raise DataError(f"{path}:{n}: label {label!r} is neither a class folder name nor a class index below {len(index)}")
+            raise DataError(
+                f"{path}:{n}: label {label!r} is neither a class folder name nor a class index below {len(index)}"
+            )
         labels[os.path.splitext(os.path.basename(name))[0]] = y
     return labels
 
@@ -260,17 +266,23 @@ def folder_source(path: str, label_file: str = "") -> Source:
     """
     if not os.path.isdir(path):
         raise DataError(f"folder {path!r} not found; expected {path}/train/<class>/*.JPEG and {path}/val/<class>/*")
-    split_dirs = {s: os.path.join(path, s) for s in ("train", "val", "validation", "test") if os.path.isdir(os.path.join(path, s))}
+    split_dirs = {
+        s: os.path.join(path, s) for s in ("train", "val", "validation", "test") if os.path.isdir(os.path.join(path, s))
+    }
     if "train" not in split_dirs:
         raise DataError(f"{path!r} has no train/ folder; expected {path}/train/<class>/*.JPEG")
-    class_names = sorted(d for d in os.listdir(split_dirs["train"]) if os.path.isdir(os.path.join(split_dirs["train"], d)))
+    class_names = sorted(
+        d for d in os.listdir(split_dirs["train"]) if os.path.isdir(os.path.join(split_dirs["train"], d))
+    )
     if not class_names:
         raise DataError(f"{split_dirs['train']!r} has no class folders")
     index = {c: i for i, c in enumerate(class_names)}
     files = {}
     for split, d in split_dirs.items():
         paths, labels = [], []
-        flat = sorted(f for f in os.listdir(d) if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(d, f)))
+        flat = sorted(
+            f for f in os.listdir(d) if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(d, f))
+        )
         if split != "train" and flat:
             candidates = [label_file] if label_file else [os.path.join(path, f) for f in LABEL_FILES]
             found = [c for c in candidates if c and os.path.isfile(c)]
@@ -328,7 +340,9 @@ def tfrecord_source(pattern: str) -> Source:
         if path in matched:
             shards.setdefault(shard["split"], []).append((path, int(shard["count"])))
     if not shards:
-        raise DataError(f"{pattern!r} matches none of the finished shards listed in {meta_path}; is prepare still running?")
+        raise DataError(
+            f"{pattern!r} matches none of the finished shards listed in {meta_path}; is prepare still running?"
+        )
 
     def records(split):
         def fn(seed=None):
@@ -378,10 +392,14 @@ def tfds_source(name: str, train_split: str = "", data_dir: str = "", manual_dir
     try:
         builder = tfds.builder(name, data_dir=data_dir or None)
     except Exception as e:  # unknown name
-        raise DataError(f"TFDS has no dataset {name!r} ({type(e).__name__}); see https://www.tensorflow.org/datasets/catalog") from e
+        raise DataError(
+            f"TFDS has no dataset {name!r} ({type(e).__name__}); see https://www.tensorflow.org/datasets/catalog"
+        ) from e
     keys = builder.info.supervised_keys
     if not keys or len(keys) != 2:
-        raise DataError(f"TFDS dataset {name!r} has no (image, label) supervised keys; it is not an image-classification set")
+        raise DataError(
+            f"TFDS dataset {name!r} has no (image, label) supervised keys; it is not an image-classification set"
+        )
     image_key, label_key = keys
     label_feature = builder.info.features[label_key]
     class_names = list(getattr(label_feature, "names", None) or [str(i) for i in range(label_feature.num_classes)])
@@ -389,7 +407,9 @@ def tfds_source(name: str, train_split: str = "", data_dir: str = "", manual_dir
 
     def as_dataset(split, seed=None):
         # With a seed, TFDS reads the split's files in an order drawn from it.
-        read_config = None if seed is None else tfds.ReadConfig(shuffle_seed=int(np.random.default_rng(seed).integers(2**31)))
+        read_config = (
+            None if seed is None else tfds.ReadConfig(shuffle_seed=int(np.random.default_rng(seed).integers(2**31)))
+        )
         return builder.as_dataset(
             split=split,
             shuffle_files=seed is not None,

@@ -89,7 +89,9 @@ def load_run(path: str, split_form: bool = False) -> TrainedRun:
     stats = data_lib.Stats.load(os.path.join(workdir, "stats.npz"))
     # Variables are float32 under every precision policy, so a float32 model restores them.
     model = build_model(config.model)
-    tf.train.Checkpoint(model=model_variables(model)).restore(checkpoint).expect_partial().assert_existing_objects_matched()
+    tf.train.Checkpoint(model=model_variables(model)).restore(
+        checkpoint
+    ).expect_partial().assert_existing_objects_matched()
     if split_form:
         model = to_split_form(model, config.model)
     return TrainedRun(workdir, checkpoint, config, class_names, stats, model)

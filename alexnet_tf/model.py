@@ -198,12 +198,12 @@ def build_model(config: ModelConfig, name: str = "alexnet") -> keras.Model:
     x = layers.Flatten(name="flatten")(x)  # (B, 9216)
     for fc in ("fc6", "fc7"):
         x = Dropout(config.dropout, name=f"dropout{fc[-1]}")(x)  # Sec. 4.2
-        x = layers.Dense(
-            widths[fc], activation=act, kernel_initializer=init, bias_initializer=bias(fc), name=fc
-        )(x)  # (B, 4096)
-    x = layers.Dense(
-        config.num_classes, kernel_initializer=init, bias_initializer=bias("fc8"), name="fc8"
-    )(x)  # (B, 1000)
+        x = layers.Dense(widths[fc], activation=act, kernel_initializer=init, bias_initializer=bias(fc), name=fc)(
+            x
+        )  # (B, 4096)
+    x = layers.Dense(config.num_classes, kernel_initializer=init, bias_initializer=bias("fc8"), name="fc8")(
+        x
+    )  # (B, 1000)
     logits = layers.Activation("linear", dtype="float32", name="logits")(x)
     return keras.Model(inputs, logits, name=name)
 

@@ -23,9 +23,7 @@ def base_lr(config: OptimConfig, global_batch: int) -> float:
 
 
 def build_optimizer(config: OptimConfig, global_batch: int) -> keras.optimizers.SGD:
-    return keras.optimizers.SGD(
-        learning_rate=base_lr(config, global_batch), momentum=config.momentum, nesterov=False
-    )
+    return keras.optimizers.SGD(learning_rate=base_lr(config, global_batch), momentum=config.momentum, nesterov=False)
 
 
 def decays(variable, config: OptimConfig) -> bool:
@@ -41,8 +39,7 @@ def add_weight_decay(grads, variables, config: OptimConfig, scale: float = 1.0):
     """
     wd = config.weight_decay * scale
     return [
-        g + tf.cast(wd, g.dtype) * tf.cast(v, g.dtype) if decays(v, config) else g
-        for g, v in zip(grads, variables)
+        g + tf.cast(wd, g.dtype) * tf.cast(v, g.dtype) if decays(v, config) else g for g, v in zip(grads, variables)
     ]
 
 

@@ -73,13 +73,17 @@ class Progress:
         print(f"{self.label}: {done}/{self.total} images, {rate:.0f} img/s, ETA {eta:.0f}s", end=end, file=sys.stderr)
 
 
-def prepare(spec: str, out: str, size: int = 256, shard_size: int = 1024, quality: int = 95, quiet: bool = False) -> dict:
+def prepare(
+    spec: str, out: str, size: int = 256, shard_size: int = 1024, quality: int = 95, quiet: bool = False
+) -> dict:
     """Writes `spec` as shards under `out`; returns a report of what was written and skipped."""
     if ":" not in spec or os.path.isdir(spec):
         spec = "folder:" + spec
     source = data_lib.open_source(spec)
     if not source.encoded:
-        raise data_lib.DataError(f"{spec} holds in-memory arrays; prepare writes image files (folder: or tfds: sources)")
+        raise data_lib.DataError(
+            f"{spec} holds in-memory arrays; prepare writes image files (folder: or tfds: sources)"
+        )
     os.makedirs(os.path.join(out, PROGRESS_DIR), exist_ok=True)
     shards, skipped, written, resumed = [], [], {}, 0
     for split in _splits(source):
@@ -170,8 +174,10 @@ def main(argv=None) -> int:
     def run():
         report = prepare(args.src, args.out, args.size, args.shard_size, args.quality)
         total = sum(report["written"].values())
-        print(f"wrote {total} images ({', '.join(f'{k} {v}' for k, v in report['written'].items())}) to {args.out}; "
-              f"{report['resumed_shards']} shard(s) were already finished")
+        print(
+            f"wrote {total} images ({', '.join(f'{k} {v}' for k, v in report['written'].items())}) to {args.out}; "
+            f"{report['resumed_shards']} shard(s) were already finished"
+        )
         if report["skipped"]:
             print(f"skipped {report['skipped']} unreadable file(s) (listed in {args.out}/metadata.json):")
             for e in report["skipped_files"][:10]:

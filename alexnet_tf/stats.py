@@ -20,7 +20,9 @@ from alexnet_tf import data as data_lib
 from alexnet_tf.prepare import Progress
 
 
-def compute(spec: str, out: str, split: str = "train", size: int = 256, limit: int = 0, quiet: bool = False) -> data_lib.Stats:
+def compute(
+    spec: str, out: str, split: str = "train", size: int = 256, limit: int = 0, quiet: bool = False
+) -> data_lib.Stats:
     """Computes and saves the stats of `split` of `spec`; returns them."""
     if ":" not in spec:
         spec = "folder:" + spec
@@ -48,7 +50,9 @@ def main(argv=None) -> int:
     def run():
         stats = compute(args.src, args.out, args.split, args.size, args.limit)
         np.set_printoptions(precision=4, suppress=True)
-        print(f"mean RGB {stats.mean_image.reshape(-1, 3).mean(0)}; eigval {stats.eigval}; eigvec columns\n{stats.eigvec}")
+        print(
+            f"mean RGB {stats.mean_image.reshape(-1, 3).mean(0)}; eigval {stats.eigval}; eigvec columns\n{stats.eigvec}"
+        )
         message = data_lib.BAD_FILES.message()
         if message:
             print(message)

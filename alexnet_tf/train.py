@@ -47,7 +47,9 @@ def checkpoint_path(workdir: str, best: bool = False) -> str:
     folder = os.path.join(workdir, "checkpoints", "best" if best else "")
     path = tf.train.latest_checkpoint(folder)
     if path is None:
-        raise ConfigError(f"no checkpoint in {folder}; train first: python -m alexnet_tf.train RECIPE --workdir {workdir}")
+        raise ConfigError(
+            f"no checkpoint in {folder}; train first: python -m alexnet_tf.train RECIPE --workdir {workdir}"
+        )
     return path
 
 
@@ -200,9 +202,7 @@ def make_train_loop(
         totals = tf.zeros([len(keys)])
         for _ in tf.range(steps):
             per_replica = strategy.run(replica_step, args=(next(iterator),))
-            totals += tf.stack(
-                [strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica[k], axis=None) for k in keys]
-            )
+            totals += tf.stack([strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica[k], axis=None) for k in keys])
             step.assign_add(1)
         return dict(zip(keys, tf.unstack(totals)))
 

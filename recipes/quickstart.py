@@ -45,4 +45,3 @@ def get_config():
             "train.checkpoint_every": 500,
         },
     )
-

@@ -39,9 +39,7 @@ def test_tiny_grid_writes_table_figure_and_resumes(tmp_path, capsys):
     assert "skipped" in rows["no_pca"]
     diff = 100 * (runs[("no_lrn", 0)]["top1_error"] - runs[("baseline", 0)]["top1_error"])
     assert math.isclose(rows["no_lrn"]["diff_mean"], diff)
-    assert math.isclose(
-        rows["ten_crop"]["top1_error_mean"], 100 * runs[("baseline", 0)]["ten_crop_top1_error"]
-    )
+    assert math.isclose(rows["ten_crop"]["top1_error_mean"], 100 * runs[("baseline", 0)]["ten_crop_top1_error"])
     md = (out / "ablations.md").read_text()
     for name in ("baseline", "no_lrn", "tanh", "no_pca", "ten_crop"):
         assert f"| {name}" in md

@@ -41,7 +41,13 @@ def test_bench_train_synthetic(tmp_path, capsys):
     assert [r["steps_per_loop"] for r in lines[:2]] == [1, 2]
     macs = bench.forward_macs(_quickstart_model())
     for r in lines[:2]:
-        assert (r["input"], r["feed"], r["batch"], r["dtype"], r["precision"]) == ("synthetic", "device", 8, "fp32", "float32")
+        assert (r["input"], r["feed"], r["batch"], r["dtype"], r["precision"]) == (
+            "synthetic",
+            "device",
+            8,
+            "fp32",
+            "float32",
+        )
         assert r["jit"] is False and r["replicas"] == 1 and r["device"].startswith("CPU")
         assert r["steps"] == 3 and r["steps_run"] == 2 + 3 + 3  # warm-up, then 3 steps per setting
         assert r["img_per_s"] > 0 and r["step_ms"] > 0
@@ -145,7 +151,18 @@ def test_generated_jpegs_prepared_feed_the_train_bench(tmp_path, capsys):
     assert three.sizes["train"] == 120
     names = [n for _, _, n in three.examples("train").as_numpy_iterator()]
     assert len(names) == 120 and names[:40] == names[40:80] == names[80:]
-    argv = ["--data", "tfrecord:" + rec, "--set", "model.num_classes=4", "--steps", "4", "--warmup", "1", "--repeat", "2"]
+    argv = [
+        "--data",
+        "tfrecord:" + rec,
+        "--set",
+        "model.num_classes=4",
+        "--steps",
+        "4",
+        "--warmup",
+        "1",
+        "--repeat",
+        "2",
+    ]
     [r] = _train_lines(capsys, argv)
     assert (r["input"], r["feed"], r["steps_run"]) == ("tfrecord:" + rec, "pipeline", 5)
     assert r["img_per_s"] > 0
@@ -155,15 +172,33 @@ def test_generated_jpegs_prepared_feed_the_train_bench(tmp_path, capsys):
 
 def _ours(batch, dtype, per_call, rate, **extra):
     return {
-        "bench": "train", "recipe": "recipes/paper.py", "input": "synthetic", "feed": "device", "batch": batch,
-        "dtype": dtype, "overrides": [], "steps_per_loop": per_call, "img_per_s": rate, "device": "1 x NVIDIA H100",
-        "train_flops_per_image": 6 * bench.PAPER_FORWARD_MACS, "mfu": 0.25, "peak_memory_bytes": 3 * 2**30,
-        "tf_version": "2.21.0", "keras_version": "3.15.1", **extra,
+        "bench": "train",
+        "recipe": "recipes/paper.py",
+        "input": "synthetic",
+        "feed": "device",
+        "batch": batch,
+        "dtype": dtype,
+        "overrides": [],
+        "steps_per_loop": per_call,
+        "img_per_s": rate,
+        "device": "1 x NVIDIA H100",
+        "train_flops_per_image": 6 * bench.PAPER_FORWARD_MACS,
+        "mfu": 0.25,
+        "peak_memory_bytes": 3 * 2**30,
+        "tf_version": "2.21.0",
+        "keras_version": "3.15.1",
+        **extra,
     }
 
 
 def _peer(batch, dtype, compiled, rate):
-    return {"model": "paper_alexnet_grouped_lrn", "batch": batch, "dtype": dtype, "compile": compiled, "img_per_s": rate}
+    return {
+        "model": "paper_alexnet_grouped_lrn",
+        "batch": batch,
+        "dtype": dtype,
+        "compile": compiled,
+        "img_per_s": rate,
+    }
 
 
 def test_compare_sets_each_setting_beside_the_peer(tmp_path, capsys):
@@ -177,13 +212,21 @@ def test_compare_sets_each_setting_beside_the_peer(tmp_path, capsys):
         {"bench": "train_host_overhead", "batch": 128, "dtype": "bf16", "host_ms_per_call": 0.5},
     ]
     (tmp_path / "tf.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ours))
-    peer = [_peer(128, "bf16", False, 8000.0), _peer(128, "bf16", True, 12500.0), _peer(128, "tf32", False, 8000.0),
-            _peer(128, "tf32", True, 7000.0), {"model": "paper", "batch": 512, "dtype": "bf16", "error": "OOM"}]
+    peer = [
+        _peer(128, "bf16", False, 8000.0),
+        _peer(128, "bf16", True, 12500.0),
+        _peer(128, "tf32", False, 8000.0),
+        _peer(128, "tf32", True, 7000.0),
+        {"model": "paper", "batch": 512, "dtype": "bf16", "error": "OOM"},
+    ]
     (tmp_path / "torch_bench.json").write_text(json.dumps(peer))
     assert bench.main(["compare", str(tmp_path / "tf.jsonl"), str(tmp_path / "torch_bench.json")]) == 0
     rows = {line.split(" | ")[0].strip("| "): line for line in capsys.readouterr().out.splitlines()}
     # the fastest steps-per-loop against the faster PyTorch mode: 17,000 / 12,500
-    assert "15,000 (1), 17,000 (20)" in rows["128, bf16"] and "| 8,000 | 12,500 | 1.36x (meets 1.3x) |" in rows["128, bf16"]
+    assert (
+        "15,000 (1), 17,000 (20)" in rows["128, bf16"]
+        and "| 8,000 | 12,500 | 1.36x (meets 1.3x) |" in rows["128, bf16"]
+    )
     assert "25.0%" in rows["128, bf16"] and "3.0 GiB" in rows["128, bf16"]
     assert "| 8,000 | 7,000 | 1.12x (below 1.3x) |" in rows["128, tf32"]  # tf32 against the peer's best, eager here
     assert "1.28x (below 1.3x)" in rows["128, bf16, model.conv_form=split"]

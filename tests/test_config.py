@@ -44,8 +44,17 @@ def test_config_is_frozen():
 
 
 def test_override_parses_literals_and_strings():
-    c = override(Config(), ["optim.lr=0.02", "train.epochs=3", "data.source=folder:/x y", "optim.step_epochs=[30, 60]",
-                            "model.lrn=False", "optim.momentum=1"])
+    c = override(
+        Config(),
+        [
+            "optim.lr=0.02",
+            "train.epochs=3",
+            "data.source=folder:/x y",
+            "optim.step_epochs=[30, 60]",
+            "model.lrn=False",
+            "optim.momentum=1",
+        ],
+    )
     assert c.optim.lr == 0.02 and c.train.epochs == 3 and c.data.source == "folder:/x y"
     assert c.optim.step_epochs == (30, 60) and c.model.lrn is False
     assert c.optim.momentum == 1.0 and isinstance(c.optim.momentum, float)
@@ -122,7 +131,10 @@ def test_recipe_errors(tmp_path):
 def test_cli_errors_are_one_line(tmp_path, args, needle):
     proc = subprocess.run(
         [sys.executable, "-m", "alexnet_tf.train", *args, "--workdir", str(tmp_path / "w")],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 2
     assert needle in proc.stderr

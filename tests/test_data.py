@@ -316,7 +316,11 @@ def test_sharding_covers_every_example_once(tmp_path, kind):
     parts = [
         collect(
             data_lib.make_dataset(
-                source, cfg, "val", 2, training=False,
+                source,
+                cfg,
+                "val",
+                2,
+                training=False,
                 input_context=tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=i),
             )
         )
@@ -335,7 +339,12 @@ def test_sharding_covers_every_example_once(tmp_path, kind):
     shards = [
         collect(
             data_lib.make_dataset(
-                source, cfg, "train", 6, training=True, seed=2,
+                source,
+                cfg,
+                "train",
+                6,
+                training=True,
+                seed=2,
                 input_context=tf.distribute.InputContext(
                     num_input_pipelines=2, input_pipeline_id=i, num_replicas_in_sync=2
                 ),
@@ -586,9 +595,9 @@ def test_stats_command_matches_numpy(tmp_path):
     assert data_lib.bad_file_summary()["count"] == 2
     loaded = data_lib.Stats.load(out)
     good = sorted(glob.glob(os.path.join(root, "train", "*", "[!jg]*.JPEG")))
-    images = np.stack(
-        [data_lib.decode_and_resize(tf.io.read_file(p), R, True).numpy() for p in good]
-    ).astype(np.float64)
+    images = np.stack([data_lib.decode_and_resize(tf.io.read_file(p), R, True).numpy() for p in good]).astype(
+        np.float64
+    )
     assert len(images) == 4
     np.testing.assert_allclose(loaded.mean_image, images.mean(0), rtol=1e-5)
     cov = np.cov(images.reshape(-1, 3).T / 255.0, bias=True)

@@ -54,7 +54,9 @@ def test_two_replicas_match_one_device(tmp_path):
     one = str(tmp_path / "one")
     two = str(tmp_path / "two")
     train_and_evaluate(tiny(**{"train.max_steps": 3, "distribute.strategy": "one_device"}), one)
-    r = train_and_evaluate(tiny(**{"train.max_steps": 3, "distribute.strategy": "mirrored", "distribute.devices": "cpu:2"}), two)
+    r = train_and_evaluate(
+        tiny(**{"train.max_steps": 3, "distribute.strategy": "mirrored", "distribute.devices": "cpu:2"}), two
+    )
     assert r["step"] == 3
     assert_same_weights(model_weights(one), model_weights(two), rtol=1e-4, atol=1e-6)
 
@@ -166,8 +168,12 @@ def test_two_workers_match_one_process(tmp_path):
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     procs = [
-        _cli(multi, *steps.items(), ("distribute.strategy", "multi_worker"),
-             env={"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})})
+        _cli(
+            multi,
+            *steps.items(),
+            ("distribute.strategy", "multi_worker"),
+            env={"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})},
+        )
         for i in range(2)
     ]
     deadline = time.time() + 400
