@@ -427,11 +427,11 @@ def time_train_step(
     _gpu_peak_memory(strategy, reset=True)
     with train_lib.dtype_policy(config.train.precision):
         with strategy.scope():
-            model = build_model(config.model)
+            model = build_model(config.model, seed=config.train.seed)
             optimizer = optim.build_optimizer(config.optim, batch)
             optimizer.build(model.trainable_variables)
             step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-        train_loop = train_lib.make_train_loop(model, optimizer, strategy, config, stats_tensors, batch, step)
+        train_loop = train_lib.make_train_loop(model, optimizer, strategy, config, stats_tensors, step)
         feed = _make_feed(feed_kind, strategy, config, source, batch)
         start = time.perf_counter()
         run_steps(train_loop, feed, 1, 1)
@@ -552,11 +552,9 @@ def bench_train(args: argparse.Namespace) -> list:
                 f"{base.data.source} has {source.num_classes} classes but model.num_classes="
                 f"{base.model.num_classes}; set model.num_classes={source.num_classes}"
             )
-        stats = data_lib.dataset_stats(source, base.data, base.data.train_split)
         if args.repeat > 1:
             source = _repeated(source, base.data.train_split, args.repeat)
-    else:
-        stats = data_lib.Stats.imagenet(base.data.resize_size)  # its values do not change the work
+    stats = data_lib.Stats.imagenet(base.data.resize_size)  # its values do not change the work
     stats_tensors = {k: tf.constant(getattr(stats, k)) for k in ("mean_image", "eigval", "eigvec")}
     feed_kind = "pipeline" if args.data else args.feed
 

@@ -92,7 +92,7 @@ def forward(model: keras.Model, images: tf.Tensor, devices: list[str], training:
     if len(devices) != 2:
         raise ValueError(f"the paper's placement needs two devices, got {devices}")
     get = model.get_layer
-    names = {layer.name for layer in model.layers}
+    names = [layer.name for layer in model.layers]
     if get("conv2").groups != 2:
         raise ValueError("the paper's placement needs the two-column net (model.two_columns=True)")
 
@@ -108,12 +108,19 @@ def forward(model: keras.Model, images: tf.Tensor, devices: list[str], training:
     cols = _conv(get("conv5"), cols, devices)
     cols = _per_column(get("pool5"), cols, devices)  # (B, 6, 6, 128) each
     x = _both(cols, devices, flatten=True)  # (B, 9216) on each device, Fig. 2's order
-    for fc in ("fc6", "fc7"):
-        dropout = get(f"dropout{fc[-1]}")
+    inputs_dropped = names.index("dropout6") < names.index("fc6")  # model.dropout_placement
+
+    def dropout(layer_name, x):
         with tf.device(devices[0]):
-            kept = dropout(x[0], training=training)  # one mask for the whole layer
-        cols = _dense(get(fc), [kept, kept], devices)
-        x = _both(cols, devices)
+            kept = get(layer_name)(x[0], training=training)  # one mask for the whole layer
+        return [kept, kept]
+
+    for fc in ("fc6", "fc7"):
+        if inputs_dropped:
+            x = dropout(f"dropout{fc[-1]}", x)
+        x = _both(_dense(get(fc), x, devices), devices)  # (B, 4096) on each device
+        if not inputs_dropped:
+            x = dropout(f"dropout{fc[-1]}", x)  # Sec. 4.2: fc6's and fc7's outputs
     cols = _dense(get("fc8"), x, devices)
     with tf.device(devices[0]):
         return get("logits")(tf.concat(cols, -1))

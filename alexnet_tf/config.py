@@ -37,7 +37,6 @@ class DataConfig:
     subtract_mean: bool = True  # Sec. 2: subtract the mean activity over the training set
     stats_path: str = ""  # .npz from `python -m alexnet_tf.stats`; "" = dataset or ImageNet
     shuffle_buffer: int = 10_000
-    cache: bool = False  # cache decoded, resized images in memory (small datasets)
     service_address: str = ""  # tf.data service dispatcher, e.g. grpc://host:5000
     eval_examples: int = 0  # 0 = the whole eval split
     random_labels: bool = False  # control run: train on random labels (must stay at chance)
@@ -62,7 +61,10 @@ class ModelConfig:
     lrn_beta: float = 0.75  # Sec. 3.3
     overlap_pooling: bool = True  # Sec. 3.4: s=2, z=3; False = s=2, z=2
     activation: str = "relu"  # Sec. 3.1; "tanh" for the Fig. 1 comparison
-    dropout: float = 0.5  # Sec. 4.2, before fc6 and fc7
+    dropout: float = 0.5  # Sec. 4.2: p = 0.5 in "the first two fully-connected layers"
+    # Sec. 4.2 zeroes the outputs of fc6 and fc7 ("outputs", Caffe's drop6/drop7);
+    # "inputs" drops the inputs of fc6 and fc7 instead, as torchvision's AlexNet does
+    dropout_placement: str = "outputs"
     init_std: float = 0.01  # Sec. 5: weights ~ N(0, 0.01)
     bias_one: bool = True  # Sec. 5: biases 1 in conv2, conv4, conv5, fc6, fc7
     conv_form: str = "grouped"  # grouped (Conv2D groups=2) | split (two convs + concat)
@@ -81,6 +83,13 @@ class OptimConfig:
     max_reductions: int = 3  # Sec. 5: "reduced three times prior to termination"
     plateau_patience: int = 2  # epochs without improvement before a reduction
     plateau_threshold: float = 1e-3  # smaller improvements of eval top-1 error do not count
+    # Sec. 5 cuts when the error "stopped improving with the current learning rate",
+    # which presupposes that it was improving: no epoch counts until the error has
+    # fallen this far below its first value (a net still at chance is not on a plateau;
+    # 0.02 is 3x the sampling noise of 2,000 images at chance), nor after a cut until
+    # it has improved at the new rate
+    plateau_start_drop: float = 0.02
+    plateau_cooldown: int = 0  # epochs after a cut that do not count (Keras' ReduceLROnPlateau cooldown)
     step_epochs: tuple = ()  # for schedule=step: epochs at which lr *= lr_factor
     scale_lr: bool = True  # lr * global_batch / 128 when the batch differs from Sec. 5's
 
@@ -127,6 +136,7 @@ CHOICES = {
     "model.lrn_convention": ("paper", "cuda-convnet", "caffe"),
     "model.activation": ("relu", "tanh"),
     "model.conv_form": ("grouped", "split"),
+    "model.dropout_placement": ("outputs", "inputs"),
     "optim.schedule": ("plateau", "step", "constant"),
     "train.precision": ("float32", "mixed_bfloat16"),
     "distribute.strategy": ("auto", "one_device", "mirrored", "multi_worker", "columns"),

@@ -354,10 +354,21 @@ def tfrecord_source(pattern: str) -> Source:
         return fn
 
     def parse(serialized):
-        """(image bytes, label, file name) of one record, or of a batch of them at once."""
+        """(image bytes, label, name) of one record, or of a batch of them at once. The
+        name is the file name, or for a record without one a hash of its image bytes:
+        the same in every epoch and order."""
         parse_fn = tf.io.parse_single_example if serialized.shape.rank == 0 else tf.io.parse_example
         e = parse_fn(serialized, TFRECORD_FEATURES)
-        return e["image/encoded"], tf.cast(e["image/class/label"], tf.int32), e["image/filename"]
+        data, name = e["image/encoded"], e["image/filename"]
+        unnamed = tf.equal(name, "")
+        name = tf.cond(
+            tf.reduce_any(unnamed),
+            lambda: tf.where(
+                unnamed, "bytes:" + tf.strings.as_string(tf.strings.to_hash_bucket_fast(data, 2**62)), name
+            ),
+            lambda: name,
+        )
+        return data, tf.cast(e["image/class/label"], tf.int32), name
 
     def make(split, with_names):
         def fn(seed=None):
@@ -406,10 +417,11 @@ def tfds_source(name: str, train_split: str = "", data_dir: str = "", manual_dir
     has_file_name = "file_name" in builder.info.features
 
     def as_dataset(split, seed=None):
-        # With a seed, TFDS reads the split's files in an order drawn from it.
-        read_config = (
-            None if seed is None else tfds.ReadConfig(shuffle_seed=int(np.random.default_rng(seed).integers(2**31)))
-        )
+        # With a seed, TFDS reads the split's files in an order drawn from it. Without
+        # a file name, an example is named by its tfds_id (file and position in it),
+        # which stays the same in every order.
+        shuffle_seed = None if seed is None else int(np.random.default_rng(seed).integers(2**31))
+        read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, add_tfds_id=not has_file_name)
         return builder.as_dataset(
             split=split,
             shuffle_files=seed is not None,
@@ -453,16 +465,12 @@ def tfds_source(name: str, train_split: str = "", data_dir: str = "", manual_dir
             return n if n >= 0 else int(as_dataset(expr).reduce(0, lambda c, _: c + 1))
 
     def make(expr, with_names):
-        prefix = f"tfds:{name}:{expr}#"
+        key = "file_name" if has_file_name else "tfds_id"
 
         def fn(seed=None):
             ds = as_dataset(expr, seed)
             if with_names:
-                if has_file_name:
-                    return ds.map(lambda e: (e[image_key], tf.cast(e[label_key], tf.int32), e["file_name"]))
-                return ds.enumerate().map(
-                    lambda i, e: (e[image_key], tf.cast(e[label_key], tf.int32), prefix + tf.strings.as_string(i))
-                )
+                return ds.map(lambda e: (e[image_key], tf.cast(e[label_key], tf.int32), e[key]))
             return ds.map(lambda e: (e[image_key], tf.cast(e[label_key], tf.int32)))
 
         return fn
@@ -662,6 +670,13 @@ def decode_crop(data: tf.Tensor, offset: tf.Tensor, crop: int, size: int) -> tf.
     return tf.cond(_is_square_jpeg(data, size), fused, general)
 
 
+def random_label(name: tf.Tensor, seed: int, num_classes: int) -> tf.Tensor:
+    """The control run's label (`data.random_labels`): a hash of the example's name (its
+    file name, tfds_id, record hash or position in an in-memory split) keyed by the
+    seed, so an example keeps its random label in every epoch, order and worker."""
+    return tf.cast(tf.strings.to_hash_bucket_strong(name, num_classes, key=[seed, 0x5EED]), tf.int32)
+
+
 DRAWS = 6  # uniforms per training example: crop corner (2), flip (1), noise coefficients (3)
 
 
@@ -839,12 +854,6 @@ def make_dataset(
     width = global_batch // pipelines  # examples of one global batch this pipeline takes
     if pipelines > 1 and not training:
         ds = ds.shard(pipelines, pipeline)
-    cached = config.cache and not source.encoded
-    if cached:
-        # Small in-memory datasets: resize once, keep the result.
-        ds = ds.map(
-            lambda i, ex: (i, (resize_central(ex[0], config.resize_size), ex[1], ex[2])), num_parallel_calls=AUTOTUNE
-        ).cache()
     if training:
         if unread is None:
             ds = ds.shuffle(config.shuffle_buffer, seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False)
@@ -861,23 +870,18 @@ def make_dataset(
 
     def prepare(index, example, choices=None):
         """One example's batch row; `choices` are its `random_choices` when already drawn."""
-        image, label, _ = example
+        image, label, name = example
         if unread is not None:
             image = tf.io.read_file(image)
         if crops == "ten":
-            if not cached:
-                image = decode_and_resize(image, config.resize_size, source.encoded)
-            return ten_crop_example(image, label, config)
+            return ten_crop_example(decode_and_resize(image, config.resize_size, source.encoded), label, config)
         if training and config.random_labels:
-            # The same random label for an example in every epoch.
-            label = tf.random.stateless_uniform(
-                (), tf.stack([tf.cast(seed, tf.int64), index]), 0, source.num_classes, dtype=tf.int32
-            )
-        if not source.encoded and not cached:
+            label = random_label(name, seed, source.num_classes)
+        if not source.encoded:
             image = resize_central(image, config.resize_size)
         if choices is None:
             choices = random_choices(index, config, training, seed, epoch)
-        return crop_example(image, label, choices, config, encoded=source.encoded and not cached)
+        return crop_example(image, label, choices, config, encoded=source.encoded)
 
     def decode_batch(indices, examples):
         """A dataset of one element: the batch of the examples `indices`, decoded one
@@ -924,7 +928,7 @@ def make_dataset(
     if training:
         steps = source.sizes[split] // global_batch - skip_batches  # global steps left
         batches = max(steps * (width // batch_size), 0)  # this pipeline's per-replica batches
-    if source.encoded and not cached:
+    if source.encoded:
         # One small dataset per batch keeps its cost off the per-image path; the batches
         # are built in parallel, each in one interleave worker.
         ds = ds.batch(batch_size, drop_remainder=training)
@@ -1039,9 +1043,10 @@ def compute_stats(images: tf.data.Dataset, size: int, progress=None) -> Stats:
     )
 
 
-def dataset_stats(source: Source, config: DataConfig, split: str = "train") -> Stats:
-    """The stats a run uses: the stats file if given, else computed for small in-memory
-    sources, else the ImageNet constants (per-channel mean)."""
+def dataset_stats(source: Source, config: DataConfig, split: str = "train", progress=None) -> Stats:
+    """The stats a run uses: those of `data.stats_path` if given, else computed over every
+    readable training image (Sec. 2: the mean over the training set; Sec. 4.1: the RGB
+    covariance). `progress(count)` is called as images are read."""
     if config.stats_path:
         stats = Stats.load(config.stats_path)
         if stats.mean_image.shape[:2] != (config.resize_size, config.resize_size):
@@ -1050,12 +1055,7 @@ def dataset_stats(source: Source, config: DataConfig, split: str = "train") -> S
                 f"but data.resize_size is {config.resize_size}"
             )
         return stats
-    if not source.encoded:
-        images = source.split(split).map(
-            lambda x, y: decode_and_resize(x, config.resize_size, False), num_parallel_calls=AUTOTUNE
-        )
-        return compute_stats(images, config.resize_size)
-    return Stats.imagenet(config.resize_size)
+    return compute_stats(resized_images(source, split, config.resize_size), config.resize_size, progress)
 
 
 def apply_flips(images: tf.Tensor, flips: tf.Tensor) -> tf.Tensor:

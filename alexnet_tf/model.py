@@ -9,7 +9,10 @@ logits in float32.
 
 from __future__ import annotations
 
+import zlib
+
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
@@ -25,6 +28,15 @@ CONV_SPECS = {
 }
 FC_UNITS = {"fc6": 4096, "fc7": 4096}  # Sec. 3.5
 BIAS_ONE = ("conv2", "conv4", "conv5", "fc6", "fc7")  # Sec. 5
+
+
+def layer_seed(seed: int, layer_name: str) -> int:
+    """The random seed of one layer: a pure function of the run's seed and the layer's
+    name, so that every layer draws its own numbers (Sec. 5 draws each weight
+    independently), the same ones in every model form and under every strategy, and
+    adding or removing a layer changes no other layer's draw."""
+    entropy = [seed & 0xFFFFFFFF, zlib.crc32(layer_name.encode())]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0] & 0x7FFFFFFF)
 
 
 @keras.saving.register_keras_serializable(package="alexnet_tf")
@@ -141,14 +153,21 @@ def _widths(config: ModelConfig) -> dict:
     return out
 
 
-def build_model(config: ModelConfig, name: str = "alexnet") -> keras.Model:
-    """Builds the paper's net (or an ablation of it) as a functional Keras model."""
+def build_model(config: ModelConfig, seed: int = 0, name: str = "alexnet") -> keras.Model:
+    """Builds the paper's net (or an ablation of it) as a functional Keras model.
+
+    `seed` (the run's `train.seed`) fixes every layer's initial weights and dropout
+    masks; each layer draws from its own seed (`layer_seed`).
+    """
     widths = _widths(config)
     groups = 2 if config.two_columns else 1
     pool = (3, 2) if config.overlap_pooling else (2, 2)  # Sec. 3.4: z=3, s=2
     act = config.activation
-    init = keras.initializers.RandomNormal(stddev=config.init_std)  # Sec. 5
     conv_cls = SplitConv2D if config.conv_form == "split" else layers.Conv2D
+
+    def init(layer_name):
+        # One initializer per layer: a shared one would give every layer the same draw.
+        return keras.initializers.RandomNormal(stddev=config.init_std, seed=layer_seed(seed, layer_name))  # Sec. 5
 
     def bias(layer_name):
         one = config.bias_one and layer_name in BIAS_ONE  # Sec. 5
@@ -164,7 +183,7 @@ def build_model(config: ModelConfig, name: str = "alexnet") -> keras.Model:
             padding="valid" if layer_name == "conv1" else "same",
             groups=g,
             activation=act,
-            kernel_initializer=init,
+            kernel_initializer=init(layer_name),
             bias_initializer=bias(layer_name),
             name=layer_name,
         )(x)
@@ -196,12 +215,19 @@ def build_model(config: ModelConfig, name: str = "alexnet") -> keras.Model:
     x = conv(x, "conv5")  # (B, 13, 13, 256), two groups
     x = maxpool(x, "pool5")  # (B, 6, 6, 256)
     x = layers.Flatten(name="flatten")(x)  # (B, 9216)
+
+    def dropout(x, layer_name):
+        return Dropout(config.dropout, seed=layer_seed(seed, layer_name), name=layer_name)(x)
+
     for fc in ("fc6", "fc7"):
-        x = Dropout(config.dropout, name=f"dropout{fc[-1]}")(x)  # Sec. 4.2
-        x = layers.Dense(widths[fc], activation=act, kernel_initializer=init, bias_initializer=bias(fc), name=fc)(
+        if config.dropout_placement == "inputs":
+            x = dropout(x, f"dropout{fc[-1]}")  # torchvision: the inputs of fc6 and fc7
+        x = layers.Dense(widths[fc], activation=act, kernel_initializer=init(fc), bias_initializer=bias(fc), name=fc)(
             x
         )  # (B, 4096)
-    x = layers.Dense(config.num_classes, kernel_initializer=init, bias_initializer=bias("fc8"), name="fc8")(
+        if config.dropout_placement == "outputs":
+            x = dropout(x, f"dropout{fc[-1]}")  # Sec. 4.2: the outputs of fc6 and fc7
+    x = layers.Dense(config.num_classes, kernel_initializer=init("fc8"), bias_initializer=bias("fc8"), name="fc8")(
         x
     )  # (B, 1000)
     logits = layers.Activation("linear", dtype="float32", name="logits")(x)
@@ -212,7 +238,7 @@ def to_split_form(model: keras.Model, config: ModelConfig) -> keras.Model:
     """The same net with SplitConv2D for the grouped layers and the same weights."""
     import dataclasses
 
-    split = build_model(dataclasses.replace(config, conv_form="split"), name=model.name)
+    split = build_model(dataclasses.replace(config, conv_form="split"), name=model.name)  # weights copied below
     split.set_weights(model.get_weights())
     return split
 

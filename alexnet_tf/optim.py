@@ -47,8 +47,17 @@ class LearningRateSchedule(tf.Module):
     """Epoch-level control of the learning rate, with its state in variables so that a
     checkpoint restores it.
 
-    plateau (Sec. 5): divide by 10 when the validation error stops improving, at most
-    three times. step: multiply by `lr_factor` at each epoch in `step_epochs`.
+    plateau (Sec. 5): divide by 10 (`lr_factor`) "when the validation error rate stopped
+    improving with the current learning rate", at most three times (`max_reductions`):
+      - an epoch improves when its error is below the best so far by more than
+        `plateau_threshold`;
+      - epochs without improvement count only once the error has improved at the
+        current rate: at the start, once it has fallen `plateau_start_drop` below the
+        first epoch's error (a net still at chance has not started, it is not on a
+        plateau); after a cut, once an epoch at the new rate has improved;
+      - `plateau_patience` counted epochs in a row cut the rate; the `plateau_cooldown`
+        epochs after a cut are not counted.
+    step: multiply by `lr_factor` at each epoch in `step_epochs`. constant: `lr` throughout.
     """
 
     def __init__(self, config: OptimConfig, global_batch: int):
@@ -56,7 +65,11 @@ class LearningRateSchedule(tf.Module):
         self.config = config
         self.base = base_lr(config, global_batch)
         self.best_error = tf.Variable(float("inf"), trainable=False, name="best_error")
+        # epochs count once best_error is at or below this (set by the first epoch and each cut)
+        self.counts_below = tf.Variable(float("inf"), trainable=False, name="counts_below")
+        self.started = tf.Variable(False, trainable=False, name="started")
         self.bad_epochs = tf.Variable(0, trainable=False, name="bad_epochs")
+        self.cooldown = tf.Variable(0, trainable=False, name="cooldown")
         self.reductions = tf.Variable(0, trainable=False, name="reductions")
 
     def lr(self, epoch: int) -> float:
@@ -69,18 +82,33 @@ class LearningRateSchedule(tf.Module):
             return self.base * c.lr_factor ** int(self.reductions.numpy())
         return self.base
 
+    def waiting(self) -> bool:
+        """True while the error has not yet improved at the current rate (plateau only)."""
+        return self.config.schedule == "plateau" and float(self.best_error.numpy()) > float(self.counts_below.numpy())
+
     def end_epoch(self, eval_error: float) -> bool:
         """Records an epoch's validation error; True when the lr was just reduced."""
         c = self.config
         if c.schedule != "plateau":
             return False
-        if eval_error < float(self.best_error.numpy()) - c.plateau_threshold:
+        if not bool(self.started.numpy()):
+            self.started.assign(True)
+            self.counts_below.assign(eval_error - c.plateau_start_drop)
+        improved = eval_error < float(self.best_error.numpy()) - c.plateau_threshold
+        if improved:
             self.best_error.assign(eval_error)
             self.bad_epochs.assign(0)
+        if int(self.cooldown.numpy()) > 0:
+            self.cooldown.assign_sub(1)
+            return False
+        if improved or self.waiting():
             return False
         self.bad_epochs.assign_add(1)
         if int(self.bad_epochs.numpy()) >= c.plateau_patience and int(self.reductions.numpy()) < c.max_reductions:
             self.reductions.assign_add(1)
             self.bad_epochs.assign(0)
+            self.cooldown.assign(c.plateau_cooldown)
+            # counting resumes once an epoch at the new rate improves on the best so far
+            self.counts_below.assign(float(self.best_error.numpy()) - c.plateau_threshold)
             return True
         return False

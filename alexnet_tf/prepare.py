@@ -25,13 +25,13 @@ import itertools
 import json
 import os
 import sys
-import time
 
 import numpy as np
 import tensorflow as tf
 
 from alexnet_tf import cli
 from alexnet_tf import data as data_lib
+from alexnet_tf.report import Progress
 
 PROGRESS_DIR = ".progress"  # per-shard records: a shard is finished when its record exists
 ORDER_SEED = 0  # the order files of a folder are written in: fixed, so that a resumed run agrees
@@ -54,23 +54,6 @@ def _splits(source: data_lib.Source) -> list:
             seen.add(id(fn))
             out.append(name)
     return out
-
-
-class Progress:
-    def __init__(self, total: int, label: str, quiet: bool):
-        self.total, self.label, self.quiet = total, label, quiet
-        self.start = time.perf_counter()
-        self.last = 0.0
-
-    def update(self, done: int, final: bool = False) -> None:
-        now = time.perf_counter()
-        if self.quiet or (not final and now - self.last < 2.0):
-            return
-        self.last = now
-        rate = done / max(now - self.start, 1e-9)
-        eta = (self.total - done) / rate if rate > 0 else 0
-        end = "\n" if final or not sys.stderr.isatty() else "\r"
-        print(f"{self.label}: {done}/{self.total} images, {rate:.0f} img/s, ETA {eta:.0f}s", end=end, file=sys.stderr)
 
 
 def prepare(

@@ -17,6 +17,28 @@ def format_duration(seconds: float) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
+class Progress:
+    """A progress line for long passes over images (`label: done/total images, rate,
+    ETA`), at most every 2 s, on one line of a terminal; `quiet` silences it."""
+
+    def __init__(self, total: int, label: str, quiet: bool = False, stream=None):
+        self.total, self.label, self.quiet = total, label, quiet
+        self.stream = stream or sys.stderr
+        self.start = time.perf_counter()
+        self.last = 0.0
+
+    def update(self, done: int, final: bool = False) -> None:
+        now = time.perf_counter()
+        if self.quiet or (not final and now - self.last < 2.0):
+            return
+        self.last = now
+        rate = done / max(now - self.start, 1e-9)
+        eta = (self.total - done) / rate if rate > 0 else 0
+        end = "\n" if final or not self.stream.isatty() else "\r"
+        text = f"{self.label}: {done}/{self.total} images, {rate:.0f} img/s, ETA {format_duration(eta)}"
+        print(text, end=end, file=self.stream, flush=True)
+
+
 class Reporter:
     """Writes scalars to `workdir/tb/{train,eval}` and `workdir/metrics.jsonl` (one JSON
     object per call: split, step and the values, for scripts), progress lines to stdout.

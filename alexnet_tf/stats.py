@@ -17,7 +17,7 @@ import numpy as np
 
 from alexnet_tf import cli
 from alexnet_tf import data as data_lib
-from alexnet_tf.prepare import Progress
+from alexnet_tf.report import Progress
 
 
 def compute(

@@ -2,7 +2,7 @@
 
 `train_and_evaluate(config, workdir)` does the work; `main` only parses and calls it.
 A custom loop under a tf.distribute strategy: an XLA-compiled forward/backward per
-replica, the paper's SGD rule applied outside the compiled function (the form that works
+replica with the paper's SGD rule (inside the compiled program on one device, after it
 under MirroredStrategy), several steps per host call, checkpoints with automatic resume,
 TensorBoard scalars and a console progress line, a final evaluation in results.json.
 """
@@ -15,6 +15,7 @@ import json
 import math
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -28,7 +29,7 @@ from alexnet_tf.distribute import make_strategy, single_device
 from alexnet_tf.errors import Preempted, TrainingError
 from alexnet_tf.figures import conv1_grid
 from alexnet_tf.model import build_model, model_variables
-from alexnet_tf.report import Reporter, format_duration
+from alexnet_tf.report import Progress, Reporter, format_duration
 
 
 @contextlib.contextmanager
@@ -127,8 +128,9 @@ def model_call(model: keras.Model, config: Config):
 
 def update_in_xla(config: Config, strategy: tf.distribute.Strategy) -> bool:
     """Whether the SGD update runs inside the step's XLA program (`train.fused_update`):
-    with XLA on one device. Under MirroredStrategy it cannot (NOTES: variable updates
-    need a merge_call outside XLA), and the update runs after the compiled function."""
+    with XLA on one device. Under MirroredStrategy it cannot (a mirrored variable's
+    update is a cross-replica merge_call, which XLA cannot hold: TensorFlow fails with
+    "failed to lift variable creations"), and the update runs after the compiled function."""
     return config.train.jit_compile and config.train.fused_update and single_device(strategy)
 
 
@@ -138,7 +140,6 @@ def make_train_loop(
     strategy: tf.distribute.Strategy,
     config: Config,
     stats_tensors: dict,
-    global_batch: int,
     step: tf.Variable,
 ):
     """The training step, `train_loop(iterator, steps)`: `steps` SGD steps in one host call.
@@ -156,15 +157,22 @@ def make_train_loop(
     variables = model.trainable_variables
     call = model_call(model, c)
 
-    def forward_backward(batch):
+    def global_weight(batch):
+        """The sum of the weights of the whole global batch, over every replica and worker."""
+        total = tf.reduce_sum(batch["weight"])
+        ctx = tf.distribute.get_replica_context()
+        return ctx.all_reduce(tf.distribute.ReduceOp.SUM, total) if ctx.num_replicas_in_sync > 1 else total
+
+    def forward_backward(batch, weight_sum):
         images = data_lib.device_preprocess(batch, stats_tensors, c.data, compute_dtype)
         labels, w = batch["label"], batch["weight"]  # weight 0: a file that could not be decoded
         with tf.GradientTape() as tape:
             logits = call(images, training=True)  # (B, classes) float32
             per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
-            # Sum over the replica's examples / global batch: the all-reduce sum of
-            # the gradients is then the gradient of the global-batch mean.
-            loss = tf.nn.compute_average_loss(per_example, sample_weight=w, global_batch_size=global_batch)
+            # The replica's weighted sum / the global batch's weight: the all-reduce sum
+            # of the gradients is the gradient of the mean over the examples that were
+            # read, so rows of unreadable files do not shrink the step.
+            loss = tf.math.divide_no_nan(tf.reduce_sum(per_example * w), weight_sum)
         grads = tape.gradient(loss, variables)
         # Each replica adds its share of the decay so that the sum adds it once.
         replicas = tf.distribute.get_replica_context().num_replicas_in_sync
@@ -184,7 +192,7 @@ def make_train_loop(
         # update's elementwise ops fuse instead of running one kernel each.
         @tf.function(jit_compile=True)
         def replica_step(batch):
-            grads, metrics = forward_backward(batch)
+            grads, metrics = forward_backward(batch, global_weight(batch))
             optimizer.apply_gradients(zip(grads, variables))
             return metrics
 
@@ -192,7 +200,8 @@ def make_train_loop(
         compiled = tf.function(forward_backward, jit_compile=c.train.jit_compile)
 
         def replica_step(batch):
-            grads, metrics = compiled(batch)
+            # the all-reduce outside the compiled function, as the update (see above)
+            grads, metrics = compiled(batch, global_weight(batch))
             optimizer.apply_gradients(zip(grads, variables))
             return metrics
 
@@ -236,9 +245,10 @@ class Trainer:
         if c.train.max_steps:
             self.total_steps = min(self.total_steps, c.train.max_steps)
 
+        self.reporter = Reporter(workdir, self.total_steps, chief=is_chief(self.strategy))
         self.stats = self._stats()
         with self.strategy.scope():
-            self.model = build_model(c.model)
+            self.model = build_model(c.model, seed=c.train.seed)
             self.optimizer = optim.build_optimizer(c.optim, self.global_batch)
             self.optimizer.build(self.model.trainable_variables)
             self.schedule = optim.LearningRateSchedule(c.optim, self.global_batch)
@@ -265,17 +275,30 @@ class Trainer:
             self.checkpoint, os.path.join(ckpt_dir, "best"), max_to_keep=1, checkpoint_name="best"
         )
         self._preempted = False
-        self.reporter = Reporter(workdir, self.total_steps, chief=is_chief(self.strategy))
         self._train_loop = self._make_train_loop()
         self._eval_step = self._make_eval_step()
 
     # ---------------------------------------------------------------- setup
     def _stats(self) -> data_lib.Stats:
+        """The mean image and RGB covariance of Sec. 2 and 4.1: the stats file's, else
+        computed over the training split on the first run and kept in the workdir."""
+        d = self.config.data
         path = os.path.join(self.workdir, "stats.npz")
-        if os.path.exists(path) and not self.config.data.stats_path:
+        if os.path.exists(path) and not d.stats_path:
             return data_lib.Stats.load(path)
-        stats = data_lib.dataset_stats(self.source, self.config.data, self.config.data.train_split)
-        stats.save(path)
+        progress = None
+        if not d.stats_path:
+            n = self.source.sizes[d.train_split]
+            self.reporter.line(
+                f"computing the mean image and RGB covariance (Sec. 2, 4.1) over the {n} training images, "
+                f"once; to reuse them elsewhere: --set data.stats_path={path}"
+            )
+            progress = Progress(n, "statistics", stream=sys.stdout)
+        stats = data_lib.dataset_stats(self.source, d, d.train_split, progress and progress.update)
+        if progress:
+            progress.update(n, final=True)
+        stats.save(path + ".tmp.npz")
+        os.replace(path + ".tmp.npz", path)  # never a half-written file for a resume to read
         return stats
 
     def _dataset(self, split: str, training: bool, epoch: int = 0, skip_batches: int = 0):
@@ -286,9 +309,7 @@ class Trainer:
 
     # ---------------------------------------------------------------- steps
     def _make_train_loop(self):
-        return make_train_loop(
-            self.model, self.optimizer, self.strategy, self.config, self.stats_tensors, self.global_batch, self.step
-        )
+        return make_train_loop(self.model, self.optimizer, self.strategy, self.config, self.stats_tensors, self.step)
 
     def _make_eval_step(self):
         c = self.config
@@ -373,7 +394,7 @@ class Trainer:
             return
         self.reporter.histograms("train", step, {v.path: v for v in self.model.trainable_variables})
         c = self.config
-        few = dataclasses.replace(c.data, cache=False, shuffle_buffer=1)
+        few = dataclasses.replace(c.data, shuffle_buffer=1)
         batch = next(iter(data_lib.make_dataset(self.source, few, c.data.train_split, 4, True, c.train.seed, epoch)))
         inputs = data_lib.apply_flips(batch["image"], batch["flip"])
         self.reporter.images("train", step, "augmented_inputs", inputs, max_outputs=4)
@@ -469,6 +490,11 @@ class Trainer:
                     self.best_manager.save(checkpoint_number=step)
                 if self.schedule.end_epoch(metrics["top1_error"]):
                     self.reporter.line(f"validation error stopped improving: lr -> {self.schedule.lr(epoch + 1):.3g}")
+                elif self.schedule.waiting() and not self.schedule.reductions.numpy():
+                    self.reporter.line(
+                        "validation error not yet below its first value by "
+                        f"{c.optim.plateau_start_drop:g}: the plateau schedule waits (Sec. 5)"
+                    )
                 images = max(epoch_totals["count"], 1)
                 history.append(
                     {

@@ -29,7 +29,6 @@ def get_config():
             "data.eval_split": "test",
             "data.resize_size": 76,  # 67 * 256 / 227, the paper's crop-to-image ratio
             "data.crop_size": 67,  # smallest input that keeps every layer of Fig. 2
-            "data.cache": True,
             "model.input_size": 67,
             "model.num_classes": 10,
             "model.width": WIDTH,  # a quarter of every layer's kernels and units

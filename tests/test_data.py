@@ -613,10 +613,60 @@ def test_prepare_and_stats_commands_report_errors_in_one_line(tmp_path, capsys):
     assert len(err) == 2 and all(line.startswith("error: folder") for line in err)
 
 
-def test_uncached_arrays_are_resized_before_cropping():
+def test_in_memory_arrays_are_resized_before_cropping():
+    """28 px Fashion-MNIST arrays: shorter side to 40 (Sec. 2), then the central 32 crop."""
     source = data_lib.open_source("builtin:fashion_mnist")
-    cfg = DataConfig(resize_size=40, crop_size=32, cache=False, shuffle_buffer=1)
-    batch = next(iter(data_lib.make_dataset(source, cfg, "train", 4, training=True)))
+    cfg = DataConfig(resize_size=40, crop_size=32, shuffle_buffer=1)
+    batch = next(iter(data_lib.make_dataset(source, cfg, "test", 4, training=False)))
     assert batch["image"].shape == (4, 32, 32, 3)
-    cached = next(iter(data_lib.make_dataset(source, dataclasses.replace(cfg, cache=True), "train", 4, training=True)))
-    np.testing.assert_array_equal(batch["image"].numpy(), cached["image"].numpy())
+    for i, (image, _) in enumerate(source.split("test").take(4)):
+        resized = tf.image.resize(tf.cast(image, tf.float32), (40, 40), antialias=True)
+        want = tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)[4:36, 4:36]
+        np.testing.assert_array_equal(batch["image"][i].numpy(), want.numpy())
+
+
+@pytest.mark.parametrize("kind", ["builtin", "folder", "tfrecord", "tfds"])
+def test_random_labels_stay_with_their_example(tmp_path, kind):
+    """data.random_labels: each example keeps its random label in every epoch, whatever
+    order the source reads it in (TFRecord and TFDS shards are read in a new order each
+    epoch), and the labels have nothing to do with the true ones."""
+    from contextlib import nullcontext
+
+    from alexnet_tf import prepare
+
+    mock, split = nullcontext(), "train"
+    if kind == "builtin":
+        spec, n_classes, split = "builtin:fashion_mnist", 10, "test"  # 2,000 examples
+    elif kind == "tfds":
+        tfds = pytest.importorskip("tensorflow_datasets")
+        mock, spec, n_classes = tfds.testing.mock_data(num_examples=24), "tfds:imagenet2012", 1000
+    else:
+        root = make_folder(str(tmp_path / "src"), per_class=8, classes=tuple("abcdef"))
+        spec, n_classes = "folder:" + root, 6
+        if kind == "tfrecord":
+            prepare.prepare(spec, str(tmp_path / "out"), size=R, shard_size=3, quiet=True)
+            spec = "tfrecord:" + str(tmp_path / "out")
+    # crop = the whole image, no flip, no noise: an example's batch row is its image
+    cfg = DataConfig(resize_size=R, crop_size=R, pca_noise_std=0.0, random_flip=False, random_labels=True)
+    with mock:
+        source = data_lib.open_source(spec)
+
+        def labels_by_image(epoch):
+            out = {}
+            for b in data_lib.make_dataset(source, cfg, split, 8, training=True, seed=3, epoch=epoch):
+                for image, label in zip(b["image"].numpy(), b["label"].numpy()):
+                    out.setdefault(image.tobytes(), []).append(int(label))
+            return {k: sorted(v) for k, v in out.items()}
+
+        first, second = labels_by_image(0), labels_by_image(1)
+    assert first == second and len(first) >= 24
+    labels = [y for v in first.values() for y in v]
+    assert len(set(labels)) >= min(n_classes, len(labels)) // 2  # spread over the classes
+    if kind == "builtin":  # about 1 in 10 keep their true label, classes balanced
+        true = {}
+        resized = source.split(split).map(lambda x, y: (data_lib.resize_central(x, R), y))
+        for x, y in resized.as_numpy_iterator():
+            true.setdefault(x.tobytes(), []).append(int(y))
+        agree = np.mean([sorted(true[k]) == v for k, v in first.items() if len(v) == 1])
+        assert 0.06 < agree < 0.14
+        assert np.bincount(labels, minlength=10).min() > 0.8 * len(labels) / 10

@@ -246,7 +246,7 @@ def test_weight_zero_rows_do_not_train():
             optimizer = optim.build_optimizer(config.optim, 8)
             optimizer.build(model.trainable_variables)
             step = tf.Variable(0, dtype=tf.int64)
-        loop = train_lib.make_train_loop(model, optimizer, strategy, config, stats_tensors, 8, step)
+        loop = train_lib.make_train_loop(model, optimizer, strategy, config, stats_tensors, step)
         totals = loop(iter([batch]), tf.constant(1))
         return [v.numpy() for v in model.trainable_variables], {k: float(v) for k, v in totals.items()}
 
@@ -263,3 +263,46 @@ def test_weight_zero_rows_do_not_train():
     for a, b in zip(w_a, w_b):
         np.testing.assert_array_equal(a, b)
     assert any(not np.allclose(a, c) for a, c in zip(w_a, w_c))
+
+
+def test_unreadable_rows_do_not_shrink_the_step():
+    """Rows of unreadable files (weight 0) leave the step of the others as it is: a batch
+    of 8 with 2 such rows moves the weights as the batch of its 6 readable rows does, on
+    one device and with the 8 rows split over two replicas (the 2 on one replica), and
+    the logged loss is the mean cross-entropy of the 6 (computed here by Keras)."""
+    from alexnet_tf import bench, optim
+    from alexnet_tf import data as data_lib
+    from alexnet_tf import train as train_lib
+    from alexnet_tf.model import build_model
+
+    config = tiny(**{"train.jit_compile": False})
+    stats = data_lib.Stats.imagenet(config.data.resize_size)
+    stats_tensors = {k: tf.constant(getattr(stats, k)) for k in ("mean_image", "eigval", "eigvec")}
+    batch = bench.synthetic_batch(config, 8, seed=3)
+    with_bad = {**batch, "weight": tf.constant([1.0] * 6 + [0.0] * 2)}
+    readable = {k: v[:6] for k, v in batch.items()}
+
+    def one_step(strategy, batch):
+        with strategy.scope():
+            model = build_model(config.model, seed=0)
+            optimizer = optim.build_optimizer(config.optim, 8)  # the same lr for both batches
+            optimizer.build(model.trainable_variables)
+            step = tf.Variable(0, dtype=tf.int64)
+        before = model(data_lib.device_preprocess(batch, stats_tensors, config.data), training=False)
+        loop = train_lib.make_train_loop(model, optimizer, strategy, config, stats_tensors, step)
+        n = int(batch["label"].shape[0])
+        dataset = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensor_slices(batch).batch(n))
+        totals = loop(iter(dataset), tf.constant(1))
+        return [v.numpy() for v in model.trainable_variables], float(totals["loss"]), before
+
+    one = tf.distribute.OneDeviceStrategy("/cpu:0")
+    w_bad, loss_bad, logits = one_step(one, with_bad)
+    w_ok, loss_ok, _ = one_step(one, readable)
+    w_two, loss_two, _ = one_step(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), with_bad)
+    expected = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(batch["label"][:6], logits[:6])
+    np.testing.assert_allclose([loss_bad, loss_ok, loss_two], float(expected), rtol=1e-5)
+    moved = [np.abs(a - b.numpy()).max() for a, b in zip(w_ok, build_model(config.model, seed=0).trainable_variables)]
+    assert max(moved) > 1e-4
+    for a, b, c in zip(w_bad, w_ok, w_two):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(c, b, rtol=1e-4, atol=1e-6)

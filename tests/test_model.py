@@ -39,8 +39,6 @@ def test_paper_layer_shapes(paper_model):
     for name, shape in expected.items():
         assert tuple(paper_model.get_layer(name).output.shape[1:]) == shape, name
     assert paper_model.output.dtype == "float32"
-    names = [layer.name for layer in paper_model.layers]
-    assert names.index("dropout6") < names.index("fc6") < names.index("dropout7") < names.index("fc7")
 
 
 def test_groups_and_kernel_shapes(paper_model):
@@ -151,15 +149,86 @@ def test_keras_file_round_trip(tmp_path, form):
     assert loaded.get_layer("lrn2").convention == "caffe"
 
 
+WEIGHTED = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
+
+
 def test_init_statistics(paper_model):
     # Sec. 5: weights N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6, fc7, else 0.
-    for name in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"):
+    for name in WEIGHTED:
         layer = paper_model.get_layer(name)
         w = layer.kernel.numpy()
         assert abs(w.std() - 0.01) < 0.0005, name
         assert abs(w.mean()) < 0.0005, name
         expected_bias = 1.0 if name in ("conv2", "conv4", "conv5", "fc6", "fc7") else 0.0
         np.testing.assert_array_equal(layer.bias.numpy(), expected_bias)
+
+
+def test_every_layer_draws_its_own_weights(paper_model):
+    """Sec. 5 draws each weight independently: no layer's kernel repeats another's draw
+    (a shared initializer gives every layer a prefix of one draw: correlation 1)."""
+    kernels = {n: paper_model.get_layer(n).kernel.numpy().ravel() for n in WEIGHTED}
+    for i, a in enumerate(WEIGHTED):
+        for b in WEIGHTED[i + 1 :]:
+            n = min(kernels[a].size, kernels[b].size)  # at least conv1's 34,848: noise ~0.005
+            r = np.corrcoef(kernels[a][:n], kernels[b][:n])[0, 1]
+            assert abs(r) < 0.03, (a, b, r)
+            # nor a draw shifted by a few values
+            assert abs(np.corrcoef(kernels[a][1:n], kernels[b][: n - 1])[0, 1]) < 0.03, (a, b)
+
+
+def test_init_depends_on_the_seed_alone():
+    def kernels(model):
+        return {n: model.get_layer(n).kernel.numpy() for n in WEIGHTED}
+
+    a = kernels(build_model(SMALL, seed=1))
+    keras.utils.set_random_seed(123)  # the global seed plays no part
+    b = kernels(build_model(SMALL, seed=1))
+    split = kernels(build_model(dataclasses.replace(SMALL, conv_form="split"), seed=1))
+    other = kernels(build_model(SMALL, seed=2))
+    no_lrn = kernels(build_model(dataclasses.replace(SMALL, lrn=False), seed=1))
+    for n in WEIGHTED:
+        np.testing.assert_array_equal(a[n], b[n])
+        np.testing.assert_array_equal(a[n], split[n])  # both model forms
+        np.testing.assert_array_equal(a[n], no_lrn[n])  # another layer's presence changes nothing
+        assert abs(np.corrcoef(a[n].ravel(), other[n].ravel())[0, 1]) < 0.05, n
+
+
+def test_init_is_the_same_under_mirrored_strategy():
+    """Variables made under MirroredStrategy hold the one-device draw on every replica."""
+    one = build_model(SMALL, seed=5)
+    with tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]).scope():
+        two = build_model(SMALL, seed=5)
+    for n in WEIGHTED:
+        values = two.get_layer(n).kernel.value.values  # the MirroredVariable's per-replica copies
+        assert len(values) == 2
+        for v in values:
+            np.testing.assert_array_equal(v.numpy(), one.get_layer(n).kernel.numpy())
+
+
+@pytest.mark.parametrize("placement", ["outputs", "inputs"])
+def test_dropout_placement(placement):
+    """Sec. 4.2: dropout zeroes the outputs of fc6 and fc7 ("outputs"); torchvision's
+    placement drops their inputs (pool5's output and fc6's)."""
+    model = build_model(dataclasses.replace(SMALL, dropout_placement=placement))
+    get = model.get_layer
+    if placement == "outputs":
+        assert get("dropout6").input is get("fc6").output
+        assert get("fc7").input is get("dropout6").output
+        assert get("dropout7").input is get("fc7").output
+        assert get("fc8").input is get("dropout7").output
+    else:
+        assert get("dropout6").input is get("flatten").output
+        assert get("fc6").input is get("dropout6").output
+        assert get("dropout7").input is get("fc6").output
+        assert get("fc8").input is get("fc7").output
+    # in training, about half of what a dropout layer passes on is zero, the rest doubled
+    sub = keras.Model(model.input, [get("dropout7").input, get("dropout7").output])
+    x = np.random.default_rng(0).normal(scale=50.0, size=(16, 67, 67, 3)).astype("float32")
+    before, after = (t.numpy() for t in sub(x, training=True))
+    live = before != 0
+    dropped = (after == 0) & live
+    assert 0.4 < dropped.sum() / live.sum() < 0.6
+    np.testing.assert_allclose(after[live & ~dropped], 2 * before[live & ~dropped], rtol=1e-6)
 
 
 def test_ablation_switches():

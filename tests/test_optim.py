@@ -39,14 +39,58 @@ def test_linear_lr_scaling():
     assert optim.base_lr(OptimConfig(lr=0.01, scale_lr=False), 256) == 0.01
 
 
+def _cuts(errors, **config):
+    """The epochs (0-based) after which the plateau schedule cut the rate."""
+    s = optim.LearningRateSchedule(OptimConfig(lr=0.01, **config), 128)
+    return [i for i, e in enumerate(errors) if s.end_epoch(e)], s
+
+
 def test_plateau_schedule_three_reductions():
-    s = optim.LearningRateSchedule(OptimConfig(lr=0.01, plateau_patience=2, max_reductions=3), 128)
-    errors = [0.9, 0.8, 0.8, 0.8, 0.79995, 0.81, 0.7, 0.7, 0.7] + [0.7] * 10
-    reduced = [s.end_epoch(e) for e in errors]
-    # improvement at epochs 0, 1, 6; no improvement (within threshold) otherwise.
-    assert reduced[:9] == [False, False, False, True, False, True, False, False, True]
-    assert sum(reduced) == 3  # never more than three times
+    errors = [0.9, 0.8, 0.8, 0.8, 0.79995, 0.81, 0.7, 0.7, 0.7] + [0.7] * 10 + [0.6, 0.6, 0.6, 0.5, 0.5, 0.5]
+    cuts, s = _cuts(errors, plateau_patience=2, max_reductions=3)
+    # Improvements at epochs 1, 6, 19 and 22 (0.79995 is within the 1e-3 threshold).
+    # 3: second epoch without improvement. 5: at the cut rate, nothing improved yet, so
+    # epochs 4 and 5 do not count; 6 improves; 8: two flat epochs. 19 improves after the
+    # third cut, but three is the limit.
+    assert cuts == [3, 8, 21]
     np.testing.assert_allclose(s.lr(len(errors)), 0.01 * 0.1**3)
+
+
+def test_plateau_schedule_waits_for_learning_to_start():
+    """Flat at chance, then falling, then flat: the first cut comes two epochs into the
+    final flat stretch, not during the initial one (Sec. 5: "stopped improving")."""
+    chance = [0.9, 0.9, 0.897, 0.9, 0.899, 0.9, 0.903, 0.9]  # within sampling noise of chance
+    falling = [0.85, 0.7, 0.55, 0.5]
+    flat = [0.5, 0.5, 0.5]
+    cuts, s = _cuts(chance + falling + flat)
+    assert cuts == [len(chance) + len(falling) + 1]
+    assert s.reductions.numpy() == 1
+    # a fall of less than plateau_start_drop is noise, not a start
+    cuts, s = _cuts([0.9, 0.885, 0.89, 0.9, 0.9, 0.9], plateau_start_drop=0.02)
+    assert cuts == [] and s.waiting()
+    # the same fall counts with a smaller start_drop: epochs 2 and 3 without improvement;
+    # after that cut nothing improves, so nothing counts
+    assert _cuts([0.9, 0.885, 0.89, 0.9, 0.9, 0.9], plateau_start_drop=0.01)[0] == [3]
+
+
+def test_plateau_schedule_cooldown():
+    errors = [0.9, 0.5] + [0.5] * 8
+    assert _cuts(errors)[0] == [3]  # after the cut nothing improves: no further cut
+    errors = [0.9, 0.5, 0.5, 0.5, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4]
+    assert _cuts(errors)[0] == [3, 6]
+    assert _cuts(errors, plateau_cooldown=2)[0] == [3, 7]  # epochs 4 and 5 are not counted
+
+
+def test_plateau_schedule_state_survives_a_checkpoint(tmp_path):
+    errors = [0.9, 0.9, 0.8, 0.7, 0.7, 0.7, 0.65, 0.65, 0.65]
+    whole, _ = _cuts(errors)
+    first = optim.LearningRateSchedule(OptimConfig(), 128)
+    cuts = [i for i, e in enumerate(errors[:5]) if first.end_epoch(e)]
+    path = tf.train.Checkpoint(schedule=first).save(str(tmp_path / "ckpt"))
+    second = optim.LearningRateSchedule(OptimConfig(), 128)
+    tf.train.Checkpoint(schedule=second).restore(path).assert_consumed()
+    cuts += [i for i, e in enumerate(errors[5:], 5) if second.end_epoch(e)]
+    assert cuts == whole == [5, 8]
 
 
 def test_step_schedule():

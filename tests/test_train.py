@@ -101,3 +101,51 @@ def test_mixed_bfloat16_xla_loop_with_profiler(tmp_path):
     dtypes = reader.get_variable_to_dtype_map()
     assert dtypes["model/conv1/kernel/.ATTRIBUTES/VARIABLE_VALUE"] == tf.float32
     assert glob.glob(os.path.join(workdir, "tb", "profile", "**", "*.xplane.pb"), recursive=True)
+
+
+def test_encoded_source_gets_its_own_mean_image_once(tmp_path, capsys, monkeypatch):
+    """Sec. 2 subtracts the training set's mean image: a run on image files without a
+    stats file computes it (with a progress line) into the workdir, and a resume reads
+    it back instead of computing it again."""
+    import numpy as np
+    from PIL import Image
+
+    from alexnet_tf import data as data_lib
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "images"
+    images = []
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            os.makedirs(root / split / c)
+            for i in range(20):
+                x = (rng.random((30, 40, 3)) * np.array([255, 120, 40])).astype(np.uint8)  # not ImageNet's means
+                Image.fromarray(x).save(root / split / c / f"{i}.png")
+                if split == "train":
+                    images.append(x)
+    config = tiny(
+        **{
+            "data.source": f"folder:{root}",
+            "data.eval_split": "val",
+            "model.num_classes": 2,
+            "train.batch_size": 8,
+            "train.max_steps": 1,
+        }
+    )
+    workdir = str(tmp_path / "run")
+    train_and_evaluate(config, workdir)
+    assert "computing the mean image" in capsys.readouterr().out
+    stats = data_lib.Stats.load(os.path.join(workdir, "stats.npz"))
+    size = config.data.resize_size
+    resized = [data_lib.resize_central(x, size).numpy().astype(np.float64) for x in images]
+    np.testing.assert_allclose(stats.mean_image, np.mean(resized, 0), atol=1e-3)
+    pixels = np.concatenate([r.reshape(-1, 3) for r in resized]) / 255.0
+    eigval = np.sort(np.linalg.eigvalsh(np.cov(pixels.T, bias=True)))[::-1]
+    np.testing.assert_allclose(stats.eigval, eigval, rtol=1e-3)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("statistics computed again on resume")
+
+    monkeypatch.setattr(data_lib, "compute_stats", fail)
+    train_and_evaluate(override(config, {"train.max_steps": 2}), workdir)
+    assert "computing the mean image" not in capsys.readouterr().out
