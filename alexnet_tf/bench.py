@@ -419,6 +419,7 @@ def time_train_step(
     import tensorflow as tf
 
     from alexnet_tf import optim
+    from alexnet_tf import steps as steps_lib
     from alexnet_tf import train as train_lib
     from alexnet_tf.model import build_model
 
@@ -431,7 +432,7 @@ def time_train_step(
             optimizer = optim.build_optimizer(config.optim, batch)
             optimizer.build(model.trainable_variables)
             step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-        train_loop = train_lib.make_train_loop(model, optimizer, strategy, config, stats_tensors, step)
+        train_loop = steps_lib.make_train_loop(model, optimizer, strategy, config, stats_tensors, step)
         feed = _make_feed(feed_kind, strategy, config, source, batch)
         start = time.perf_counter()
         run_steps(train_loop, feed, 1, 1)
@@ -520,6 +521,7 @@ def bench_train(args: argparse.Namespace) -> list:
 
     from alexnet_tf import cli
     from alexnet_tf import data as data_lib
+    from alexnet_tf import train as train_lib
     from alexnet_tf.config import ConfigError, override
     from alexnet_tf.distribute import make_strategy
     from alexnet_tf.errors import TrainingError
@@ -547,11 +549,7 @@ def bench_train(args: argparse.Namespace) -> list:
     source = None
     if args.data:
         source = data_lib.open_source(base.data.source, base.data)
-        if source.num_classes != base.model.num_classes:
-            raise ConfigError(
-                f"{base.data.source} has {source.num_classes} classes but model.num_classes="
-                f"{base.model.num_classes}; set model.num_classes={source.num_classes}"
-            )
+        base = train_lib.resolve_data(base, source, evaluate=False)  # the benchmark only trains
         if args.repeat > 1:
             source = _repeated(source, base.data.train_split, args.repeat)
     stats = data_lib.Stats.imagenet(base.data.resize_size)  # its values do not change the work

@@ -15,7 +15,8 @@ def recipe_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--data",
         help="data source: folder:PATH | tfds:NAME[:SPLIT] | tfrecord:GLOB | "
-        "fashion_mnist:DIR | builtin:fashion_mnist (overrides data.source)",
+        "fashion_mnist:DIR | builtin:fashion_mnist (replaces data.source; the model then has the "
+        "source's classes and evaluation uses its own validation split, unless --set names them)",
     )
     add_overrides(parser)
     return parser
@@ -37,7 +38,9 @@ def resolve_config(args: argparse.Namespace) -> Config:
     config = load_recipe(args.recipe)
     overrides = list(args.overrides)
     if args.data:
-        overrides.insert(0, f"data.source={args.data}")
+        # The recipe's eval split and class count belong to its own source: the new
+        # one's are found when it is opened (train.resolve_data), unless --set names them.
+        overrides[:0] = [f"data.source={args.data}", "data.eval_split=", "model.num_classes=0"]
     return override(config, overrides) if overrides else config
 
 

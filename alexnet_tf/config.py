@@ -28,13 +28,16 @@ class DataConfig:
     # folder:PATH | tfds:NAME[:SPLIT] | tfrecord:GLOB | fashion_mnist:DIR | builtin:fashion_mnist
     source: str = "tfds:imagenet2012"
     train_split: str = "train"
-    eval_split: str = "validation"
+    eval_split: str = "validation"  # "" = the source's own: validation, val or test, the first it has
     resize_size: int = 256  # Sec. 2: shorter side to 256, then the central 256x256 patch
     crop_size: int = 227  # Sec. 4.1 says 224; 227 is what gives 55x55 after conv1
     pad_crop: int = 0  # >0: take crops of this size and zero-pad to crop_size (224 + 3)
     random_flip: bool = True  # Sec. 4.1: horizontal reflections
     pca_noise_std: float = 0.1  # Sec. 4.1: alpha ~ N(0, 0.1) per image
     subtract_mean: bool = True  # Sec. 2: subtract the mean activity over the training set
+    # multiplies the centred pixels (0..255 scale) the net sees; Sec. 2 feeds them as they
+    # are (1.0); about 1/64 gives them unit spread, as model.init="fan_in" expects
+    input_scale: float = 1.0
     stats_path: str = ""  # .npz from `python -m alexnet_tf.stats`; "" = dataset or ImageNet
     shuffle_buffer: int = 10_000
     service_address: str = ""  # tf.data service dispatcher, e.g. grpc://host:5000
@@ -50,7 +53,7 @@ class DataConfig:
 class ModelConfig:
     """The network of Sec. 3 and Fig. 2, with the paper's ablations as switches."""
 
-    num_classes: int = 1000  # ILSVRC
+    num_classes: int = 1000  # ILSVRC; 0 = the data's class count
     input_size: int = 227  # Sec. 3.5 / Fig. 2 (see DataConfig.crop_size)
     width: float = 1.0  # multiplies every conv and fc width; 1.0 is the paper's net
     two_columns: bool = True  # Sec. 3.2; False = one column with half the kernels
@@ -65,7 +68,11 @@ class ModelConfig:
     # Sec. 4.2 zeroes the outputs of fc6 and fc7 ("outputs", Caffe's drop6/drop7);
     # "inputs" drops the inputs of fc6 and fc7 instead, as torchvision's AlexNet does
     dropout_placement: str = "outputs"
-    init_std: float = 0.01  # Sec. 5: weights ~ N(0, 0.01)
+    # Sec. 5: weights ~ N(0, 0.01) ("paper"); "fan_in": N(0, 2 / fan-in) per layer (He et
+    # al. 2015), which keeps the signal's scale through every layer and starts learning
+    # on data where the paper's init sits at chance for many epochs
+    init: str = "paper"
+    init_std: float = 0.01  # Sec. 5, for init="paper"
     bias_one: bool = True  # Sec. 5: biases 1 in conv2, conv4, conv5, fc6, fc7
     conv_form: str = "grouped"  # grouped (Conv2D groups=2) | split (two convs + concat)
 
@@ -137,6 +144,7 @@ CHOICES = {
     "model.activation": ("relu", "tanh"),
     "model.conv_form": ("grouped", "split"),
     "model.dropout_placement": ("outputs", "inputs"),
+    "model.init": ("paper", "fan_in"),
     "optim.schedule": ("plateau", "step", "constant"),
     "train.precision": ("float32", "mixed_bfloat16"),
     "distribute.strategy": ("auto", "one_device", "mirrored", "multi_worker", "columns"),

@@ -99,6 +99,7 @@ class Source:
     # records through shuffle and batching and parses each batch at once.
     records: dict = dataclasses.field(default_factory=dict)
     parse: Callable | None = None
+    aliases: dict = dataclasses.field(default_factory=dict)  # other names of splits: {"validation": "val"}
 
     @property
     def num_classes(self) -> int:
@@ -217,11 +218,12 @@ def _files_source(name: str, class_names: list, files: dict, aliases: dict | Non
         encoded_paths = np.array([os.fsencode(p) for p in paths] or [b""], dtype=object)[: len(paths)]
         lists[split] = (encoded_paths, np.asarray(labels, np.int32))
         splits[split], named[split], sizes[split] = make(split, False), make(split, True), len(paths)
+    added = {}
     for alias, target in (aliases or {}).items():
         if target in files and alias not in files:
             splits[alias], named[alias], lists[alias] = splits[target], named[target], lists[target]
-            sizes[alias] = sizes[target]
-    return Source(name, class_names, splits, sizes, encoded=True, named=named, files=lists)
+            sizes[alias], added[alias] = sizes[target], target
+    return Source(name, class_names, splits, sizes, encoded=True, named=named, files=lists, aliases=added)
 
 
 def _read_label_file(path: str, index: dict) -> dict:
@@ -483,6 +485,26 @@ def tfds_source(name: str, train_split: str = "", data_dir: str = "", manual_dir
             continue
         splits[s], named[s] = make(expr, False), make(expr, True)
     return Source(f"tfds:{name}", class_names, splits, sizes, encoded=True, named=named, reordered=named)
+
+
+EVAL_SPLITS = ("validation", "val", "test")  # a source's validation split, the first it has
+
+
+def resolve_splits(source: Source, config: DataConfig, evaluate: bool = True) -> DataConfig:
+    """`config` with `eval_split` "" replaced by the source's validation split; raises
+    DataError, naming the source's splits, for a split it does not have (the eval split
+    only if `evaluate`)."""
+    own = [s for s in source.splits if s not in source.aliases]
+    eval_split = config.eval_split or next((s for s in EVAL_SPLITS if s in own), "")
+    if not eval_split and evaluate:
+        raise DataError(
+            f"{source.name} has no validation split ({', '.join(EVAL_SPLITS)}); it has {', '.join(source.splits)}: "
+            "set data.eval_split=NAME"
+        )
+    for key, split in (("train_split", config.train_split), ("eval_split", eval_split)):
+        if (split or evaluate) and split not in source.splits:
+            raise DataError(f"data.{key}={split!r}: {source.name} has no such split; it has {', '.join(source.splits)}")
+    return dataclasses.replace(config, eval_split=eval_split)
 
 
 def open_source(spec: str, config: DataConfig | None = None) -> Source:
@@ -1010,8 +1032,14 @@ def decoded_examples(
 def resized_images(source: Source, split: str, size: int, deterministic: bool = True) -> tf.data.Dataset:
     """Every readable image of a split as uint8 (size, size, 3) (Sec. 2); unreadable files
     are skipped and recorded in `BAD_FILES`."""
-    ds = decoded_examples(source, split, size, deterministic)
-    return ds.filter(lambda image, label, name, reason: reason < 0).map(lambda image, label, name, reason: image)
+
+    def decoded(image, label, name, reason):
+        return reason < 0
+
+    def image_of(image, label, name, reason):
+        return image
+
+    return decoded_examples(source, split, size, deterministic).filter(decoded).map(image_of)
 
 
 def compute_stats(images: tf.data.Dataset, size: int, progress=None) -> Stats:
@@ -1083,6 +1111,8 @@ def device_preprocess(batch: dict, stats: dict, config: DataConfig, dtype=tf.flo
         shift = 255.0 * tf.linalg.matvec(stats["eigvec"], batch["alpha"] * stats["eigval"])  # (B, 3)
         image = image + shift[:, None, None, :]
     image = apply_flips(image, batch["flip"])
+    if config.input_scale != 1.0:
+        image = image * config.input_scale
     if config.pad_crop:
         extra = config.crop_size - pc
         image = tf.pad(image, [[0, 0], [extra // 2, extra - extra // 2], [extra // 2, extra - extra // 2], [0, 0]])

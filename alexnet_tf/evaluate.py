@@ -121,7 +121,8 @@ def evaluate(config: Config, paths: list[str], crops: str = "center", stream=sys
         raise ConfigError(f"crops must be 'center' or 'ten', got {crops!r}")
     if not paths:
         raise ConfigError("give at least one --workdir")
-    source = data_lib.open_source(config.data.source)
+    source = data_lib.open_source(config.data.source, config.data)
+    config = dataclasses.replace(config, data=data_lib.resolve_splits(source, config.data))
     runs = [load_run(p) for p in paths]
     for run in runs:
         _check_compatible(config, run, source.num_classes)

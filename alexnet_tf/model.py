@@ -167,6 +167,10 @@ def build_model(config: ModelConfig, seed: int = 0, name: str = "alexnet") -> ke
 
     def init(layer_name):
         # One initializer per layer: a shared one would give every layer the same draw.
+        if config.init == "fan_in":
+            return keras.initializers.VarianceScaling(
+                2.0, "fan_in", "untruncated_normal", seed=layer_seed(seed, layer_name)
+            )
         return keras.initializers.RandomNormal(stddev=config.init_std, seed=layer_seed(seed, layer_name))  # Sec. 5
 
     def bias(layer_name):

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -24,8 +25,9 @@ import tensorflow as tf
 
 from alexnet_tf import data as data_lib
 from alexnet_tf import optim
-from alexnet_tf.config import Config, ConfigError, save, to_dict, validate
-from alexnet_tf.distribute import make_strategy, single_device
+from alexnet_tf import steps as steps_lib
+from alexnet_tf.config import Config, ConfigError, to_dict, validate
+from alexnet_tf.distribute import make_strategy
 from alexnet_tf.errors import Preempted, TrainingError
 from alexnet_tf.figures import conv1_grid
 from alexnet_tf.model import build_model, model_variables
@@ -62,27 +64,87 @@ def restore_model(model: keras.Model, workdir: str, best: bool = False) -> str:
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """The one process that writes the run's files: the `chief` task if TF_CONFIG has
+    one, else worker 0 (or the only process)."""
     resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.cluster_spec().as_dict():
+    spec = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    if not spec:
         return True
-    return resolver.task_type in (None, "chief") or (resolver.task_type == "worker" and resolver.task_id == 0)
+    if "chief" in spec:
+        return resolver.task_type == "chief"
+    return resolver.task_type in (None, "worker") and not resolver.task_id
 
 
-def _check_workdir(config: Config, workdir: str) -> None:
-    """A workdir holds one run: resuming with a different model would mix weights."""
+# What a resumed run must share with the run that wrote the workdir: the net, and
+# everything that fixes which examples make up which step (batch, seed, data, order).
+RESUME_KEYS = (
+    "model",
+    "train.batch_size",
+    "train.seed",
+    "data.source",
+    "data.train_split",
+    "data.shuffle_buffer",
+    "data.random_labels",
+    "data.resize_size",
+    "data.crop_size",
+    "data.pad_crop",
+    "data.stats_path",
+)
+
+
+def check_resume(config: Config, workdir: str) -> None:
+    """Refuses a workdir whose run was started with other RESUME_KEYS settings: its
+    checkpoint would be resumed with another net or at the wrong place in the data."""
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         return
     with open(path) as f:
         old = json.load(f)
     new = to_dict(config)
-    for section in ("model",):
-        if old.get(section) != new[section]:
-            changed = sorted(k for k in new[section] if old.get(section, {}).get(k) != new[section][k])
-            raise ConfigError(
-                f"{workdir} holds a run with a different {section} config ({', '.join(changed)}); "
-                "use a new --workdir or the same recipe and overrides"
-            )
+
+    def leaves(tree, prefix):
+        for k, v in tree.items():
+            yield from leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else [(prefix + k, v)]
+
+    old_flat, new_flat = dict(leaves(old, "")), dict(leaves(new, ""))
+    changed = [
+        f"{k} {old_flat.get(k, '(unset)')!r} -> {v!r}"
+        for k, v in sorted(new_flat.items())
+        if any(k == key or k.startswith(key + ".") for key in RESUME_KEYS) and old_flat.get(k) != v
+    ]
+    if changed:
+        raise ConfigError(
+            f"{workdir} holds a run with different settings ({'; '.join(changed)}); resuming it would mix "
+            "them: use a new --workdir, or the run's own recipe and overrides"
+        )
+
+
+def resolve_data(config: Config, source: data_lib.Source, evaluate: bool = True) -> Config:
+    """`config` with what it leaves to the data (an empty data.eval_split, model.num_classes
+    0) taken from `source`, said on the console; raises for splits it does not have (the
+    eval split only if `evaluate`)."""
+    data = data_lib.resolve_splits(source, config.data, evaluate)
+    if data.eval_split and data.eval_split != config.data.eval_split:
+        print(f"evaluating on {source.name}'s split {data.eval_split!r}", flush=True)
+    model = config.model
+    if not model.num_classes:
+        model = dataclasses.replace(model, num_classes=source.num_classes)
+        print(f"{source.name} has {source.num_classes} classes: model.num_classes={source.num_classes}", flush=True)
+    if model.num_classes != source.num_classes:
+        raise ConfigError(
+            f"{config.data.source} has {source.num_classes} classes but model.num_classes="
+            f"{model.num_classes}; set model.num_classes={source.num_classes}"
+        )
+    return validate(dataclasses.replace(config, data=data, model=model))
+
+
+def write_json(path: str, value) -> None:
+    """Writes JSON to a temporary name and renames it: readers see the old file or the
+    new one, never half of one."""
+    with open(path + ".tmp", "w") as f:
+        json.dump(value, f, indent=1)
+        f.write("\n")
+    os.replace(path + ".tmp", path)
 
 
 def distributed_dataset(
@@ -115,191 +177,136 @@ def distributed_dataset(
     return strategy.distribute_datasets_from_function(fn)
 
 
-def model_call(model: keras.Model, config: Config):
-    """`model` itself, or with distribute.strategy=columns its column-placed forward pass."""
-    if config.distribute.strategy != "columns":
-        return model
-    from alexnet_tf import columns
-    from alexnet_tf.distribute import column_devices
+class Window:
+    """Sums of the train loop's metrics over some steps, and the wall time they took."""
 
-    devices = column_devices(config.distribute)
-    return lambda images, training: columns.forward(model, images, devices, training)
+    def __init__(self):
+        self.start, self.steps, self.sums = time.perf_counter(), 0, dict.fromkeys(steps_lib.TRAIN_METRICS, 0.0)
 
+    def add(self, totals: dict, steps: int) -> None:
+        self.steps += steps
+        for k in self.sums:
+            self.sums[k] += totals[k]
 
-def update_in_xla(config: Config, strategy: tf.distribute.Strategy) -> bool:
-    """Whether the SGD update runs inside the step's XLA program (`train.fused_update`):
-    with XLA on one device. Under MirroredStrategy it cannot (a mirrored variable's
-    update is a cross-replica merge_call, which XLA cannot hold: TensorFlow fails with
-    "failed to lift variable creations"), and the update runs after the compiled function."""
-    return config.train.jit_compile and config.train.fused_update and single_device(strategy)
-
-
-def make_train_loop(
-    model: keras.Model,
-    optimizer: keras.optimizers.Optimizer,
-    strategy: tf.distribute.Strategy,
-    config: Config,
-    stats_tensors: dict,
-    step: tf.Variable,
-):
-    """The training step, `train_loop(iterator, steps)`: `steps` SGD steps in one host call.
-
-    Each step takes `next(iterator)` (a per-replica batch dict as `data.make_dataset`
-    makes them), runs the XLA-compiled forward/backward per replica, applies the update
-    (in the same XLA program on one device with `train.fused_update`, else outside it:
-    the form that works under MirroredStrategy) and adds 1 to `step`; the call returns
-    the sums of loss, top-1 and top-5 correct and `count` (the examples' weights: 0 for
-    files that could not be decoded) over its steps. Build the model and the optimizer (`optimizer.build`) under `strategy.scope()`
-    and the dtype policy first; `alexnet_tf.bench train` times this same function.
-    """
-    c = config
-    compute_dtype = keras.config.dtype_policy().compute_dtype
-    variables = model.trainable_variables
-    call = model_call(model, c)
-
-    def global_weight(batch):
-        """The sum of the weights of the whole global batch, over every replica and worker."""
-        total = tf.reduce_sum(batch["weight"])
-        ctx = tf.distribute.get_replica_context()
-        return ctx.all_reduce(tf.distribute.ReduceOp.SUM, total) if ctx.num_replicas_in_sync > 1 else total
-
-    def forward_backward(batch, weight_sum):
-        images = data_lib.device_preprocess(batch, stats_tensors, c.data, compute_dtype)
-        labels, w = batch["label"], batch["weight"]  # weight 0: a file that could not be decoded
-        with tf.GradientTape() as tape:
-            logits = call(images, training=True)  # (B, classes) float32
-            per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
-            # The replica's weighted sum / the global batch's weight: the all-reduce sum
-            # of the gradients is the gradient of the mean over the examples that were
-            # read, so rows of unreadable files do not shrink the step.
-            loss = tf.math.divide_no_nan(tf.reduce_sum(per_example * w), weight_sum)
-        grads = tape.gradient(loss, variables)
-        # Each replica adds its share of the decay so that the sum adds it once.
-        replicas = tf.distribute.get_replica_context().num_replicas_in_sync
-        grads = optim.add_weight_decay(grads, variables, c.optim, scale=1.0 / replicas)
-        metrics = {
-            "loss": loss,
-            "top1_correct": tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, 1), tf.float32) * w),
-            "top5_correct": tf.reduce_sum(
-                tf.cast(tf.math.in_top_k(labels, logits, min(5, logits.shape[-1])), tf.float32) * w
-            ),
-            "count": tf.reduce_sum(w),
+    def values(self, global_batch: int) -> dict:
+        seconds = time.perf_counter() - self.start
+        count = max(self.sums["count"], 1)
+        return {
+            "loss": self.sums["loss"] / self.steps,
+            "top1_error": 1 - self.sums["top1_correct"] / count,
+            "top5_error": 1 - self.sums["top5_correct"] / count,
+            "images_per_sec": self.steps * global_batch / seconds,
+            "step_time_ms": 1000 * seconds / self.steps,
         }
-        return grads, metrics
-
-    if update_in_xla(c, strategy):
-        # One device: forward, backward and the update in one XLA program, so the
-        # update's elementwise ops fuse instead of running one kernel each.
-        @tf.function(jit_compile=True)
-        def replica_step(batch):
-            grads, metrics = forward_backward(batch, global_weight(batch))
-            optimizer.apply_gradients(zip(grads, variables))
-            return metrics
-
-    else:
-        compiled = tf.function(forward_backward, jit_compile=c.train.jit_compile)
-
-        def replica_step(batch):
-            # the all-reduce outside the compiled function, as the update (see above)
-            grads, metrics = compiled(batch, global_weight(batch))
-            optimizer.apply_gradients(zip(grads, variables))
-            return metrics
-
-    @tf.function
-    def train_loop(iterator, steps):
-        keys = ("loss", "top1_correct", "top5_correct", "count")
-        totals = tf.zeros([len(keys)])
-        for _ in tf.range(steps):
-            per_replica = strategy.run(replica_step, args=(next(iterator),))
-            totals += tf.stack([strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica[k], axis=None) for k in keys])
-            step.assign_add(1)
-        return dict(zip(keys, tf.unstack(totals)))
-
-    return train_loop
 
 
 class Trainer:
-    """Holds the state of one run; `train_and_evaluate` drives it."""
+    """One run of Sec. 5's training: epochs of SGD steps, each epoch ending in the
+    validation error that drives the learning-rate schedule. `train_and_evaluate`
+    builds it and calls `run`.
 
-    def __init__(self, config: Config, workdir: str):
-        self.config = config
-        self.workdir = workdir
+    The checkpoint holds the weights, the optimizer, the schedule, the step, the best
+    validation error, the number of epochs whose end (evaluation, schedule, history) is
+    done, and the running sums of the epoch in progress: a run stopped anywhere, also
+    between an epoch's last step and its end, resumes to the history, schedule and best
+    checkpoint of a run that never stopped.
+    """
+
+    def __init__(self, config: Config, workdir: str, strategy: tf.distribute.Strategy, source: data_lib.Source):
         c = config
-        self.strategy = make_strategy(c.distribute)
-        self.source = data_lib.open_source(c.data.source, c.data)
-        if self.source.num_classes != c.model.num_classes:
-            raise ConfigError(
-                f"{c.data.source} has {self.source.num_classes} classes but model.num_classes="
-                f"{c.model.num_classes}; set model.num_classes={self.source.num_classes}"
-            )
+        self.config, self.workdir, self.strategy, self.source = config, workdir, strategy, source
+        self.chief = is_chief(strategy)
         self.global_batch = c.train.batch_size
-        replicas = self.strategy.num_replicas_in_sync
-        if self.global_batch % replicas:
-            raise ConfigError(f"train.batch_size={self.global_batch} is not divisible by {replicas} replicas")
         self.eval_batch = c.train.eval_batch_size or c.train.batch_size
-        n_train = self.source.sizes[c.data.train_split]
-        self.steps_per_epoch = n_train // self.global_batch
-        if self.steps_per_epoch == 0:
-            raise ConfigError(f"train.batch_size={self.global_batch} exceeds the {n_train} training examples")
+        self._check()
+        self.steps_per_epoch = source.sizes[c.data.train_split] // self.global_batch
         self.total_steps = c.train.epochs * self.steps_per_epoch
         if c.train.max_steps:
             self.total_steps = min(self.total_steps, c.train.max_steps)
-
-        self.reporter = Reporter(workdir, self.total_steps, chief=is_chief(self.strategy))
+        self.reporter = Reporter(workdir, self.total_steps, chief=self.chief)
         self.stats = self._stats()
-        with self.strategy.scope():
+        with strategy.scope():
             self.model = build_model(c.model, seed=c.train.seed)
             self.optimizer = optim.build_optimizer(c.optim, self.global_batch)
             self.optimizer.build(self.model.trainable_variables)
             self.schedule = optim.LearningRateSchedule(c.optim, self.global_batch)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
             self.best_top1 = tf.Variable(float("inf"), trainable=False, name="best_top1_error")
-        self.stats_tensors = {
-            "mean_image": tf.constant(self.stats.mean_image),
-            "eigval": tf.constant(self.stats.eigval),
-            "eigvec": tf.constant(self.stats.eigvec),
-        }
+            self.epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
+            # loss, top-1 and top-5 correct, count and steps of the epoch in progress
+            self.epoch_sums = tf.Variable(tf.zeros([5], tf.float64), trainable=False, name="epoch_sums")
         self.checkpoint = tf.train.Checkpoint(
             model=model_variables(self.model),
             optimizer=self.optimizer,
             schedule=self.schedule,
             step=self.step,
             best=self.best_top1,
+            epochs_done=self.epochs_done,
+            epoch_sums=self.epoch_sums,
         )
-        ckpt_dir = os.path.join(workdir, "checkpoints")
-        if not is_chief(self.strategy):
-            ckpt_dir = os.path.join(workdir, "_nonchief", f"worker{self.strategy.cluster_resolver.task_id}")
-        self.manager = tf.train.CheckpointManager(self.checkpoint, ckpt_dir, max_to_keep=c.train.keep_checkpoints)
+        self.ckpt_dir = os.path.join(workdir, "checkpoints")
+        # Every worker saves (saving may run collectives); only the chief's files stay.
+        save_dir = self.ckpt_dir
+        if not self.chief:
+            save_dir = os.path.join(
+                workdir, "_nonchief", f"{strategy.cluster_resolver.task_type}{strategy.cluster_resolver.task_id}"
+            )
+        self.manager = tf.train.CheckpointManager(self.checkpoint, save_dir, max_to_keep=c.train.keep_checkpoints)
         # The checkpoint with the lowest validation error so far, kept apart.
         self.best_manager = tf.train.CheckpointManager(
-            self.checkpoint, os.path.join(ckpt_dir, "best"), max_to_keep=1, checkpoint_name="best"
+            self.checkpoint, os.path.join(save_dir, "best"), max_to_keep=1, checkpoint_name="best"
         )
-        self._preempted = False
-        self._train_loop = self._make_train_loop()
-        self._eval_step = self._make_eval_step()
+        tensors = steps_lib.stats_tensors(self.stats)
+        self._train_loop = steps_lib.make_train_loop(self.model, self.optimizer, strategy, c, tensors, self.step)
+        self._eval_step = steps_lib.make_eval_step(self.model, strategy, c, tensors)
+        self._stop_requested = False
+        self._last_eval = None  # (step, metrics) of the latest evaluation
+        self.history = []
 
     # ---------------------------------------------------------------- setup
+    def _check(self) -> None:
+        """Everything about the data and devices that would otherwise fail later."""
+        c, source = self.config, self.source
+        replicas = self.strategy.num_replicas_in_sync
+        for key, batch in (("train.batch_size", self.global_batch), ("train.eval_batch_size", self.eval_batch)):
+            if batch % replicas:
+                raise ConfigError(f"{key}={batch} is not divisible by the {replicas} replicas")
+        n_train, n_eval = source.sizes[c.data.train_split], source.sizes[c.data.eval_split]
+        if n_train < self.global_batch:
+            raise ConfigError(f"train.batch_size={self.global_batch} exceeds the {n_train} training examples")
+        if n_eval == 0:
+            raise ConfigError(f"the eval split {c.data.eval_split!r} of {c.data.source} has no examples")
+
+    def _barrier(self) -> None:
+        """Waits until every worker has reached this point (a one-number all-reduce)."""
+        if not isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return
+        tf.function(lambda: self.strategy.reduce("SUM", self.strategy.run(lambda: tf.ones([])), axis=None))()
+
     def _stats(self) -> data_lib.Stats:
         """The mean image and RGB covariance of Sec. 2 and 4.1: the stats file's, else
-        computed over the training split on the first run and kept in the workdir."""
+        computed by the chief over the training split on the first run and kept in the
+        workdir, where the other workers read them."""
         d = self.config.data
-        path = os.path.join(self.workdir, "stats.npz")
-        if os.path.exists(path) and not d.stats_path:
-            return data_lib.Stats.load(path)
-        progress = None
-        if not d.stats_path:
-            n = self.source.sizes[d.train_split]
-            self.reporter.line(
-                f"computing the mean image and RGB covariance (Sec. 2, 4.1) over the {n} training images, "
-                f"once; to reuse them elsewhere: --set data.stats_path={path}"
-            )
-            progress = Progress(n, "statistics", stream=sys.stdout)
-        stats = data_lib.dataset_stats(self.source, d, d.train_split, progress and progress.update)
-        if progress:
-            progress.update(n, final=True)
-        stats.save(path + ".tmp.npz")
-        os.replace(path + ".tmp.npz", path)  # never a half-written file for a resume to read
-        return stats
+        path = os.path.join(self.workdir, "stats.npz")  # what evaluate and export read
+        if self.chief and (d.stats_path or not os.path.exists(path)):
+            if d.stats_path:
+                stats = data_lib.dataset_stats(self.source, d, d.train_split)
+            else:
+                n = self.source.sizes[d.train_split]
+                self.reporter.line(
+                    f"computing the mean image and RGB covariance (Sec. 2, 4.1) over the {n} training images, "
+                    f"once; to reuse them elsewhere: --set data.stats_path={path}"
+                )
+                progress = Progress(n, "statistics", stream=sys.stdout)
+                stats = data_lib.dataset_stats(self.source, d, d.train_split, progress.update)
+                progress.update(n, final=True)
+            stats.save(path + ".tmp.npz")
+            os.replace(path + ".tmp.npz", path)  # never a half-written file for a resume to read
+        self._barrier()
+        if not os.path.exists(path):
+            raise ConfigError(f"{path} was not written by the chief: the workers of one run need one shared --workdir")
+        return data_lib.Stats.load(path)
 
     def _dataset(self, split: str, training: bool, epoch: int = 0, skip_batches: int = 0):
         batch = self.global_batch if training else self.eval_batch
@@ -307,45 +314,199 @@ class Trainer:
             self.strategy, self.source, self.config, split, batch, training, epoch=epoch, skip_batches=skip_batches
         )
 
-    # ---------------------------------------------------------------- steps
-    def _make_train_loop(self):
-        return make_train_loop(self.model, self.optimizer, self.strategy, self.config, self.stats_tensors, self.step)
+    # ---------------------------------------------------------------- checkpoints
+    def _restore(self) -> int:
+        """Resumes from the newest checkpoint in the workdir (every worker reads the
+        chief's) and checks that all workers start from one step."""
+        latest = tf.train.latest_checkpoint(self.ckpt_dir)
+        if latest:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+            self.reporter.line(f"resumed from {latest} at step {int(self.step.numpy())}")
+        step = int(self.step.numpy())
+        if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            s = float(step)
+            moments = tf.function(
+                lambda: self.strategy.reduce(
+                    "SUM", self.strategy.run(lambda: tf.constant([s, s * s, 1.0], tf.float64)), axis=None
+                )
+            )().numpy()
+            n = moments[2]
+            if moments[1] / n - (moments[0] / n) ** 2 > 0.5:
+                raise ConfigError(
+                    f"the workers resumed from different steps (this one from {step}); the workers of one run "
+                    "need one shared --workdir"
+                )
+        path = os.path.join(self.workdir, "history.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                self.history = [h for h in json.load(f) if h["epoch"] <= int(self.epochs_done.numpy())]
+        return step
 
-    def _make_eval_step(self):
+    def _save(self, manager: tf.train.CheckpointManager | None = None) -> None:
+        manager = manager or self.manager
+        manager.save(checkpoint_number=int(self.step.numpy()))
+        if not self.chief:
+            shutil.rmtree(manager.directory, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def _sigterm_requests_stop(self):
+        """SIGTERM (preemption) asks the workers to stop; they agree on the step, save
+        there and raise Preempted (see `_train_call`)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            self._stop_requested = True
+
+        previous = signal.signal(signal.SIGTERM, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    # ---------------------------------------------------------------- the run
+    def run(self) -> dict:
+        with self._sigterm_requests_stop():
+            self._restore()
+            self.started = time.perf_counter()
+            self.seconds_before = self.history[-1]["seconds"] if self.history else 0.0
+            self.reporter.line(
+                f"training {self.total_steps} steps ({self.steps_per_epoch} per epoch, global batch "
+                f"{self.global_batch}, {self.strategy.num_replicas_in_sync} replica(s)) in {self.workdir}"
+            )
+            self._check_eval_step()
+            while True:
+                if self._epoch_end_pending():
+                    self._end_epoch()
+                    self._save()
+                if int(self.step.numpy()) >= self.total_steps:
+                    break
+                self._train_epoch()
+            return self._finish()
+
+    def _elapsed(self) -> float:
+        """Wall time of the run so far, across restarts (Fig. 1's x-axis)."""
+        return self.seconds_before + time.perf_counter() - self.started
+
+    def _check_eval_step(self) -> None:
+        """One eval batch through the eval step: the eval pipeline and the compiled
+        function fail now, not at the end of the first epoch."""
+        batch = iter(self._dataset(self.config.data.eval_split, training=False)).get_next_as_optional()
+        if batch.has_value():
+            self._eval_step(batch.get_value())
+
+    def _epoch_end_pending(self) -> bool:
+        """True when the last step of an epoch is done but not the epoch's end."""
+        step = int(self.step.numpy())
+        return (
+            step > 0
+            and step % self.steps_per_epoch == 0
+            and int(self.epochs_done.numpy()) < step // self.steps_per_epoch
+        )
+
+    def _train_epoch(self) -> None:
+        """The steps of the current epoch from where the run stands, host call by host
+        call; stops at the end of the epoch or of the run."""
+        c, t = self.config, self.config.train
+        step = int(self.step.numpy())
+        epoch, in_epoch = divmod(step, self.steps_per_epoch)
+        lr = self.schedule.lr(epoch)
+        self.optimizer.learning_rate.assign(lr)
+        if in_epoch == 0:
+            self.epoch_sums.assign(tf.zeros([5], tf.float64))
+            self._epoch_summaries(step, epoch)
+        iterator = iter(self._dataset(c.data.train_split, training=True, epoch=epoch, skip_batches=in_epoch))
+        end = min((epoch + 1) * self.steps_per_epoch, self.total_steps)
+        window = Window()
+        while step < end:
+            n = min(t.steps_per_loop, end - step, t.log_every - step % t.log_every)
+            n = min(n, t.checkpoint_every - step % t.checkpoint_every)
+            totals = self._train_call(iterator, step, n)
+            step += n
+            window.add(totals, n)
+            self.epoch_sums.assign_add([totals[k] for k in steps_lib.TRAIN_METRICS] + [n])
+            if step % t.log_every == 0 or step == end:
+                values = {**window.values(self.global_batch), "lr": lr, "elapsed_seconds": self._elapsed()}
+                self.reporter.scalars("train", step, values)
+                self.reporter.progress(epoch, t.epochs, step, values)
+                window = Window()
+            if totals["stop"]:
+                self._save()
+                raise Preempted(
+                    f"SIGTERM at step {step}: saved {self.manager.latest_checkpoint if self.chief else 'a checkpoint'}; "
+                    "run the same command again to resume"
+                )
+            if step % t.checkpoint_every == 0 and step < end:
+                self._save()
+        if step % self.steps_per_epoch:  # the run ends inside an epoch (an epoch's end saves after its work)
+            self._save()
+
+    def _train_call(self, iterator, step: int, n: int) -> dict:
+        """One host call of `n` steps from `step`, inside the profiler's window if
+        `train.profile_steps` asks for one; stops the run on a non-finite loss."""
+        first, last = self.config.train.profile_steps or (-1, -1)
+        if step == first:
+            tf.profiler.experimental.start(os.path.join(self.workdir, "tb", "profile"))
+        stop = tf.constant(1.0 if self._stop_requested else 0.0)
+        totals = self._train_loop(iterator, tf.constant(n), stop)
+        totals = {k: float(v) for k, v in totals.items()}
+        if step < last <= step + n:
+            tf.profiler.experimental.stop()
+        if not math.isfinite(totals["loss"]):
+            where = f"step {step + 1}" if n == 1 else f"steps {step + 1}..{step + n}"
+            raise TrainingError(
+                f"non-finite loss at {where}; the last good checkpoint "
+                f"({self.manager.latest_checkpoint}) is left as it was"
+            )
+        return totals
+
+    def _end_epoch(self) -> None:
+        """Sec. 5's end of an epoch: the validation error, the best checkpoint, the
+        learning-rate schedule, the history entry."""
         c = self.config
-        strategy = self.strategy
-        call = model_call(self.model, c)
-        compute_dtype = keras.config.dtype_policy().compute_dtype
-
-        @tf.function(jit_compile=c.train.jit_compile)
-        def forward(batch):
-            images = data_lib.device_preprocess(batch, self.stats_tensors, c.data, compute_dtype)
-            logits = call(images, training=False)
-            labels, w = batch["label"], batch["weight"]
-            k = min(5, logits.shape[-1])
-            per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
-            return {
-                "loss_sum": tf.reduce_sum(per_example * w),
-                "top1_correct": tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, 1), tf.float32) * w),
-                "top5_correct": tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, k), tf.float32) * w),
-                "count": tf.reduce_sum(w),
+        step = int(self.step.numpy())
+        epoch = step // self.steps_per_epoch - 1  # 0-based, the epoch that just ended
+        metrics = self.evaluate()
+        self._last_eval = (step, metrics)
+        self.reporter.scalars("eval", step, {k: metrics[k] for k in ("loss", "top1_error", "top5_error")})
+        self.reporter.line(
+            f"epoch {epoch + 1} eval: top-1 error {metrics['top1_error']:.4f}  "
+            f"top-5 error {metrics['top5_error']:.4f}  ({metrics['examples']} images)"
+        )
+        if data_lib.BAD_FILES.message():
+            self.reporter.line(data_lib.BAD_FILES.message())
+        if metrics["top1_error"] < float(self.best_top1.numpy()):
+            self.best_top1.assign(metrics["top1_error"])
+            self._save(self.best_manager)
+        lr = self.schedule.lr(epoch)
+        if self.schedule.end_epoch(metrics["top1_error"]):
+            self.reporter.line(f"validation error stopped improving: lr -> {self.schedule.lr(epoch + 1):.3g}")
+        elif self.schedule.waiting() and not self.schedule.reductions.numpy():
+            self.reporter.line(
+                "validation error not yet below its first value by "
+                f"{c.optim.plateau_start_drop:g}: the plateau schedule waits (Sec. 5)"
+            )
+        loss, top1, _, count, steps = self.epoch_sums.numpy().tolist()
+        self.history.append(
+            {
+                "epoch": epoch + 1,
+                "step": step,
+                "seconds": round(self._elapsed(), 2),
+                "lr": lr,
+                "train_loss": loss / max(steps, 1),
+                "train_top1_error": 1 - top1 / max(count, 1),
+                "eval_top1_error": metrics["top1_error"],
+                "eval_top5_error": metrics["top5_error"],
             }
+        )
+        self.epochs_done.assign(epoch + 1)
+        if self.chief:
+            write_json(os.path.join(self.workdir, "history.json"), self.history)
 
-        @tf.function
-        def eval_step(batch):
-            # Through a Python function: a jit-compiled tf.function handed straight to
-            # MirroredStrategy.run reads every replica's variables from the first device
-            # ("Trying to access resource .../replica_1 located in device CPU:1 from CPU:0").
-            per_replica = strategy.run(lambda b: forward(b), args=(batch,))
-            return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
-
-        return eval_step
-
-    # ---------------------------------------------------------------- phases
     def evaluate(self) -> dict:
         """Centre-crop top-1/top-5 error over the eval split."""
-        c = self.config
-        iterator = iter(self._dataset(c.data.eval_split, training=False))
+        iterator = iter(self._dataset(self.config.data.eval_split, training=False))
         totals = None
         while True:
             # get_next_as_optional keeps workers in step when their shards end unevenly.
@@ -355,6 +516,8 @@ class Trainer:
             out = self._eval_step(batch.get_value())
             totals = out if totals is None else {k: totals[k] + out[k] for k in totals}
         count = float(totals["count"])
+        if count == 0:
+            raise data_lib.DataError(f"no image of the eval split {self.config.data.eval_split!r} could be read")
         return {
             "loss": float(totals["loss_sum"]) / count,
             "top1_error": 1.0 - float(totals["top1_correct"]) / count,
@@ -362,35 +525,34 @@ class Trainer:
             "examples": int(count),
         }
 
-    def restore(self) -> int:
-        latest = self.manager.latest_checkpoint
-        if latest:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
-            self.reporter.line(f"resumed from {latest} at step {int(self.step.numpy())}")
-        return int(self.step.numpy())
+    def _finish(self) -> dict:
+        """The final evaluation (results.json)."""
+        step = int(self.step.numpy())
+        if self._last_eval and self._last_eval[0] == step:  # the epoch's end evaluated these weights
+            metrics = dict(self._last_eval[1])
+        else:
+            metrics = self.evaluate()
+            self.reporter.scalars("eval", step, {k: metrics[k] for k in ("loss", "top1_error", "top5_error")})
+        seconds = self._elapsed()
+        metrics.update(
+            step=step,
+            crops="center",
+            train_seconds=round(seconds, 1),
+            history=self.history,
+            bad_files=data_lib.bad_file_summary(),
+        )
+        self.reporter.flush()
+        if data_lib.BAD_FILES.message():
+            self.reporter.line(data_lib.BAD_FILES.message())
+        self.reporter.line(
+            f"done: top-1 error {metrics['top1_error']:.4f}  top-5 error {metrics['top5_error']:.4f}  "
+            f"in {format_duration(seconds)}"
+        )
+        return metrics
 
-    def save(self) -> None:
-        self.manager.save(checkpoint_number=int(self.step.numpy()))
-
-    @contextlib.contextmanager
-    def _sigterm_saves(self):
-        """SIGTERM (preemption) -> finish the host call in flight, save, raise Preempted."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handler(signum, frame):
-            self._preempted = True
-
-        previous = signal.signal(signal.SIGTERM, handler)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-
-    def _log_epoch_summaries(self, step: int, epoch: int) -> None:
+    def _epoch_summaries(self, step: int, epoch: int) -> None:
         """Weight histograms, a few augmented inputs, the conv1 kernels (Fig. 3)."""
-        if not self.reporter.chief:
+        if not self.chief:
             return
         self.reporter.histograms("train", step, {v.path: v for v in self.model.trainable_variables})
         c = self.config
@@ -401,133 +563,6 @@ class Trainer:
         kernel = self.model.get_layer("conv1").kernel.numpy()  # (11, 11, 3, 96)
         grid = conv1_grid(kernel, 2 if c.model.two_columns else 1)
         self.reporter.images("train", step, "conv1_kernels", grid[None], max_outputs=1)
-
-    def run(self) -> dict:
-        with self._sigterm_saves():
-            return self._run()
-
-    def _run(self) -> dict:
-        c = self.config
-        t = c.train
-        step = self.restore()
-        self.reporter.line(
-            f"training {self.total_steps} steps ({self.steps_per_epoch} per epoch, global batch "
-            f"{self.global_batch}, {self.strategy.num_replicas_in_sync} replica(s)) in {self.workdir}"
-        )
-        window_start, window_steps, window = time.perf_counter(), 0, None
-        start = time.perf_counter()
-        history_path = os.path.join(self.workdir, "history.json")
-        history = []
-        if os.path.exists(history_path):
-            with open(history_path) as f:
-                history = [h for h in json.load(f) if h["step"] <= step]
-        elapsed_before = history[-1]["seconds"] if history else 0.0
-        while step < self.total_steps:
-            epoch, in_epoch = divmod(step, self.steps_per_epoch)
-            lr = self.schedule.lr(epoch)
-            self.optimizer.learning_rate.assign(lr)
-            iterator = iter(self._dataset(c.data.train_split, training=True, epoch=epoch, skip_batches=in_epoch))
-            if in_epoch == 0:
-                self._log_epoch_summaries(step, epoch)
-            epoch_end = min((epoch + 1) * self.steps_per_epoch, self.total_steps)
-            epoch_totals, epoch_steps = None, 0
-            while step < epoch_end:
-                n = min(t.steps_per_loop, epoch_end - step)
-                n = min(n, t.log_every - step % t.log_every, t.checkpoint_every - step % t.checkpoint_every)
-                if t.profile_steps and step == t.profile_steps[0]:
-                    tf.profiler.experimental.start(os.path.join(self.workdir, "tb", "profile"))
-                totals = self._train_loop(iterator, tf.constant(n))
-                if t.profile_steps and step < t.profile_steps[1] <= step + n:
-                    tf.profiler.experimental.stop()
-                totals = {k: float(v) for k, v in totals.items()}
-                if not math.isfinite(totals["loss"]):
-                    where = f"step {step + 1}" if n == 1 else f"steps {step + 1}..{step + n}"
-                    raise TrainingError(
-                        f"non-finite loss at {where}; the last good checkpoint "
-                        f"({self.manager.latest_checkpoint}) is left as it was"
-                    )
-                step += n
-                window_steps += n
-                window = totals if window is None else {k: window[k] + totals[k] for k in window}
-                epoch_steps += n
-                epoch_totals = totals if epoch_totals is None else {k: epoch_totals[k] + totals[k] for k in totals}
-                if step % t.log_every == 0 or step == epoch_end:
-                    elapsed = time.perf_counter() - window_start
-                    images = window_steps * self.global_batch
-                    values = {
-                        "loss": window["loss"] / window_steps,
-                        "top1_error": 1 - window["top1_correct"] / max(window["count"], 1),
-                        "top5_error": 1 - window["top5_correct"] / max(window["count"], 1),
-                        "lr": lr,
-                        "images_per_sec": images / elapsed,
-                        "step_time_ms": 1000 * elapsed / window_steps,
-                        # wall time of the run so far, across restarts (Fig. 1's x-axis)
-                        "elapsed_seconds": elapsed_before + time.perf_counter() - start,
-                    }
-                    self.reporter.scalars("train", step, values)
-                    self.reporter.progress(epoch, t.epochs, step, values)
-                    window_start, window_steps, window = time.perf_counter(), 0, None
-                if step % t.checkpoint_every == 0 and step < epoch_end:
-                    self.save()
-                if self._preempted:
-                    self.save()
-                    raise Preempted(
-                        f"SIGTERM at step {step}: saved {self.manager.latest_checkpoint}; "
-                        "run the same command again to resume"
-                    )
-            if step % self.steps_per_epoch == 0:
-                # End of an epoch: validation error drives the Sec. 5 schedule.
-                metrics = self.evaluate()
-                self.reporter.scalars("eval", step, metrics)
-                self.reporter.line(
-                    f"epoch {epoch + 1} eval: top-1 error {metrics['top1_error']:.4f}  "
-                    f"top-5 error {metrics['top5_error']:.4f}  ({metrics['examples']} images)"
-                )
-                if data_lib.BAD_FILES.message():
-                    self.reporter.line(data_lib.BAD_FILES.message())
-                if metrics["top1_error"] < float(self.best_top1.numpy()):
-                    self.best_top1.assign(metrics["top1_error"])
-                    self.best_manager.save(checkpoint_number=step)
-                if self.schedule.end_epoch(metrics["top1_error"]):
-                    self.reporter.line(f"validation error stopped improving: lr -> {self.schedule.lr(epoch + 1):.3g}")
-                elif self.schedule.waiting() and not self.schedule.reductions.numpy():
-                    self.reporter.line(
-                        "validation error not yet below its first value by "
-                        f"{c.optim.plateau_start_drop:g}: the plateau schedule waits (Sec. 5)"
-                    )
-                images = max(epoch_totals["count"], 1)
-                history.append(
-                    {
-                        "epoch": epoch + 1,
-                        "step": step,
-                        "seconds": round(elapsed_before + time.perf_counter() - start, 2),
-                        "lr": lr,
-                        # over the steps of this epoch run since the last (re)start
-                        "train_loss": epoch_totals["loss"] / epoch_steps,
-                        "train_top1_error": 1 - epoch_totals["top1_correct"] / images,
-                        "eval_top1_error": metrics["top1_error"],
-                        "eval_top5_error": metrics["top5_error"],
-                    }
-                )
-                if self.reporter.chief:
-                    with open(history_path, "w") as f:
-                        json.dump(history, f, indent=1)
-            self.save()
-        final = self.evaluate()
-        final.update(
-            step=int(self.step.numpy()),
-            crops="center",
-            train_seconds=round(time.perf_counter() - start, 1),
-            history=history,
-            bad_files=data_lib.bad_file_summary(),
-        )
-        self.reporter.scalars("eval", step, final)
-        self.reporter.flush()
-        self.reporter.line(
-            f"done: top-1 error {final['top1_error']:.4f}  top-5 error {final['top5_error']:.4f}  "
-            f"in {format_duration(final['train_seconds'])}"
-        )
-        return final
 
 
 def setup_runtime(config: Config) -> None:
@@ -548,21 +583,25 @@ def setup_runtime(config: Config) -> None:
 def train_and_evaluate(config: Config, workdir: str) -> dict:
     """Trains `config` in `workdir` (resuming if it holds checkpoints) and evaluates.
 
-    Writes workdir/config.json, checkpoints/, tb/ and results.json; returns the results.
+    Everything that can be checked is checked before the first step. The chief writes
+    workdir/config.json, classes.json, stats.npz, checkpoints/, tb/, history.json and
+    results.json; returns the results.
     """
     config = validate(config)
-    os.makedirs(workdir, exist_ok=True)
-    _check_workdir(config, workdir)
-    save(config, os.path.join(workdir, "config.json"))
     setup_runtime(config)
+    strategy = make_strategy(config.distribute)
+    chief = is_chief(strategy)
+    source = data_lib.open_source(config.data.source, config.data)
+    config = resolve_data(config, source)
+    os.makedirs(workdir, exist_ok=True)
+    check_resume(config, workdir)
+    if chief:
+        write_json(os.path.join(workdir, "config.json"), to_dict(config))
+        write_json(os.path.join(workdir, "classes.json"), source.class_names)
     with dtype_policy(config.train.precision):
-        trainer = Trainer(config, workdir)
-        with open(os.path.join(workdir, "classes.json"), "w") as f:
-            json.dump(trainer.source.class_names, f)
-        results = trainer.run()
-    if is_chief(trainer.strategy):
-        with open(os.path.join(workdir, "results.json"), "w") as f:
-            json.dump(results, f, indent=2)
+        results = Trainer(config, workdir, strategy, source).run()
+    if chief:
+        write_json(os.path.join(workdir, "results.json"), results)
     return results
 
 

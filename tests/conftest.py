@@ -55,3 +55,23 @@ def export_dir(trained_workdir, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("export") / "alexnet" / "1")
     export(load_run(trained_workdir, split_form=True), out, crops="center")
     return out
+
+
+def make_image_folder(root, classes=("a", "b", "c"), train_per_class=16, val_per_class=4, size=(36, 44), seed=0):
+    """A folder in the README's layout, ROOT/{train,val}/<class>/*.jpg, of random images."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", train_per_class), ("val", val_per_class)):
+        for c in classes:
+            os.makedirs(os.path.join(root, split, c), exist_ok=True)
+            for i in range(n):
+                x = (rng.random((*size, 3)) * 255).astype(np.uint8)
+                Image.fromarray(x).save(os.path.join(root, split, c, f"{c}{i}.jpg"), quality=90)
+    return str(root)
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("images"))

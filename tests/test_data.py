@@ -219,6 +219,9 @@ def test_mean_subtraction_matches_numpy():
             expected = expected[:, ::-1]
         np.testing.assert_allclose(out[i], expected, atol=1e-4)
     np.testing.assert_allclose(jitted, out, atol=1e-4)
+    # data.input_scale multiplies what the net sees, after the mean and the flip
+    scaled = data_lib.device_preprocess(batch, stats, dataclasses.replace(cfg, input_scale=1 / 64)).numpy()
+    np.testing.assert_allclose(scaled, out / 64, atol=1e-5)
 
 
 def test_compute_stats_matches_numpy():

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -14,8 +15,9 @@ import pytest
 import tensorflow as tf
 
 from alexnet_tf.config import load_recipe, override
+from alexnet_tf.errors import TrainingError
 from alexnet_tf.model import Dropout
-from alexnet_tf.train import TrainingError, train_and_evaluate
+from alexnet_tf.train import train_and_evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = os.path.join(ROOT, "recipes", "quickstart.py")
@@ -64,7 +66,7 @@ def test_two_replicas_match_one_device(tmp_path):
 def test_update_inside_xla_matches_update_outside(tmp_path):
     """With XLA on one device the SGD update runs in the compiled step; the weights after
     3 steps equal those of the update run outside it, on one device and on two replicas."""
-    from alexnet_tf import train as train_lib
+    from alexnet_tf import steps as steps_lib
     from alexnet_tf.distribute import make_strategy
 
     runs = {
@@ -75,13 +77,13 @@ def test_update_inside_xla_matches_update_outside(tmp_path):
     weights = {}
     for name, extra in runs.items():
         config = tiny(**{"train.max_steps": 3, "train.jit_compile": True, "train.deterministic": False, **extra})
-        assert train_lib.update_in_xla(config, make_strategy(config.distribute)) == (name == "inside")
+        assert steps_lib.update_in_xla(config, make_strategy(config.distribute)) == (name == "inside")
         train_and_evaluate(config, str(tmp_path / name))
         weights[name] = model_weights(str(tmp_path / name))
     assert_same_weights(weights["inside"], weights["outside"], rtol=1e-4, atol=1e-6)
     assert_same_weights(weights["inside"], weights["mirrored"], rtol=1e-4, atol=1e-6)
     no_jit = tiny(**{"train.jit_compile": False, "distribute.strategy": "one_device"})
-    assert not train_lib.update_in_xla(no_jit, make_strategy(no_jit.distribute))
+    assert not steps_lib.update_in_xla(no_jit, make_strategy(no_jit.distribute))
 
 
 def test_restart_equals_straight_run(tmp_path):
@@ -185,6 +187,80 @@ def test_two_workers_match_one_process(tmp_path):
     assert_same_weights(model_weights(single), model_weights(multi), rtol=1e-4, atol=1e-6)
 
 
+def _workers(workdir, steps, n=2, extra=()):
+    """`n` MultiWorkerMirroredStrategy processes of one run on 127.0.0.1."""
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(n)]}
+    return [
+        _cli(
+            workdir,
+            ("train.max_steps", steps),
+            ("distribute.strategy", "multi_worker"),
+            *extra,
+            env={"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})},
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_worker_stops_both_at_one_step(tmp_path):
+    """SIGTERM reaches worker 1 only: both workers agree on the step, the chief saves,
+    both exit 75 in bounded time; restarted, both resume from that step, and the run
+    ends with the weights of a two-worker run that was never stopped."""
+    straight, stopped = str(tmp_path / "straight"), str(tmp_path / "stopped")
+    procs = _workers(stopped, 12)
+    seen = []
+    for line in procs[1].stdout:
+        seen.append(line)
+        if "step 3/12" in line:
+            procs[1].send_signal(signal.SIGTERM)
+            break
+    start = time.time()
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert time.time() - start < 120
+    outs[1] = "".join(seen) + outs[1]
+    assert [p.returncode for p in procs] == [75, 75], outs
+    steps = {int(re.search(r"SIGTERM at step (\d+)", out).group(1)) for out in outs}
+    assert len(steps) == 1
+    (stop,) = steps
+    assert 3 <= stop < 12
+    assert tf.train.latest_checkpoint(os.path.join(stopped, "checkpoints")).endswith(f"ckpt-{stop}")
+    assert not os.listdir(os.path.join(stopped, "_nonchief"))  # the other worker's saves are not kept
+
+    procs = _workers(stopped, 12)
+    outs = [p.communicate(timeout=400)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert all(f"at step {stop}" in out for out in outs)
+    procs = _workers(straight, 12)
+    outs = [p.communicate(timeout=400)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert_same_weights(model_weights(straight), model_weights(stopped))
+
+
+@pytest.mark.parametrize(
+    "cluster, task, chief",
+    [
+        ({}, None, True),
+        ({"worker": ["a:1", "b:1"]}, ("worker", 0), True),
+        ({"worker": ["a:1", "b:1"]}, ("worker", 1), False),
+        ({"chief": ["c:1"], "worker": ["a:1", "b:1"]}, ("chief", 0), True),
+        ({"chief": ["c:1"], "worker": ["a:1", "b:1"]}, ("worker", 0), False),
+    ],
+)
+def test_exactly_one_chief(cluster, task, chief):
+    """The process that writes the run's files: with a `chief` job in TF_CONFIG that is
+    the chief alone, not also worker 0."""
+    import types
+
+    from alexnet_tf.train import is_chief
+
+    task_type, task_id = task or (None, None)
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec(cluster), task_type=task_type, task_id=task_id
+    )
+    assert is_chief(types.SimpleNamespace(cluster_resolver=resolver)) is chief
+
+
 def test_columns_placement_computes_the_model_on_two_devices():
     """Sec. 3.2's placement: the same logits as the model, with each column's ops on its
     own device."""
@@ -228,7 +304,7 @@ def test_weight_zero_rows_do_not_train():
     the same row with weight 1 does."""
     from alexnet_tf import bench, optim
     from alexnet_tf import data as data_lib
-    from alexnet_tf import train as train_lib
+    from alexnet_tf import steps as steps_lib
     from alexnet_tf.model import build_model
 
     config = tiny(**{"train.jit_compile": False})
@@ -246,7 +322,7 @@ def test_weight_zero_rows_do_not_train():
             optimizer = optim.build_optimizer(config.optim, 8)
             optimizer.build(model.trainable_variables)
             step = tf.Variable(0, dtype=tf.int64)
-        loop = train_lib.make_train_loop(model, optimizer, strategy, config, stats_tensors, step)
+        loop = steps_lib.make_train_loop(model, optimizer, strategy, config, stats_tensors, step)
         totals = loop(iter([batch]), tf.constant(1))
         return [v.numpy() for v in model.trainable_variables], {k: float(v) for k, v in totals.items()}
 
@@ -272,7 +348,7 @@ def test_unreadable_rows_do_not_shrink_the_step():
     the logged loss is the mean cross-entropy of the 6 (computed here by Keras)."""
     from alexnet_tf import bench, optim
     from alexnet_tf import data as data_lib
-    from alexnet_tf import train as train_lib
+    from alexnet_tf import steps as steps_lib
     from alexnet_tf.model import build_model
 
     config = tiny(**{"train.jit_compile": False})
@@ -289,7 +365,7 @@ def test_unreadable_rows_do_not_shrink_the_step():
             optimizer.build(model.trainable_variables)
             step = tf.Variable(0, dtype=tf.int64)
         before = model(data_lib.device_preprocess(batch, stats_tensors, config.data), training=False)
-        loop = train_lib.make_train_loop(model, optimizer, strategy, config, stats_tensors, step)
+        loop = steps_lib.make_train_loop(model, optimizer, strategy, config, stats_tensors, step)
         n = int(batch["label"].shape[0])
         dataset = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensor_slices(batch).batch(n))
         totals = loop(iter(dataset), tf.constant(1))

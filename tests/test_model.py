@@ -252,3 +252,23 @@ def test_width_and_input_size():
     assert model.get_layer("fc6").units == 1024
     assert tuple(model.get_layer("pool5").output.shape[1:3]) == (1, 1)
     assert model.output.shape[-1] == 10
+
+
+def test_fan_in_init():
+    """model.init=fan_in: N(0, 2 / fan-in) per layer, the fan-in of a grouped layer being
+    what one of its kernels sees (k * k * input maps / 2)."""
+    model = build_model(dataclasses.replace(ModelConfig(), init="fan_in"), seed=3)
+    fan_in = {
+        "conv1": 11 * 11 * 3,
+        "conv2": 5 * 5 * 48,
+        "conv3": 3 * 3 * 256,
+        "conv4": 3 * 3 * 192,
+        "conv5": 3 * 3 * 192,
+        "fc6": 6 * 6 * 256,
+        "fc7": 4096,
+        "fc8": 4096,
+    }
+    for name, n in fan_in.items():
+        w = model.get_layer(name).kernel.numpy()
+        assert abs(w.std() / np.sqrt(2 / n) - 1) < 0.02, name
+        assert abs(w.mean()) < 0.05 * np.sqrt(2 / n), name
