@@ -473,3 +473,19 @@ def test_connections_beyond_the_limit_get_503(strict_server, images):
     while (status := good_request(strict_server, images)[0]) == 503 and time.monotonic() < deadline:
         time.sleep(0.1)  # the closed connections' threads are ending
     assert status == 200
+
+
+PEAK_RSS_MB = 1800  # docs/serving.md: the bound for the quickstart network under 32 clients
+
+
+@pytest.mark.slow
+def test_peak_memory_under_load(export_dir):
+    # A short `python -m alexnet_tf.bench serve` (docs/serving.md): 8 clients, 5 s, the default limits.
+    from alexnet_tf.bench import serve_load
+
+    result = serve_load(export_dir, clients=8, seconds=5)
+    assert result["server_alive"]
+    answers = {status for by_status in result["answers"].values() for status in by_status}
+    assert answers <= {"200", "413", "503"}, result  # no 500, no connection reset
+    assert "200" in answers, result
+    assert result["peak_rss_mb"] < PEAK_RSS_MB, result
