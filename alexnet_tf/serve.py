@@ -19,9 +19,10 @@ body (`--max-body-mb`), images per request (`--max-batch`), pixels per image
 (`--max-pixels`, read from the image's header before anything is decoded; bytes whose
 size cannot be read so are refused) and per request (`--max-request-pixels`), the time
 a body may take to arrive (`--timeout`, then 408), the predict requests in flight
-(`--max-inflight`: reading, parsing and the model call; beyond it 503 with Retry-After)
-and the open connections (`--max-connections`). The model is called by one request at a
-time. docs/serving.md says what this bounds (peak memory, measured) and what it does not.
+(`--max-inflight`: reading, parsing and the model call; beyond it 503 with Retry-After),
+the open connections (`--max-connections`) and the headers (64 KiB, then 431). The model
+is called by one request at a time. docs/serving.md says what this bounds (peak memory,
+measured) and what it does not.
 """
 
 from __future__ import annotations

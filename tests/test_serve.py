@@ -154,10 +154,15 @@ def test_predict_row_and_column_formats(server, export_dir, images):
         ("POST", "/v1/models/alexnet:predict", {"instances": [{"b64": ""}] * 9}, 413),  # max_batch=8
         ("POST", "/v1/models/alexnet:predict", {"signature_name": ["serve_uint8"], "instances": [[[[1, 2, 3]]]]}, 400),
         ("POST", "/v1/models/alexnet:predict", {"signature_name": {"a": 1}, "instances": [{"b64": ""}]}, 400),
-        ("POST", "/v1/models/alexnet:predict", b"[" * 100_000, 400),  # an array per byte
-        ("POST", "/v1/models/alexnet:predict", b"[0,0,0," * 2000, 400),  # deeper than json's recursion limit
-        ("POST", "/v1/models/alexnet:predict", b'{"instances": [' + b"[[]]," * 1000 + b"[]]}", 400),
-        ("POST", "/v1/models/alexnet:predict", b'{"instances": [' + b"7" * 5000 + b"]}", 400),  # int of 5000 digits
+        pytest.param("POST", "/v1/models/alexnet:predict", b"[" * 100_000, 400, id="an-array-per-byte"),
+        # Deeper than the recursion limit (3,000 once TensorFlow is imported), sparse enough to be parsed.
+        pytest.param("POST", "/v1/models/alexnet:predict", b"[0,0,0," * 5000, 400, id="json-too-deep"),
+        pytest.param(
+            "POST", "/v1/models/alexnet:predict", b'{"instances": [' + b"[[]]," * 1000 + b"[]]}", 400, id="dense-json"
+        ),
+        pytest.param(
+            "POST", "/v1/models/alexnet:predict", b'{"instances": [' + b"7" * 5000 + b"]}", 400, id="int-of-5000-digits"
+        ),
         ("POST", "/v1/models/alexnet:predict", {"instances": ["\ud800"]}, 400),  # a lone surrogate
         (
             "POST",
