@@ -21,6 +21,7 @@ setup(
     ],
     extras_require={
         "plots": ["matplotlib>=3.7"],  # the ablations' Fig. 1 plot
+        "profile": ["tensorboard-plugin-profile>=2.19"],  # TensorBoard's Profile tab (train.profile_steps)
         # pillow: the input benchmark's baseline; matplotlib: the ablation test draws Fig. 1
         "dev": ["pytest>=8", "ruff~=0.17.6", "pillow>=10", "matplotlib>=3.7"],
     },

@@ -10,6 +10,15 @@ import time
 import tensorflow as tf
 
 
+def _leaves(tree: dict, prefix: str = ""):
+    """("section.key", value) for every leaf of a nested dict; lists become strings."""
+    for k, v in sorted(tree.items()):
+        if isinstance(v, dict):
+            yield from _leaves(v, f"{prefix}{k}.")
+        else:
+            yield prefix + k, str(v) if isinstance(v, (list, tuple)) else v
+
+
 def format_duration(seconds: float) -> str:
     seconds = max(0, int(seconds))
     h, rem = divmod(seconds, 3600)
@@ -41,7 +50,8 @@ class Progress:
 
 class Reporter:
     """Writes scalars to `workdir/tb/{train,eval}` and `workdir/metrics.jsonl` (one JSON
-    object per call: split, step and the values, for scripts), progress lines to stdout.
+    object per call: split, step and the values, for scripts), the run's settings to
+    TensorBoard's HParams and Text dashboards, progress lines to stdout.
 
     Only the chief writes files; every worker may print.
     """
@@ -57,12 +67,13 @@ class Reporter:
         self._start_step = None
 
     def writer(self, name: str) -> tf.summary.SummaryWriter:
+        """The summary writer of `tb/NAME` ("" for `tb/` itself, where the settings go)."""
         if name not in self._writers:
-            path = os.path.join(self._logdir, name) if self.chief else os.path.join(self._logdir, "_nonchief", name)
-            self._writers[name] = tf.summary.create_file_writer(path)
+            self._writers[name] = tf.summary.create_file_writer(os.path.join(self._logdir, name))
         return self._writers[name]
 
-    def scalars(self, name: str, step: int, values: dict) -> None:
+    def scalars(self, name: str, step: int, values: dict, extra: dict | None = None) -> None:
+        """`values` as TensorBoard curves and in metrics.jsonl; `extra` in metrics.jsonl only."""
         if not self.chief:
             return
         numbers = {k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -70,7 +81,24 @@ class Reporter:
             for key, value in numbers.items():
                 tf.summary.scalar(key, value)
         with open(self._jsonl, "a") as f:
-            f.write(json.dumps({"split": name, "step": int(step), **numbers}) + "\n")
+            f.write(json.dumps({"split": name, "step": int(step), **numbers, **(extra or {})}) + "\n")
+
+    def settings(self, config: dict, metrics=(("eval", "top1_error"), ("eval", "top5_error"))) -> None:
+        """The run's resolved config: every leaf as a hyperparameter (HParams dashboard,
+        with `metrics` as (run, scalar tag) beside them), and whole as JSON (Text
+        dashboard). Runs under one --logdir are then compared by their settings."""
+        if not self.chief:
+            return
+        from tensorboard.plugins.hparams import api as hp
+
+        flat = dict(_leaves(config))
+        with self.writer("").as_default(step=0):
+            hp.hparams_config(
+                hparams=[hp.HParam(k) for k in flat],
+                metrics=[hp.Metric(tag, group=group, display_name=f"{group} {tag}") for group, tag in metrics],
+            )
+            hp.hparams(flat, trial_id=os.path.basename(os.path.dirname(self._logdir)))
+            tf.summary.text("config", "```json\n" + json.dumps(config, indent=1, sort_keys=True) + "\n```")
 
     def images(self, name: str, step: int, tag: str, images, max_outputs: int = 8) -> None:
         if not self.chief:

@@ -261,6 +261,7 @@ class Trainer:
         self._eval_step = steps_lib.make_eval_step(self.model, strategy, c, tensors)
         self._stop_requested = False
         self._last_eval = None  # (step, metrics) of the latest evaluation
+        self._profiling = False
         self.history = []
 
     # ---------------------------------------------------------------- setup
@@ -369,6 +370,7 @@ class Trainer:
     def run(self) -> dict:
         with self._sigterm_requests_stop():
             self._restore()
+            self.reporter.settings(to_dict(self.config))
             self.started = time.perf_counter()
             self.seconds_before = self.history[-1]["seconds"] if self.history else 0.0
             self.reporter.line(
@@ -420,15 +422,15 @@ class Trainer:
         end = min((epoch + 1) * self.steps_per_epoch, self.total_steps)
         window = Window()
         while step < end:
-            n = min(t.steps_per_loop, end - step, t.log_every - step % t.log_every)
-            n = min(n, t.checkpoint_every - step % t.checkpoint_every)
+            n = self._call_size(step, end)
             totals = self._train_call(iterator, step, n)
             step += n
             window.add(totals, n)
             self.epoch_sums.assign_add([totals[k] for k in steps_lib.TRAIN_METRICS] + [n])
             if step % t.log_every == 0 or step == end:
-                values = {**window.values(self.global_batch), "lr": lr, "elapsed_seconds": self._elapsed()}
-                self.reporter.scalars("train", step, values)
+                values = {**window.values(self.global_batch), "lr": lr}
+                # wall time across restarts, Fig. 1's x-axis: in metrics.jsonl, not a curve
+                self.reporter.scalars("train", step, values, extra={"elapsed_seconds": self._elapsed()})
                 self.reporter.progress(epoch, t.epochs, step, values)
                 window = Window()
             if totals["stop"]:
@@ -442,17 +444,34 @@ class Trainer:
         if step % self.steps_per_epoch:  # the run ends inside an epoch (an epoch's end saves after its work)
             self._save()
 
+    def _call_size(self, step: int, end: int) -> int:
+        """Steps in the host call from `step`: `train.steps_per_loop`, cut at the epoch's
+        (or run's) end, at log and checkpoint steps and at the profiler window's ends;
+        inside the window one step per call, so that the profiler sees each step."""
+        t = self.config.train
+        first, last = t.profile_steps or (0, 0)
+        if first <= step < last:
+            return 1
+        n = min(t.steps_per_loop, end - step, t.log_every - step % t.log_every)
+        n = min(n, t.checkpoint_every - step % t.checkpoint_every)
+        return min(n, first - step) if step < first else n
+
     def _train_call(self, iterator, step: int, n: int) -> dict:
-        """One host call of `n` steps from `step`, inside the profiler's window if
-        `train.profile_steps` asks for one; stops the run on a non-finite loss."""
-        first, last = self.config.train.profile_steps or (-1, -1)
-        if step == first:
+        """One host call of `n` steps from `step`; inside `train.profile_steps` (first,
+        last) traced by the profiler with each step marked, as TensorFlow documents for
+        custom loops, so that its overview shows step times. Stops the run on a
+        non-finite loss."""
+        first, last = self.config.train.profile_steps or (0, 0)
+        if step == first < last:
             tf.profiler.experimental.start(os.path.join(self.workdir, "tb", "profile"))
-        stop = tf.constant(1.0 if self._stop_requested else 0.0)
-        totals = self._train_loop(iterator, tf.constant(n), stop)
-        totals = {k: float(v) for k, v in totals.items()}
-        if step < last <= step + n:
+            self._profiling = True
+        mark = tf.profiler.experimental.Trace("train", step_num=step, _r=1) if first <= step < last else None
+        with mark or contextlib.nullcontext():
+            stop = tf.constant(1.0 if self._stop_requested else 0.0)
+            totals = {k: float(v) for k, v in self._train_loop(iterator, tf.constant(n), stop).items()}
+        if step + n == last and self._profiling:
             tf.profiler.experimental.stop()
+            self._profiling = False
         if not math.isfinite(totals["loss"]):
             where = f"step {step + 1}" if n == 1 else f"steps {step + 1}..{step + n}"
             raise TrainingError(
@@ -551,15 +570,19 @@ class Trainer:
         return metrics
 
     def _epoch_summaries(self, step: int, epoch: int) -> None:
-        """Weight histograms, a few augmented inputs, the conv1 kernels (Fig. 3)."""
+        """At each epoch's start: weight histograms, the first images of the epoch's first
+        batch as the net sees them (crop, flip and colour noise, with the mean image added
+        back for display), the conv1 kernels (Fig. 3)."""
         if not self.chief:
             return
-        self.reporter.histograms("train", step, {v.path: v for v in self.model.trainable_variables})
         c = self.config
-        few = dataclasses.replace(c.data, shuffle_buffer=1)
-        batch = next(iter(data_lib.make_dataset(self.source, few, c.data.train_split, 4, True, c.train.seed, epoch)))
-        inputs = data_lib.apply_flips(batch["image"], batch["flip"])
-        self.reporter.images("train", step, "augmented_inputs", inputs, max_outputs=4)
+        self.reporter.histograms("train", step, {v.path: v for v in self.model.trainable_variables})
+        # An epoch's order does not depend on the batch size: these are the first rows of
+        # the batch its first step trains on.
+        first = data_lib.make_dataset(self.source, c.data, c.data.train_split, 4, True, c.train.seed, epoch)
+        shown = dataclasses.replace(c.data, subtract_mean=False, input_scale=1.0)
+        images = data_lib.device_preprocess(next(iter(first)), steps_lib.stats_tensors(self.stats), shown)
+        self.reporter.images("train", step, "inputs", tf.clip_by_value(images / 255.0, 0.0, 1.0), max_outputs=4)
         kernel = self.model.get_layer("conv1").kernel.numpy()  # (11, 11, 3, 96)
         grid = conv1_grid(kernel, 2 if c.model.two_columns else 1)
         self.reporter.images("train", step, "conv1_kernels", grid[None], max_outputs=1)

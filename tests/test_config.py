@@ -35,6 +35,11 @@ def test_quickstart_derives_from_paper():
     assert ("optim", "lr") not in changed and ("optim", "momentum") not in changed
     assert ("optim", "weight_decay") not in changed and ("model", "dropout") not in changed
     assert ("model", "input_size") in changed and ("model", "width") in changed
+    # every deviation from the paper's start of training is a named switch
+    assert {("model", "init"), ("model", "bias_one"), ("data", "input_scale")} <= changed
+    assert changed <= {("data", k) for k in ("source", "eval_split", "resize_size", "crop_size", "input_scale")} | {
+        ("model", k) for k in ("input_size", "num_classes", "width", "init", "bias_one", "conv_form")
+    } | {("train", k) for k in ("jit_compile", "epochs", "log_every", "checkpoint_every", "steps_per_loop")}
 
 
 def test_config_is_frozen():

@@ -100,7 +100,92 @@ def test_mixed_bfloat16_xla_loop_with_profiler(tmp_path):
     reader = tf.train.load_checkpoint(os.path.join(workdir, "checkpoints"))
     dtypes = reader.get_variable_to_dtype_map()
     assert dtypes["model/conv1/kernel/.ATTRIBUTES/VARIABLE_VALUE"] == tf.float32
-    assert glob.glob(os.path.join(workdir, "tb", "profile", "**", "*.xplane.pb"), recursive=True)
+    (trace,) = glob.glob(os.path.join(workdir, "tb", "profile", "**", "*.xplane.pb"), recursive=True)
+    assert marked_steps(trace) == [2, 3]  # TensorBoard's profile overview reads these markers
+
+
+def marked_steps(xplane_path):
+    """The step numbers of the "train" step markers in a profiler trace."""
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    space = xplane_pb2.XSpace()
+    with open(xplane_path, "rb") as f:
+        space.ParseFromString(f.read())
+    steps = set()
+    for plane in space.planes:
+        names = {k: v.name for k, v in plane.event_metadata.items()}
+        stat_names = {k: v.name for k, v in plane.stat_metadata.items()}
+        for line in plane.lines:
+            for event in line.events:
+                if names.get(event.metadata_id) == "train":
+                    steps |= {
+                        s.int64_value or s.uint64_value for s in event.stats if stat_names[s.metadata_id] == "step_num"
+                    }
+    return sorted(steps)
+
+
+def summaries(folder):
+    """{tag: [(step, value proto)]} of the event files in one TensorBoard run folder."""
+    import glob
+
+    import tensorflow as tf
+
+    out = {}
+    for path in sorted(glob.glob(os.path.join(folder, "events.out.tfevents.*"))):
+        for record in tf.data.TFRecordDataset(path):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                out.setdefault(value.tag, []).append((event.step, value))
+    return out
+
+
+def test_tensorboard_shows_settings_inputs_and_curves(image_folder, tmp_path):
+    """The run's settings on the HParams and Text dashboards; the first images of each
+    epoch's first batch as the net sees them; scalars only for what changes."""
+    import numpy as np
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import metadata as hp_metadata
+
+    from alexnet_tf import data as data_lib
+
+    workdir = str(tmp_path / "run")
+    config = folder_config(image_folder, **{"train.batch_size": 8, "train.epochs": 2, "train.seed": 7})
+    train_and_evaluate(config, workdir)
+    root = summaries(os.path.join(workdir, "tb"))
+    (start,) = [v for _, v in root[hp_metadata.SESSION_START_INFO_TAG]]
+    info = hp_metadata.parse_session_start_info_plugin_data(start.metadata.plugin_data.content)
+    assert info.hparams["train.seed"].number_value == 7
+    assert info.hparams["data.source"].string_value == f"folder:{image_folder}"
+    (experiment,) = [v for _, v in root[hp_metadata.EXPERIMENT_TAG]]
+    exp = hp_metadata.parse_experiment_plugin_data(experiment.metadata.plugin_data.content)
+    assert {(m.name.group, m.name.tag) for m in exp.metric_infos} == {("eval", "top1_error"), ("eval", "top5_error")}
+    (text,) = [v for _, v in root["config"]]
+    assert '"seed": 7' in tf.make_ndarray(text.tensor).item().decode()
+
+    train = summaries(os.path.join(workdir, "tb", "train"))
+    evals = summaries(os.path.join(workdir, "tb", "eval"))
+    assert set(evals) == {"loss", "top1_error", "top5_error"}
+    assert {"loss", "top1_error", "lr"} <= set(train) and "elapsed_seconds" not in train
+    # what the net sees: the first 4 examples of each epoch, cropped, flipped and
+    # colour-noised as that epoch's first batch of 8 has them, without the mean image
+    stats = data_lib.Stats.load(os.path.join(workdir, "stats.npz"))
+    stats = {k: tf.constant(getattr(stats, k)) for k in ("mean_image", "eigval", "eigvec")}
+    seen = {}
+    for step, value in train["inputs"]:
+        pngs = tf.make_ndarray(value.tensor)[2:]  # width, height, then the images
+        seen[step] = np.stack([tf.io.decode_png(p).numpy() for p in pngs])
+    assert sorted(seen) == [0, 6]
+    for epoch, step in enumerate(sorted(seen)):
+        batch = next(
+            iter(
+                data_lib.make_dataset(data_lib.open_source(config.data.source), config.data, "train", 8, True, 7, epoch)
+            )
+        )
+        raw = tf.cast(batch["image"][:4], tf.float32)
+        shift = 255.0 * tf.linalg.matvec(stats["eigvec"], batch["alpha"][:4] * stats["eigval"])
+        want = data_lib.apply_flips(raw + shift[:, None, None, :], batch["flip"][:4])
+        np.testing.assert_allclose(seen[step], np.clip(want.numpy(), 0, 255), atol=1.01)
+    assert not np.array_equal(seen[0], seen[6])
 
 
 def test_encoded_source_gets_its_own_mean_image_once(tmp_path, capsys, monkeypatch):
