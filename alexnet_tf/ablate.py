@@ -38,9 +38,10 @@ import json
 import math
 import os
 import sys
-import time
 
 import numpy as np
+
+from alexnet_tf.report import Progress
 
 DEFAULT_DATASET = "fashion_mnist:/usr/share/datasets/fashion-mnist"
 DEFAULT_RECIPE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes", "quickstart.py")
@@ -101,8 +102,10 @@ def _is_grey(source, config) -> bool:
 
     from alexnet_tf import data as data_lib
 
-    images = source.split(config.data.train_split).take(32)
-    for x, _ in images.map(lambda x, y: (data_lib.decode_and_resize(x, config.data.resize_size, False), y)):
+    def decoded(index, data, label, name):
+        return data_lib.decode_and_resize(data, config.data.resize_size, source.encoded)
+
+    for x in source.examples(config.data.train_split).take(32).map(decoded):
         x = tf.cast(x, tf.int32)
         if bool(tf.reduce_any(x[..., 0] != x[..., 1])) or bool(tf.reduce_any(x[..., 1] != x[..., 2])):
             return False
@@ -323,98 +326,46 @@ def _ten_crop(config, workdir: str) -> float:
         return json.load(f)["top1_error"]
 
 
-def ablate(
-    dataset: str = DEFAULT_DATASET,
-    seeds: int = 3,
-    budget_epochs: int = 1,
-    out: str = "runs/ablate",
-    settings: list[str] | None = None,
-    recipe: str = DEFAULT_RECIPE,
-    overrides: list[str] | None = None,
-    target: float = 0.25,
-    stream=None,
-) -> dict:
-    from alexnet_tf import data as data_lib
-    from alexnet_tf.config import ConfigError, load_recipe, override
+def _check_names(settings: list[str] | None) -> list[str]:
+    from alexnet_tf.config import ConfigError
 
     names = list(settings or NAMES)
     unknown = [n for n in names if n not in NAMES]
     if unknown:
         raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; choose from {', '.join(NAMES)}")
-    if BASELINE not in names:
-        names.insert(0, BASELINE)
-    if seeds < 1 or budget_epochs < 1:
-        raise ConfigError("--seeds and --budget-epochs must be at least 1")
-    base = load_recipe(recipe)
-    base = override(base, [f"data.source={dataset}", *(overrides or [])])
-    source = data_lib.open_source(base.data.source, base.data)
-    base = override(base, {"model.num_classes": source.num_classes})
-    os.makedirs(out, exist_ok=True)
+    return names if BASELINE in names else [BASELINE, *names]
 
-    stats_path = os.path.join(out, "stats.npz")
-    if not os.path.exists(stats_path):
-        data_lib.dataset_stats(source, base.data, base.data.train_split).save(stats_path)
-    grey = _is_grey(source, base)
-    todo, skipped = plan(names, seeds, grey)
-    steps_per_epoch = source.sizes[base.data.train_split] // base.train.batch_size
 
-    def say(text):
-        print(text, file=stream or sys.stdout, flush=True)
+def _finished(workdir: str, config, planned_steps: int) -> dict | None:
+    """A run's results.json if it trained its whole budget; None if it must (go on to) run."""
+    path = os.path.join(workdir, "results.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        result = json.load(f)
+    if config.train.max_steps:
+        planned_steps = min(planned_steps, config.train.max_steps)
+    return result if result["step"] >= planned_steps else None  # a larger budget: it goes on
 
-    if skipped:
-        say(f"skipping {', '.join(skipped)}: {source.name} is grey, colour noise does nothing there")
-    runs, spent, done_here = {}, 0.0, 0
-    for i, (name, seed) in enumerate(todo):
-        workdir = os.path.join(out, "runs", f"{name}-seed{seed}")
-        config = run_config(base, name, seed, budget_epochs, stats_path)
-        results_path = os.path.join(workdir, "results.json")
-        result = None
-        if os.path.exists(results_path):
-            with open(results_path) as f:
-                result = json.load(f)
-            planned = budget_epochs * steps_per_epoch
-            if config.train.max_steps:
-                planned = min(planned, config.train.max_steps)
-            if result["step"] < planned:
-                result = None  # a larger budget than before: the run goes on from its checkpoint
-        if result is None:
-            left = len(todo) - i
-            eta = "?" if not done_here else f"{spent / done_here * left / 60:.0f} min"
-            say(f"[{i + 1}/{len(todo)}] {name} seed {seed}  ({left} run(s) left, ETA {eta})")
-            t0 = time.perf_counter()
-            result = _run_one(config, workdir)
-            spent += time.perf_counter() - t0
-            done_here += 1
-        pts = curve(workdir, steps_per_epoch)
-        history = result.get("history") or []
-        entry = {
-            "setting": name,
-            "seed": seed,
-            "workdir": workdir,
-            "top1_error": result["top1_error"],
-            "top5_error": result["top5_error"],
-            "train_seconds": result.get("train_seconds"),
-            "final_train_top1_error": history[-1]["train_top1_error"] if history else None,
-            "curve": pts,
-            "epochs_to_target": first_reaching(pts, target, "epoch"),
-            "seconds_to_target": first_reaching(pts, target, "seconds"),
-        }
-        if name == BASELINE and "ten_crop" in names:
-            say(f"ten-crop evaluation of {workdir}")
-            entry["ten_crop_top1_error"] = _ten_crop(config, workdir)
-        runs[(name, seed)] = entry
-        say(f"  {name} seed {seed}: top-1 error {100 * entry['top1_error']:.2f}%")
 
-    summary = summarize(runs, names, skipped, target)
-    meta = {
-        "dataset": dataset,
-        "seeds": seeds,
-        "budget_epochs": budget_epochs,
-        "recipe": recipe,
-        "overrides": list(overrides or []),
-        "steps_per_epoch": steps_per_epoch,
-        "global_batch": base.train.batch_size,
+def _entry(name: str, seed: int, workdir: str, result: dict, steps_per_epoch: int, target: float) -> dict:
+    pts = curve(workdir, steps_per_epoch)
+    history = result.get("history") or []
+    return {
+        "setting": name,
+        "seed": seed,
+        "workdir": workdir,
+        "top1_error": result["top1_error"],
+        "top5_error": result["top5_error"],
+        "train_seconds": result.get("train_seconds"),
+        "final_train_top1_error": history[-1]["train_top1_error"] if history else None,
+        "curve": pts,
+        "epochs_to_target": first_reaching(pts, target, "epoch"),
+        "seconds_to_target": first_reaching(pts, target, "seconds"),
     }
+
+
+def _write_report(out: str, runs: dict, summary: dict, meta: dict, target: float, say) -> dict:
     report = {"meta": meta, "summary": summary, "runs": list(runs.values())}
     with open(os.path.join(out, "ablations.json"), "w") as f:
         json.dump(report, f, indent=1)
@@ -427,6 +378,65 @@ def ablate(
             say("matplotlib is not installed, so fig1_relu_tanh.png was not drawn: pip install 'alexnet_tf[plots]'")
     say(markdown(summary, meta))
     return report
+
+
+def ablate(
+    dataset: str = DEFAULT_DATASET,
+    seeds: int = 3,
+    budget_epochs: int = 1,
+    out: str = "runs/ablate",
+    settings: list[str] | None = None,
+    recipe: str = DEFAULT_RECIPE,
+    overrides: list[str] | None = None,
+    target: float = 0.25,
+    stream=None,
+) -> dict:
+    """Trains (or resumes) every (setting, seed) run under OUT/runs and writes the report."""
+    from alexnet_tf import data as data_lib
+    from alexnet_tf.config import ConfigError, load_recipe, override
+
+    names = _check_names(settings)
+    if seeds < 1 or budget_epochs < 1:
+        raise ConfigError("--seeds and --budget-epochs must be at least 1")
+    base = override(load_recipe(recipe), [f"data.source={dataset}", *(overrides or [])])
+    source = data_lib.open_source(base.data.source, base.data)
+    base = override(base, {"model.num_classes": source.num_classes})
+    os.makedirs(out, exist_ok=True)
+    stats_path = os.path.join(out, "stats.npz")
+    if not os.path.exists(stats_path):
+        data_lib.dataset_stats(source, base.data, base.data.train_split).save(stats_path)
+    todo, skipped = plan(names, seeds, _is_grey(source, base))
+    steps_per_epoch = source.sizes[base.data.train_split] // base.train.batch_size
+
+    def say(text):
+        print(text, file=stream or sys.stdout, flush=True)
+
+    if skipped:
+        say(f"skipping {', '.join(skipped)}: {source.name} is grey, colour noise does nothing there")
+    runs, progress = {}, Progress(len(todo), "ablation runs", stream=stream or sys.stdout, unit="runs")
+    for i, (name, seed) in enumerate(todo):
+        workdir = os.path.join(out, "runs", f"{name}-seed{seed}")
+        config = run_config(base, name, seed, budget_epochs, stats_path)
+        result = _finished(workdir, config, budget_epochs * steps_per_epoch)
+        if result is None:
+            say(f"[{i + 1}/{len(todo)}] {name} seed {seed}")
+            result = _run_one(config, workdir)
+            progress.update(i + 1, final=True)
+        runs[(name, seed)] = entry = _entry(name, seed, workdir, result, steps_per_epoch, target)
+        if name == BASELINE and "ten_crop" in names:
+            say(f"ten-crop evaluation of {workdir}")
+            entry["ten_crop_top1_error"] = _ten_crop(config, workdir)
+        say(f"  {name} seed {seed}: top-1 error {100 * entry['top1_error']:.2f}%")
+    meta = {
+        "dataset": dataset,
+        "seeds": seeds,
+        "budget_epochs": budget_epochs,
+        "recipe": recipe,
+        "overrides": list(overrides or []),
+        "steps_per_epoch": steps_per_epoch,
+        "global_batch": base.train.batch_size,
+    }
+    return _write_report(out, runs, summarize(runs, names, skipped, target), meta, target, say)
 
 
 def main(argv=None) -> int:

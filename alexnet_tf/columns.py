@@ -124,18 +124,3 @@ def forward(model: keras.Model, images: tf.Tensor, devices: list[str], training:
     cols = _dense(get("fc8"), x, devices)
     with tf.device(devices[0]):
         return get("logits")(tf.concat(cols, -1))
-
-
-def check(config) -> None:
-    """Raises ConfigError when `config` cannot use the paper's placement."""
-    from alexnet_tf.config import ConfigError
-
-    if config.distribute.strategy != "columns":
-        return
-    if not config.model.two_columns:
-        raise ConfigError("distribute.strategy=columns places the two columns: it needs model.two_columns=True")
-    if config.train.jit_compile:
-        raise ConfigError(
-            "distribute.strategy=columns runs on two devices, which one XLA cluster cannot span: "
-            "set train.jit_compile=False"
-        )

@@ -167,9 +167,14 @@ def validate(config: Config) -> Config:
         )
     if config.data.crop_size > config.data.resize_size:
         raise ConfigError("data.crop_size must not exceed data.resize_size")
-    from alexnet_tf import columns  # imports the model, which imports this module
-
-    columns.check(config)
+    if config.distribute.strategy == "columns":  # Sec. 3.2's placement, see alexnet_tf.columns
+        if not config.model.two_columns:
+            raise ConfigError("distribute.strategy=columns places the two columns: it needs model.two_columns=True")
+        if config.train.jit_compile:
+            raise ConfigError(
+                "distribute.strategy=columns runs on two devices, which one XLA cluster cannot span: "
+                "set train.jit_compile=False"
+            )
     if config.train.deterministic and config.train.jit_compile:
         raise ConfigError(
             "train.deterministic=True needs train.jit_compile=False: XLA has no deterministic "

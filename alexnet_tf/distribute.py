@@ -1,10 +1,15 @@
-"""Choosing a tf.distribute strategy from the recipe's `distribute` section."""
+"""The runtime a run trains on: the tf.distribute strategy from the recipe's `distribute`
+section, which process is the chief, the dtype policy, determinism and seeds."""
 
 from __future__ import annotations
 
+import contextlib
+
+import keras
 import tensorflow as tf
 
-from alexnet_tf.config import ConfigError, DistributeConfig
+from alexnet_tf import data as data_lib
+from alexnet_tf.config import Config, ConfigError, DistributeConfig
 
 
 def parse_devices(spec: str) -> list[str]:
@@ -76,3 +81,93 @@ def column_devices(config: DistributeConfig) -> list[str]:
             f"distribute.strategy=columns needs two devices (distribute.devices=gpu:0,gpu:1 or cpu:2), got {devices or 'none'}"
         )
     return devices
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """The one process that writes the run's files: the `chief` task if TF_CONFIG has
+    one, else worker 0 (or the only process)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    spec = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    if not spec:
+        return True
+    if "chief" in spec:
+        return resolver.task_type == "chief"
+    return resolver.task_type in (None, "worker") and not resolver.task_id
+
+
+def task_name(strategy: tf.distribute.Strategy) -> str:
+    """`worker1`, `chief0`, ...: this process's task, "" with one process."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    return f"{resolver.task_type}{resolver.task_id}" if resolver is not None and resolver.task_type else ""
+
+
+def barrier(strategy: tf.distribute.Strategy) -> None:
+    """Waits until every worker has reached this point (a one-number all-reduce)."""
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        tf.function(lambda: strategy.reduce("SUM", strategy.run(lambda: tf.ones([])), axis=None))()
+
+
+def check_same_step(strategy: tf.distribute.Strategy, step: int) -> None:
+    """Raises ConfigError on every worker unless all workers stand at `step` (the
+    variance of their steps, all-reduced, is 0)."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+    s = float(step)
+    per_replica = lambda: tf.constant([s, s * s, 1.0], tf.float64)  # noqa: E731
+    total, squares, n = tf.function(lambda: strategy.reduce("SUM", strategy.run(per_replica), axis=None))().numpy()
+    if squares / n - (total / n) ** 2 > 0.5:
+        raise ConfigError(
+            f"the workers resumed from different steps (this one from {step}); the workers of one run "
+            "need one shared --workdir"
+        )
+
+
+def setup_runtime(config: Config) -> None:
+    """Determinism and seeds; call before building anything.
+
+    Op determinism is process-wide in TensorFlow: switch it off again for a
+    non-deterministic run that follows a deterministic one in the same process.
+    """
+    from tensorflow.python.framework import config as tf_config  # disable_op_determinism is not public
+
+    if config.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    elif tf_config.is_op_determinism_enabled():
+        tf_config.disable_op_determinism()
+    keras.utils.set_random_seed(config.train.seed)
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str):
+    """Sets the Keras dtype policy for the duration of a run."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def distributed_dataset(
+    strategy: tf.distribute.Strategy,
+    source: data_lib.Source,
+    config: Config,
+    split: str,
+    global_batch: int,
+    training: bool,
+    epoch: int = 0,
+    skip_batches: int = 0,
+    bad_files: data_lib.BadFiles | None = None,
+) -> tf.distribute.DistributedDataset:
+    """One epoch of `split` for every replica (eval: the first data.eval_examples)."""
+    d, seed = config.data, config.train.seed
+
+    def fn(ctx: tf.distribute.InputContext):
+        batch = ctx.get_per_replica_batch_size(global_batch)
+        if training:
+            return data_lib.train_dataset(source, d, split, batch, seed, epoch, skip_batches, ctx, bad_files)
+        return data_lib.eval_dataset(
+            source, d, split, batch, limit=d.eval_examples, input_context=ctx, bad_files=bad_files
+        )
+
+    return strategy.distribute_datasets_from_function(fn)

@@ -19,82 +19,22 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import sys
-import time
 
-import keras
 import tensorflow as tf
 
 from alexnet_tf import data as data_lib
-from alexnet_tf.config import Config, ConfigError, load_json
-from alexnet_tf.model import build_model, model_variables, to_split_form
+from alexnet_tf import steps as steps_lib
+from alexnet_tf.config import Config, ConfigError
+from alexnet_tf.report import Progress
+from alexnet_tf.runs import TrainedRun, load_run
 
 # Table 2, ILSVRC-2012 validation set, error rates in %.
 PAPER_TABLE2 = (
     ("paper: 1 CNN (ILSVRC-2012 val, 10 crops)", 40.7, 18.2),
     ("paper: 5 CNNs (ILSVRC-2012 val, 10 crops)", 38.1, 16.4),
 )
-
-
-@dataclasses.dataclass
-class TrainedRun:
-    """A trained model restored from a workdir, with what it needs to preprocess images."""
-
-    workdir: str
-    checkpoint: str
-    config: Config
-    class_names: list
-    stats: data_lib.Stats
-    model: keras.Model
-
-    def stats_tensors(self) -> dict:
-        return {
-            "mean_image": tf.constant(self.stats.mean_image),
-            "eigval": tf.constant(self.stats.eigval),
-            "eigvec": tf.constant(self.stats.eigvec),
-        }
-
-
-def resolve_checkpoint(path: str) -> tuple[str, str]:
-    """(workdir, checkpoint prefix) for a run folder or a checkpoint prefix inside one."""
-    if os.path.isdir(path):
-        checkpoint = tf.train.latest_checkpoint(os.path.join(path, "checkpoints"))
-        if checkpoint is None:
-            raise ConfigError(f"{path!r} has no checkpoints/; train it first with `python -m alexnet_tf.train`")
-        return path, checkpoint
-    if os.path.exists(path + ".index"):
-        return os.path.dirname(os.path.dirname(os.path.abspath(path))), path
-    raise ConfigError(f"{path!r} is neither a run folder nor a checkpoint (expected {path}.index)")
-
-
-def load_run(path: str, split_form: bool = False) -> TrainedRun:
-    """Restores the model of a run folder (its newest checkpoint) or of one checkpoint.
-
-    `split_form=True` gives the grouped convolutions as two convs + concat, the form that
-    runs without XLA (for export).
-    """
-    workdir, checkpoint = resolve_checkpoint(path)
-    config_path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(config_path):
-        raise ConfigError(f"{workdir!r} has no config.json; is it a run folder of `python -m alexnet_tf.train`?")
-    config = load_json(config_path)
-    classes_path = os.path.join(workdir, "classes.json")
-    if os.path.isfile(classes_path):
-        with open(classes_path) as f:
-            class_names = [str(c) for c in json.load(f)]
-    else:
-        class_names = [str(i) for i in range(config.model.num_classes)]
-    stats = data_lib.Stats.load(os.path.join(workdir, "stats.npz"))
-    # Variables are float32 under every precision policy, so a float32 model restores them.
-    model = build_model(config.model)
-    tf.train.Checkpoint(model=model_variables(model)).restore(
-        checkpoint
-    ).expect_partial().assert_existing_objects_matched()
-    if split_form:
-        model = to_split_form(model, config.model)
-    return TrainedRun(workdir, checkpoint, config, class_names, stats, model)
 
 
 def _check_compatible(config: Config, run: TrainedRun, num_classes: int) -> None:
@@ -126,65 +66,52 @@ def evaluate(config: Config, paths: list[str], crops: str = "center", stream=sys
     runs = [load_run(p) for p in paths]
     for run in runs:
         _check_compatible(config, run, source.num_classes)
-
     split = config.data.eval_split
-    n = source.sizes[split]
-    if config.data.eval_examples:
-        n = min(n, config.data.eval_examples)
+    n = min(source.sizes[split], config.data.eval_examples or source.sizes[split])
     batch = config.train.eval_batch_size or config.train.batch_size
     if crops == "ten":
         batch = max(1, batch // 10)  # ten rows per image keep a batch near the same size
-    views = 10 if crops == "ten" else 1
-    ds = data_lib.make_dataset(source, config.data, split, batch, training=False, crops=crops)
-
-    forwards = []
-    for run in runs:
-        stats, model, data_config = run.stats_tensors(), run.model, run.config.data
-
-        @tf.function(jit_compile=config.train.jit_compile)
-        def forward(images, offset, flip, stats=stats, model=model, data_config=data_config):
-            b = {"image": images, "offset": offset, "flip": flip, "alpha": tf.zeros([tf.shape(images)[0], 3])}
-            x = data_lib.device_preprocess(b, stats, data_config, tf.float32)
-            probs = tf.nn.softmax(model(x, training=False))  # (B * views, classes)
-            return tf.reduce_mean(tf.reshape(probs, [-1, views, probs.shape[-1]]), axis=1)  # (B, classes)
-
-        forwards.append(forward)
-
-    batches = math.ceil(n / batch)
-    top1 = top5 = seen = 0
-    start = last_report = time.perf_counter()
-    for i, b in enumerate(ds.take(batches)):
-        probs = sum(f(b["image"], b["offset"], b["flip"]) for f in forwards) / len(forwards)
-        labels = b["label"][::views]
-        index = i * batch + tf.range(batch)
-        keep = (b["weight"][::views] > 0) & (index < n)
-        k = min(5, probs.shape[-1])
-        hit1 = tf.math.in_top_k(labels, probs, 1) & keep
-        hit5 = tf.math.in_top_k(labels, probs, k) & keep
-        top1 += int(tf.reduce_sum(tf.cast(hit1, tf.int32)))
-        top5 += int(tf.reduce_sum(tf.cast(hit5, tf.int32)))
-        seen += int(tf.reduce_sum(tf.cast(keep, tf.int32)))
-        now = time.perf_counter()
-        if stream is not None and (now - last_report > 10 or i + 1 == batches):
-            rate = seen / (now - start)
-            eta = (n - seen) / rate if rate > 0 else float("nan")
-            print(
-                f"evaluated {seen}/{n} images  top-1 error {1 - top1 / seen:.4f}  {rate:.1f} img/s  ETA {eta:.0f}s",
-                file=stream,
-                flush=True,
-            )
-            last_report = now
-    if seen == 0:
+    bad_files = data_lib.BadFiles()
+    ds = data_lib.eval_dataset(source, config.data, split, batch, crops, n, bad_files=bad_files)
+    progress = Progress(n, "evaluated", quiet=stream is None, stream=stream)
+    totals = steps_lib.accumulate(ds, _ensemble_step(runs, 10 if crops == "ten" else 1, config), progress.update)
+    progress.update(int(totals["count"]), final=True)
+    if totals["count"] == 0:
         raise data_lib.DataError(f"{config.data.source} split {split!r} gave no examples")
+    if bad_files.message() and stream is not None:
+        print(bad_files.message(), file=stream)
     return {
-        "top1_error": 1.0 - top1 / seen,
-        "top5_error": 1.0 - top5 / seen,
+        **steps_lib.errors(totals),
         "crops": crops,
         "models": [run.checkpoint for run in runs],
-        "examples": seen,
         "data": config.data.source,
         "split": split,
     }
+
+
+def _ensemble_step(runs: list[TrainedRun], views: int, config: Config):
+    """`step(batch)`: top-1/top-5 hits and count of one eval batch, from the softmax
+    averaged over the `views` crops of each image (Sec. 4.1) and over the models."""
+
+    def softmax_of(run):
+        stats = steps_lib.stats_tensors(run.stats)  # each model with its own mean image
+
+        @tf.function(jit_compile=config.train.jit_compile)
+        def forward(batch):
+            images = data_lib.device_preprocess(batch, stats, run.config.data, tf.float32)
+            return steps_lib.average_views(tf.nn.softmax(run.model(images, training=False)), views)
+
+        return forward
+
+    forwards = [softmax_of(run) for run in runs]
+
+    def step(batch):
+        device = {k: batch[k] for k in ("image", "offset", "flip", "alpha")}
+        probs = tf.add_n([f(device) for f in forwards]) / len(forwards)  # (B, classes)
+        labels, weight = batch["label"][::views], batch["weight"][::views]
+        return {**steps_lib.correct(labels, probs, weight), "count": tf.reduce_sum(weight)}
+
+    return step
 
 
 def format_table(results: dict) -> str:

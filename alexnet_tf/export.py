@@ -23,7 +23,8 @@ import keras
 import tensorflow as tf
 
 from alexnet_tf import data as data_lib
-from alexnet_tf.evaluate import TrainedRun, load_run
+from alexnet_tf import steps as steps_lib
+from alexnet_tf.runs import TrainedRun, load_run
 
 TOP_K = 5
 
@@ -68,7 +69,7 @@ def _crop_and_normalize(images: tf.Tensor, run: TrainedRun, crops: str) -> tuple
             "alpha": tf.zeros([n, 3]),
         }
         views = 1
-    return data_lib.device_preprocess(batch, run.stats_tensors(), d, tf.float32), views
+    return data_lib.device_preprocess(batch, steps_lib.stats_tensors(run.stats), d, tf.float32), views
 
 
 def export(run: TrainedRun, out: str, crops: str = "center") -> str:
@@ -80,8 +81,7 @@ def export(run: TrainedRun, out: str, crops: str = "center") -> str:
     class_names = tf.constant(run.class_names)
 
     def predict(x: tf.Tensor, views: int) -> dict:
-        probs = tf.nn.softmax(model(x, training=False))  # (B * views, classes)
-        probs = tf.reduce_mean(tf.reshape(probs, [-1, views, probs.shape[-1]]), axis=1)  # Sec. 4.1
+        probs = steps_lib.average_views(tf.nn.softmax(model(x, training=False)), views)  # (B, classes)
         top = tf.math.top_k(probs, k=k)
         return {
             "classes": top.indices,  # (B, k) int32

@@ -153,87 +153,81 @@ def _widths(config: ModelConfig) -> dict:
     return out
 
 
+class _Layers:
+    """The paper's layers as `config` switches them, each by its name in Fig. 2."""
+
+    def __init__(self, config: ModelConfig, seed: int):
+        self.config, self.seed, self.widths = config, seed, _widths(config)
+
+    def initializer(self, name: str):
+        # One initializer per layer: a shared one would give every layer the same draw.
+        seed = layer_seed(self.seed, name)
+        if self.config.init == "fan_in":
+            return keras.initializers.VarianceScaling(2.0, "fan_in", "untruncated_normal", seed=seed)
+        return keras.initializers.RandomNormal(stddev=self.config.init_std, seed=seed)  # Sec. 5
+
+    def bias(self, name: str):
+        one = self.config.bias_one and name in BIAS_ONE  # Sec. 5
+        return keras.initializers.Constant(1.0 if one else 0.0)
+
+    def conv(self, x, name: str):
+        c = self.config
+        _, kernel, stride, groups = CONV_SPECS[name]
+        return (SplitConv2D if c.conv_form == "split" else layers.Conv2D)(
+            self.widths[name],
+            kernel,
+            strides=stride,
+            padding="valid" if name == "conv1" else "same",
+            groups=groups if c.two_columns else 1,
+            activation=c.activation,
+            kernel_initializer=self.initializer(name),
+            bias_initializer=self.bias(name),
+            name=name,
+        )(x)
+
+    def lrn(self, x, name: str):
+        c = self.config
+        if not c.lrn:
+            return x
+        return LocalResponseNormalization(c.lrn_size, c.lrn_alpha, c.lrn_beta, c.lrn_convention, name=name)(x)
+
+    def pool(self, x, name: str):
+        size, stride = (3, 2) if self.config.overlap_pooling else (2, 2)  # Sec. 3.4: z=3, s=2
+        return layers.MaxPooling2D(size, stride, padding="valid", name=name)(x)
+
+    def dense(self, x, name: str, units: int, activation=None):
+        init, bias = self.initializer(name), self.bias(name)
+        return layers.Dense(units, activation, kernel_initializer=init, bias_initializer=bias, name=name)(x)
+
+    def dropout(self, x, name: str):
+        return Dropout(self.config.dropout, seed=layer_seed(self.seed, name), name=name)(x)
+
+
 def build_model(config: ModelConfig, seed: int = 0, name: str = "alexnet") -> keras.Model:
     """Builds the paper's net (or an ablation of it) as a functional Keras model.
 
     `seed` (the run's `train.seed`) fixes every layer's initial weights and dropout
     masks; each layer draws from its own seed (`layer_seed`).
     """
-    widths = _widths(config)
-    groups = 2 if config.two_columns else 1
-    pool = (3, 2) if config.overlap_pooling else (2, 2)  # Sec. 3.4: z=3, s=2
-    act = config.activation
-    conv_cls = SplitConv2D if config.conv_form == "split" else layers.Conv2D
-
-    def init(layer_name):
-        # One initializer per layer: a shared one would give every layer the same draw.
-        if config.init == "fan_in":
-            return keras.initializers.VarianceScaling(
-                2.0, "fan_in", "untruncated_normal", seed=layer_seed(seed, layer_name)
-            )
-        return keras.initializers.RandomNormal(stddev=config.init_std, seed=layer_seed(seed, layer_name))  # Sec. 5
-
-    def bias(layer_name):
-        one = config.bias_one and layer_name in BIAS_ONE  # Sec. 5
-        return keras.initializers.Constant(1.0 if one else 0.0)
-
-    def conv(x, layer_name):
-        _, kernel, stride, g = CONV_SPECS[layer_name]
-        g = g if groups == 2 else 1
-        return conv_cls(
-            widths[layer_name],
-            kernel,
-            strides=stride,
-            padding="valid" if layer_name == "conv1" else "same",
-            groups=g,
-            activation=act,
-            kernel_initializer=init(layer_name),
-            bias_initializer=bias(layer_name),
-            name=layer_name,
-        )(x)
-
-    def lrn(x, layer_name):
-        if not config.lrn:
-            return x
-        return LocalResponseNormalization(
-            size=config.lrn_size,
-            alpha=config.lrn_alpha,
-            beta=config.lrn_beta,
-            convention=config.lrn_convention,
-            name=layer_name,
-        )(x)
-
-    def maxpool(x, layer_name):
-        return layers.MaxPooling2D(pool[0], pool[1], padding="valid", name=layer_name)(x)
-
+    make = _Layers(config, seed)
     s = config.input_size
     inputs = keras.Input((s, s, 3), name="image")  # (B, 227, 227, 3)
-    x = conv(inputs, "conv1")  # (B, 55, 55, 96)
-    x = lrn(x, "lrn1")
-    x = maxpool(x, "pool1")  # (B, 27, 27, 96)
-    x = conv(x, "conv2")  # (B, 27, 27, 256), two groups
-    x = lrn(x, "lrn2")
-    x = maxpool(x, "pool2")  # (B, 13, 13, 256)
-    x = conv(x, "conv3")  # (B, 13, 13, 384), both columns
-    x = conv(x, "conv4")  # (B, 13, 13, 384), two groups
-    x = conv(x, "conv5")  # (B, 13, 13, 256), two groups
-    x = maxpool(x, "pool5")  # (B, 6, 6, 256)
+    x = make.conv(inputs, "conv1")  # (B, 55, 55, 96)
+    x = make.pool(make.lrn(x, "lrn1"), "pool1")  # (B, 27, 27, 96)
+    x = make.conv(x, "conv2")  # (B, 27, 27, 256), two groups
+    x = make.pool(make.lrn(x, "lrn2"), "pool2")  # (B, 13, 13, 256)
+    x = make.conv(x, "conv3")  # (B, 13, 13, 384), both columns
+    x = make.conv(x, "conv4")  # (B, 13, 13, 384), two groups
+    x = make.conv(x, "conv5")  # (B, 13, 13, 256), two groups
+    x = make.pool(x, "pool5")  # (B, 6, 6, 256)
     x = layers.Flatten(name="flatten")(x)  # (B, 9216)
-
-    def dropout(x, layer_name):
-        return Dropout(config.dropout, seed=layer_seed(seed, layer_name), name=layer_name)(x)
-
     for fc in ("fc6", "fc7"):
         if config.dropout_placement == "inputs":
-            x = dropout(x, f"dropout{fc[-1]}")  # torchvision: the inputs of fc6 and fc7
-        x = layers.Dense(widths[fc], activation=act, kernel_initializer=init(fc), bias_initializer=bias(fc), name=fc)(
-            x
-        )  # (B, 4096)
+            x = make.dropout(x, f"dropout{fc[-1]}")  # torchvision: the inputs of fc6 and fc7
+        x = make.dense(x, fc, make.widths[fc], config.activation)  # (B, 4096)
         if config.dropout_placement == "outputs":
-            x = dropout(x, f"dropout{fc[-1]}")  # Sec. 4.2: the outputs of fc6 and fc7
-    x = layers.Dense(config.num_classes, kernel_initializer=init("fc8"), bias_initializer=bias("fc8"), name="fc8")(
-        x
-    )  # (B, 1000)
+            x = make.dropout(x, f"dropout{fc[-1]}")  # Sec. 4.2: the outputs of fc6 and fc7
+    x = make.dense(x, "fc8", config.num_classes)  # (B, 1000)
     logits = layers.Activation("linear", dtype="float32", name="logits")(x)
     return keras.Model(inputs, logits, name=name)
 

@@ -26,7 +26,6 @@ import json
 import os
 import sys
 
-import numpy as np
 import tensorflow as tf
 
 from alexnet_tf import cli
@@ -37,23 +36,14 @@ PROGRESS_DIR = ".progress"  # per-shard records: a shard is finished when its re
 ORDER_SEED = 0  # the order files of a folder are written in: fixed, so that a resumed run agrees
 
 
-def _example(jpeg: bytes, label: int, name: bytes) -> bytes:
+def example_record(jpeg: bytes, label: int, name: bytes) -> bytes:
+    """One image as the serialized tf.train.Example that `data.records` reads."""
     feature = {
         "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[jpeg])),
         "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
         "image/filename": tf.train.Feature(bytes_list=tf.train.BytesList(value=[name])),
     }
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
-
-
-def _splits(source: data_lib.Source) -> list:
-    """Split names, without the aliases (val/validation of a folder are one split)."""
-    seen, out = set(), []
-    for name, fn in source.splits.items():
-        if id(fn) not in seen:
-            seen.add(id(fn))
-            out.append(name)
-    return out
 
 
 def prepare(
@@ -69,7 +59,7 @@ def prepare(
         )
     os.makedirs(os.path.join(out, PROGRESS_DIR), exist_ok=True)
     shards, skipped, written, resumed = [], [], {}, 0
-    for split in _splits(source):
+    for split in [s for s in source.splits if s not in source.aliases]:
         n = source.sizes[split]
         count = max(1, -(-n // shard_size))
         progress = Progress(n, split, quiet)
@@ -80,7 +70,8 @@ def prepare(
         first = next((k for k, r in enumerate(records) if r is None), count)
         examples = None
         if first < count:
-            order = np.random.default_rng(ORDER_SEED).permutation(n) if split in source.files else None
+            # a folder in a fixed random order (see above); other sources in their own
+            order = ORDER_SEED if source.shuffled else None
             ds = data_lib.decoded_examples(source, split, size, order=order, skip=first * shard_size)
             ds = ds.map(
                 lambda image, label, name, reason: (tf.io.encode_jpeg(image, quality=quality), label, name, reason),
@@ -139,7 +130,7 @@ def _write_shard(examples, path) -> dict:
             if reason >= 0:
                 skipped.append({"file": name.decode(errors="replace"), "reason": data_lib.REASONS[reason]})
                 continue
-            writer.write(_example(jpeg, label, name))
+            writer.write(example_record(jpeg, label, name))
             count += 1
     os.replace(tmp, path)
     return {"count": count, "skipped": skipped}

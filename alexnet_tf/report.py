@@ -27,14 +27,20 @@ def format_duration(seconds: float) -> str:
 
 
 class Progress:
-    """A progress line for long passes over images (`label: done/total images, rate,
-    ETA`), at most every 2 s, on one line of a terminal; `quiet` silences it."""
+    """A progress line for long passes (`label: done/total unit, rate, ETA`), at most
+    every 2 s, on one line of a terminal; `quiet` silences it. Also the ETA of the
+    training line (`eta`)."""
 
-    def __init__(self, total: int, label: str, quiet: bool = False, stream=None):
-        self.total, self.label, self.quiet = total, label, quiet
+    def __init__(self, total: int, label: str, quiet: bool = False, stream=None, unit: str = "images"):
+        self.total, self.label, self.quiet, self.unit = total, label, quiet, unit
         self.stream = stream or sys.stderr
         self.start = time.perf_counter()
         self.last = 0.0
+
+    def eta(self, done: int) -> float:
+        """Seconds left at the average pace so far (nan before any progress)."""
+        elapsed = time.perf_counter() - self.start
+        return (self.total - done) * elapsed / done if done > 0 else float("nan")
 
     def update(self, done: int, final: bool = False) -> None:
         now = time.perf_counter()
@@ -42,10 +48,37 @@ class Progress:
             return
         self.last = now
         rate = done / max(now - self.start, 1e-9)
-        eta = (self.total - done) / rate if rate > 0 else 0
+        eta = self.eta(done)
+        parts = [f"{self.label}: {done}/{self.total} {self.unit}"]
+        if rate >= 1:
+            parts.append(f"{rate:.0f} {self.unit}/s")
+        parts.append("ETA " + ("?" if eta != eta else format_duration(eta)))
         end = "\n" if final or not self.stream.isatty() else "\r"
-        text = f"{self.label}: {done}/{self.total} images, {rate:.0f} img/s, ETA {format_duration(eta)}"
-        print(text, end=end, file=self.stream, flush=True)
+        print(", ".join(parts), end=end, file=self.stream, flush=True)
+
+
+class Window:
+    """Sums of the train loop's metrics over some steps, and the wall time they took."""
+
+    def __init__(self, keys=("loss", "top1_correct", "top5_correct", "count")):
+        self.start, self.steps, self.sums = time.perf_counter(), 0, dict.fromkeys(keys, 0.0)
+
+    def add(self, totals: dict, steps: int) -> None:
+        self.steps += steps
+        for k in self.sums:
+            self.sums[k] += totals[k]
+
+    def values(self, global_batch: int) -> dict:
+        """Mean loss, top-1/top-5 error, images/s and ms per step over the window."""
+        seconds = time.perf_counter() - self.start
+        count = max(self.sums["count"], 1)
+        return {
+            "loss": self.sums["loss"] / self.steps,
+            "top1_error": 1 - self.sums["top1_correct"] / count,
+            "top5_error": 1 - self.sums["top5_correct"] / count,
+            "images_per_sec": self.steps * global_batch / seconds,
+            "step_time_ms": 1000 * seconds / self.steps,
+        }
 
 
 class Reporter:
@@ -63,8 +96,7 @@ class Reporter:
         self._writers = {}
         self._logdir = os.path.join(workdir, "tb")
         self._jsonl = os.path.join(workdir, "metrics.jsonl")
-        self._start = time.perf_counter()
-        self._start_step = None
+        self._start_step, self._pace = 0, None
 
     def writer(self, name: str) -> tf.summary.SummaryWriter:
         """The summary writer of `tb/NAME` ("" for `tb/` itself, where the settings go)."""
@@ -114,15 +146,12 @@ class Reporter:
                 tf.summary.histogram(key, value)
 
     def eta(self, step: int) -> float:
-        """Seconds left at the average pace since the first logged step."""
-        now = time.perf_counter()
-        if self._start_step is None:
-            self._start_step, self._start = step, now
+        """Seconds left at the average pace since the first logged step (which follows
+        the compilation)."""
+        if self._pace is None:
+            self._start_step, self._pace = step, Progress(self.total_steps - step, "steps")
             return float("nan")
-        done = step - self._start_step
-        if done <= 0:
-            return float("nan")
-        return (now - self._start) / done * (self.total_steps - step)
+        return self._pace.eta(step - self._start_step)
 
     def line(self, text: str) -> None:
         print(text, file=self.stream, flush=True)

@@ -21,13 +21,20 @@ from alexnet_tf.report import Progress
 
 
 def compute(
-    spec: str, out: str, split: str = "train", size: int = 256, limit: int = 0, quiet: bool = False
+    spec: str,
+    out: str,
+    split: str = "train",
+    size: int = 256,
+    limit: int = 0,
+    quiet: bool = False,
+    bad_files: data_lib.BadFiles | None = None,
 ) -> data_lib.Stats:
-    """Computes and saves the stats of `split` of `spec`; returns them."""
+    """Computes and saves the stats of `split` of `spec`; returns them. Unreadable files
+    are skipped (and listed in `bad_files`)."""
     if ":" not in spec:
         spec = "folder:" + spec
     source = data_lib.open_source(spec)
-    images = data_lib.resized_images(source, split, size)
+    images = data_lib.resized_images(source, split, size, bad_files)
     total = source.sizes[split]
     if limit:
         images, total = images.take(limit), min(limit, total)
@@ -48,12 +55,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     def run():
-        stats = compute(args.src, args.out, args.split, args.size, args.limit)
+        bad_files = data_lib.BadFiles()
+        stats = compute(args.src, args.out, args.split, args.size, args.limit, bad_files=bad_files)
         np.set_printoptions(precision=4, suppress=True)
         print(
             f"mean RGB {stats.mean_image.reshape(-1, 3).mean(0)}; eigval {stats.eigval}; eigvec columns\n{stats.eigvec}"
         )
-        message = data_lib.BAD_FILES.message()
+        message = bad_files.message()
         if message:
             print(message)
         print(f"wrote {args.out}; use it with --set data.stats_path={args.out}")

@@ -1,7 +1,7 @@
 """The step functions: one SGD step (Sec. 5), one evaluation step, and their metrics.
 
 `make_train_loop` and `make_eval_step` are what `train`, `evaluate` (through the trainer),
-`bench` and the tests run. Both take batches as `data.make_dataset` makes them (uint8
+`bench` and the tests run. Both take batches as `data.train_dataset` makes them (uint8
 crops with their offsets, flip bits, colour-noise coefficients, labels and weights) and
 run `data.device_preprocess` inside the compiled function.
 """
@@ -33,6 +33,36 @@ def correct(labels: tf.Tensor, scores: tf.Tensor, weight: tf.Tensor) -> dict:
     }
 
 
+def average_views(probs: tf.Tensor, views: int) -> tf.Tensor:
+    """Sec. 4.1's test: the softmax (B * views, classes) averaged over each image's views."""
+    return tf.reduce_mean(tf.reshape(probs, [-1, views, probs.shape[-1]]), axis=1)  # (B, classes)
+
+
+def accumulate(batches, eval_step, progress=None) -> dict:
+    """The sums of `eval_step(batch)` over `batches`, as floats; `progress(count)` after
+    each batch."""
+    totals = {}
+    for batch in batches:
+        for k, v in eval_step(batch).items():
+            totals[k] = totals.get(k, 0.0) + float(v)
+        if progress:
+            progress(int(totals["count"]))
+    return totals or {"count": 0.0}
+
+
+def errors(totals: dict) -> dict:
+    """top1_error, top5_error (and loss, where summed) over `examples` from `accumulate`'s sums."""
+    count = max(totals["count"], 1.0)
+    out = {
+        "top1_error": 1.0 - totals.get("top1_correct", 0.0) / count,
+        "top5_error": 1.0 - totals.get("top5_correct", 0.0) / count,
+        "examples": int(totals["count"]),
+    }
+    if "loss_sum" in totals:
+        out["loss"] = totals["loss_sum"] / count
+    return out
+
+
 def model_call(model: keras.Model, config: Config):
     """`model` itself, or with distribute.strategy=columns its column-placed forward pass."""
     if config.distribute.strategy != "columns":
@@ -49,6 +79,39 @@ def update_in_xla(config: Config, strategy: tf.distribute.Strategy) -> bool:
     update is a cross-replica merge_call, which XLA cannot hold: TensorFlow fails with
     "failed to lift variable creations"), and the update runs after the compiled function."""
     return config.train.jit_compile and config.train.fused_update and single_device(strategy)
+
+
+def _forward_backward(model: keras.Model, config: Config, stats: dict):
+    """`fn(batch, weight_sum) -> (grads, metrics)`: one replica's forward and backward
+    pass with the weight decay of Sec. 5 added to the gradients."""
+    compute_dtype = keras.config.dtype_policy().compute_dtype
+    variables = model.trainable_variables
+    call = model_call(model, config)
+
+    def fn(batch, weight_sum):
+        images = data_lib.device_preprocess(batch, stats, config.data, compute_dtype)
+        labels, w = batch["label"], batch["weight"]  # weight 0: a file that could not be decoded
+        with tf.GradientTape() as tape:
+            logits = call(images, training=True)  # (B, classes) float32
+            per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+            # The replica's weighted sum / the global batch's weight: the all-reduce sum
+            # of the gradients is the gradient of the mean over the examples that were
+            # read, so rows of unreadable files do not shrink the step.
+            loss = tf.math.divide_no_nan(tf.reduce_sum(per_example * w), weight_sum)
+        grads = tape.gradient(loss, variables)
+        # Each replica adds its share of the decay so that the sum adds it once.
+        replicas = tf.distribute.get_replica_context().num_replicas_in_sync
+        grads = optim.add_weight_decay(grads, variables, config.optim, scale=1.0 / replicas)
+        return grads, {"loss": loss, **correct(labels, logits, w), "count": tf.reduce_sum(w)}
+
+    return fn
+
+
+def _global_weight(batch: dict) -> tf.Tensor:
+    """The sum of the weights of the whole global batch, over every replica and worker."""
+    total = tf.reduce_sum(batch["weight"])
+    ctx = tf.distribute.get_replica_context()
+    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, total) if ctx.num_replicas_in_sync > 1 else total
 
 
 def make_train_loop(
@@ -70,49 +133,25 @@ def make_train_loop(
     the `stop` each passed in, so that all workers see one decision. Build the model and
     the optimizer (`optimizer.build`) under `strategy.scope()` and the dtype policy first.
     """
-    c = config
-    compute_dtype = keras.config.dtype_policy().compute_dtype
     variables = model.trainable_variables
-    call = model_call(model, c)
+    forward_backward = _forward_backward(model, config, stats)
     sum_ = tf.distribute.ReduceOp.SUM
 
-    def global_weight(batch):
-        """The sum of the weights of the whole global batch, over every replica and worker."""
-        total = tf.reduce_sum(batch["weight"])
-        ctx = tf.distribute.get_replica_context()
-        return ctx.all_reduce(sum_, total) if ctx.num_replicas_in_sync > 1 else total
-
-    def forward_backward(batch, weight_sum):
-        images = data_lib.device_preprocess(batch, stats, c.data, compute_dtype)
-        labels, w = batch["label"], batch["weight"]  # weight 0: a file that could not be decoded
-        with tf.GradientTape() as tape:
-            logits = call(images, training=True)  # (B, classes) float32
-            per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
-            # The replica's weighted sum / the global batch's weight: the all-reduce sum
-            # of the gradients is the gradient of the mean over the examples that were
-            # read, so rows of unreadable files do not shrink the step.
-            loss = tf.math.divide_no_nan(tf.reduce_sum(per_example * w), weight_sum)
-        grads = tape.gradient(loss, variables)
-        # Each replica adds its share of the decay so that the sum adds it once.
-        replicas = tf.distribute.get_replica_context().num_replicas_in_sync
-        grads = optim.add_weight_decay(grads, variables, c.optim, scale=1.0 / replicas)
-        return grads, {"loss": loss, **correct(labels, logits, w), "count": tf.reduce_sum(w)}
-
-    if update_in_xla(c, strategy):
+    if update_in_xla(config, strategy):
         # One device: forward, backward and the update in one XLA program, so the
         # update's elementwise ops fuse instead of running one kernel each.
         @tf.function(jit_compile=True)
         def replica_step(batch):
-            grads, metrics = forward_backward(batch, global_weight(batch))
+            grads, metrics = forward_backward(batch, _global_weight(batch))
             optimizer.apply_gradients(zip(grads, variables))
             return metrics
 
     else:
-        compiled = tf.function(forward_backward, jit_compile=c.train.jit_compile)
+        compiled = tf.function(forward_backward, jit_compile=config.train.jit_compile)
 
         def replica_step(batch):
             # the all-reduce outside the compiled function, as the update (see above)
-            grads, metrics = compiled(batch, global_weight(batch))
+            grads, metrics = compiled(batch, _global_weight(batch))
             optimizer.apply_gradients(zip(grads, variables))
             return metrics
 

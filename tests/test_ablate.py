@@ -3,9 +3,12 @@
 import json
 import math
 
+import pytest
+
 from alexnet_tf import ablate
 
 
+@pytest.mark.slow
 def test_tiny_grid_writes_table_figure_and_resumes(tmp_path, capsys):
     out = tmp_path / "ablate"
     kwargs = dict(

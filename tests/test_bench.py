@@ -4,9 +4,12 @@ import argparse
 import json
 import os
 
+import pytest
+
 from alexnet_tf import bench
 
 
+@pytest.mark.slow
 def test_bench_input_prints_json_lines(tmp_path, capsys):
     out = tmp_path / "bench.jsonl"
     args = argparse.Namespace(data=None, split="train", out=str(out), seconds=0.3, rounds=3, cores=1, images=16)
@@ -33,6 +36,7 @@ def _train_lines(capsys, argv):
     return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
 
 
+@pytest.mark.slow
 def test_bench_train_synthetic(tmp_path, capsys):
     out = tmp_path / "train.jsonl"
     argv = "--synthetic --steps 3 --warmup 2 --steps-per-loop 1 2 --peak-tflops 0.001 --out".split()
@@ -64,6 +68,7 @@ def test_bench_train_synthetic(tmp_path, capsys):
     assert [json.loads(line) for line in out.read_text().splitlines()] == lines
 
 
+@pytest.mark.slow
 def test_bench_train_on_the_input_pipeline(capsys):
     argv = "--data builtin:fashion_mnist --steps 3 --warmup 1 --steps-per-loop 2 --precision fp32".split()
     lines = _train_lines(capsys, argv)
@@ -72,6 +77,7 @@ def test_bench_train_on_the_input_pipeline(capsys):
     assert r["img_per_s"] > 0 and r["mfu"] is None and r["peak_tflops"] is None
 
 
+@pytest.mark.slow
 def test_bench_train_feeds_the_synthetic_batch_from_the_host_on_request(capsys):
     [r] = _train_lines(capsys, "--feed dataset --steps 2 --warmup 1".split())
     assert (r["input"], r["feed"], r["steps_run"]) == ("synthetic", "dataset", 3)
@@ -79,6 +85,7 @@ def test_bench_train_feeds_the_synthetic_batch_from_the_host_on_request(capsys):
     assert "--feed is for synthetic batches" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_bench_train_on_two_replicas(capsys):
     # conftest splits the CPU into two logical devices: MirroredStrategy, a batch on each
     [r] = _train_lines(capsys, "--set distribute.devices=cpu:2 --steps 2 --warmup 1".split())
@@ -102,8 +109,8 @@ def test_synthetic_batch_is_shaped_like_training_batches():
 
     config = load_recipe(QUICKSTART)
     source = data_lib.open_source(config.data.source, config.data)
-    spec = data_lib.make_dataset(source, config.data, "train", 8, training=True).element_spec
-    batch = bench.synthetic_batch(config, 8)
+    spec = data_lib.train_dataset(source, config.data, "train", 8).element_spec
+    batch = data_lib.synthetic_batch(config, 8)
     assert {k: (v.dtype, tuple(v.shape)) for k, v in batch.items()} == {
         k: (s.dtype, tuple(s.shape)) for k, s in spec.items()
     }
@@ -128,6 +135,7 @@ def _quickstart_model():
     return build_model(load_recipe(QUICKSTART).model)
 
 
+@pytest.mark.slow
 def test_generated_jpegs_prepared_feed_the_train_bench(tmp_path, capsys):
     """The GPU host's end-to-end measurement at small scale: generate 256 px JPEGs,
     `prepare` them into TFRecords, time training on them with --repeat."""
@@ -147,9 +155,9 @@ def test_generated_jpegs_prepared_feed_the_train_bench(tmp_path, capsys):
     capsys.readouterr()
     # --repeat plays the split several times in one epoch, the same files each time.
     source = data_lib.open_source("tfrecord:" + rec)
-    three = bench._repeated(source, "train", 3)
+    three = bench.repeated(source, "train", 3)
     assert three.sizes["train"] == 120
-    names = [n for _, _, n in three.examples("train").as_numpy_iterator()]
+    names = [n for _, _, _, n in three.examples("train").as_numpy_iterator()]
     assert len(names) == 120 and names[:40] == names[40:80] == names[80:]
     argv = [
         "--data",
@@ -236,3 +244,46 @@ def test_compare_sets_each_setting_beside_the_peer(tmp_path, capsys):
     assert bench.main(["compare", str(tmp_path / "missing.jsonl")]) == 2
     (tmp_path / "peer_only.json").write_text(json.dumps(peer))
     assert bench.main(["compare", str(tmp_path / "peer_only.json")]) == 2
+
+
+def test_jpegs_from_fashion_mnist_writes_a_coloured_folder(tmp_path):
+    """`bench jpegs OUT --from fashion_mnist:DIR`: the README's folder layout, each image
+    in two colours (its grey levels mapped between them), at --size px, from indices
+    clear of the bundled subset."""
+    import gzip
+
+    import numpy as np
+    from PIL import Image
+
+    from alexnet_tf import data as data_lib
+
+    rng = np.random.default_rng(0)
+    raw = tmp_path / "fashion"
+    raw.mkdir()
+    arrays = {"train": np.zeros((38_000, 28, 28), np.uint8), "t10k": np.zeros((7_000, 28, 28), np.uint8)}
+    labels = {
+        "train": rng.integers(0, 10, 38_000).astype(np.uint8),
+        "t10k": rng.integers(0, 10, 7_000).astype(np.uint8),
+    }
+    arrays["train"][30_000:30_040] = rng.integers(0, 256, (40, 28, 28))
+    arrays["t10k"][5_000:5_010] = rng.integers(0, 256, (10, 28, 28))
+    for name in arrays:
+        with gzip.open(raw / f"{name}-images-idx3-ubyte.gz", "wb") as f:
+            f.write(b"\0" * 16 + arrays[name].tobytes())
+        with gzip.open(raw / f"{name}-labels-idx1-ubyte.gz", "wb") as f:
+            f.write(b"\0" * 8 + labels[name].tobytes())
+    out = tmp_path / "folder"
+    assert bench.main(["jpegs", str(out), "--from", f"fashion_mnist:{raw}", "--images", "40", "--size", "36"]) == 0
+    source = data_lib.open_source(f"folder:{out}")
+    assert source.sizes == {"train": 40, "val": 10, "validation": 10} and source.num_classes == 10
+    fashion = data_lib.open_source(f"fashion_mnist:{raw}").class_names  # T-shirt/top, Trouser, ...
+    folder = fashion[labels["train"][30_000]].replace("/", "_").replace(" ", "_")
+    path = out / "train" / folder / "30000.jpg"
+    picture = np.asarray(Image.open(path), np.float32)
+    assert picture.shape == (36, 36, 3)
+    # two colours: every pixel lies near the line between them, and they differ by channel
+    grey = np.asarray(Image.fromarray(arrays["train"][30_000]).resize((36, 36), Image.BILINEAR), np.float32) / 255
+    design = np.stack([np.ones(grey.size), grey.ravel()], 1)
+    fit, residual, *_ = np.linalg.lstsq(design, picture.reshape(-1, 3), rcond=None)
+    assert np.sqrt(residual / grey.size).max() < 25  # JPEG's error on noise (another picture: ~70)
+    assert np.ptp(fit[1]) > 10  # the garment's colour minus the ground's is not grey

@@ -97,7 +97,7 @@ def test_deterministic_xla_is_refused_with_the_reason():
 def test_determinism_does_not_leak_into_the_next_run():
     from tensorflow.python.framework import config as tf_config
 
-    from alexnet_tf.train import setup_runtime
+    from alexnet_tf.distribute import setup_runtime
 
     quick = load_recipe(QUICKSTART)
     setup_runtime(override(quick, ["train.deterministic=True"]))

@@ -1,57 +1,39 @@
 """The training loop under tf.distribute, restarts and preemption (CPU devices)."""
 
-import json
 import os
 import re
 import signal
-import socket
-import subprocess
-import sys
 import time
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import TINY, assert_same_weights, model_weights, train_command, workers
+from helpers import tiny as tiny_config
 
-from alexnet_tf.config import load_recipe, override
 from alexnet_tf.errors import TrainingError
 from alexnet_tf.model import Dropout
 from alexnet_tf.train import train_and_evaluate
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-QUICKSTART = os.path.join(ROOT, "recipes", "quickstart.py")
-
-TINY = {
-    "train.batch_size": 32,
-    "train.log_every": 1,
-    "train.deterministic": True,
-    "data.eval_examples": 64,
-    "model.dropout": 0.0,
-}
+# Runs that repeat exactly: op determinism and no dropout.
+SAME = {"train.deterministic": True, "model.dropout": 0.0}
 
 
 def tiny(**extra):
-    return override(load_recipe(QUICKSTART), {**TINY, **extra})
+    return tiny_config(**{**SAME, **extra})
 
 
-def model_weights(workdir):
-    """The model's variables in the newest checkpoint of a run."""
-    path = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
-    reader = tf.train.load_checkpoint(path)
-    return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map() if k.startswith("model/")}
-
-
-def assert_same_weights(a, b, rtol=1e-5, atol=1e-6):
-    assert a.keys() == b.keys() and len(a) > 10
-    for k in a:
-        np.testing.assert_allclose(a[k], b[k], rtol=rtol, atol=atol, err_msg=k)
+def tiny_sets():
+    """TINY and SAME as --set pairs for the command line."""
+    return {**TINY, **SAME}
 
 
 def assert_weights_moved(a, b):
     assert any(not np.allclose(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_two_replicas_match_one_device(tmp_path):
     one = str(tmp_path / "one")
     two = str(tmp_path / "two")
@@ -63,6 +45,7 @@ def test_two_replicas_match_one_device(tmp_path):
     assert_same_weights(model_weights(one), model_weights(two), rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_update_inside_xla_matches_update_outside(tmp_path):
     """With XLA on one device the SGD update runs in the compiled step; the weights after
     3 steps equal those of the update run outside it, on one device and on two replicas."""
@@ -86,6 +69,7 @@ def test_update_inside_xla_matches_update_outside(tmp_path):
     assert not steps_lib.update_in_xla(no_jit, make_strategy(no_jit.distribute))
 
 
+@pytest.mark.slow
 def test_restart_equals_straight_run(tmp_path):
     straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
     train_and_evaluate(tiny(**{"train.max_steps": 4}), straight)
@@ -112,6 +96,7 @@ def test_dropout_masks_differ_across_replicas():
     assert (a != b).mean() > 0.3  # independent masks disagree on about half the units
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path):
     workdir = str(tmp_path / "run")
     train_and_evaluate(tiny(**{"train.max_steps": 2}), workdir)
@@ -121,18 +106,11 @@ def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path):
     assert_same_weights(good, model_weights(workdir))
 
 
-def _cli(workdir, *sets, env=None):
-    args = [sys.executable, "-m", "alexnet_tf.train", QUICKSTART, "--workdir", workdir]
-    for k, v in {**TINY, **dict(sets)}.items():
-        args += ["--set", f"{k}={v}"]
-    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.Popen(args, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
+@pytest.mark.slow
 def test_sigterm_saves_and_restart_loses_nothing(tmp_path):
     straight, preempted = str(tmp_path / "straight"), str(tmp_path / "preempted")
     steps = {"train.max_steps": 12}
-    proc = _cli(preempted, *steps.items())
+    proc = train_command(preempted, {**tiny_sets(), **steps}.items())
     seen = []
     for line in proc.stdout:
         seen.append(line)
@@ -146,7 +124,7 @@ def test_sigterm_saves_and_restart_loses_nothing(tmp_path):
     ckpt = tf.train.latest_checkpoint(os.path.join(preempted, "checkpoints"))
     stopped_at = int(ckpt.rsplit("-", 1)[1])
     assert 2 <= stopped_at < 12
-    proc = _cli(preempted, *steps.items())
+    proc = train_command(preempted, {**tiny_sets(), **steps}.items())
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
     assert f"at step {stopped_at}" in out
@@ -154,52 +132,17 @@ def test_sigterm_saves_and_restart_loses_nothing(tmp_path):
     assert_same_weights(model_weights(straight), model_weights(preempted))
 
 
-def _free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
+@pytest.mark.slow
 def test_two_workers_match_one_process(tmp_path):
     single, multi = str(tmp_path / "single"), str(tmp_path / "multi")
-    steps = {"train.max_steps": 2}
-    ports = _free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    procs = [
-        _cli(
-            multi,
-            *steps.items(),
-            ("distribute.strategy", "multi_worker"),
-            env={"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})},
-        )
-        for i in range(2)
-    ]
+    procs = workers(multi, {"train.max_steps": 2})
     deadline = time.time() + 400
     outs = [p.communicate(timeout=max(1, deadline - time.time()))[0] for p in procs]
     for p, out in zip(procs, outs):
         assert p.returncode == 0, out
     assert "2 replica(s)" in outs[0]
-    train_and_evaluate(tiny(**steps), single)
+    train_and_evaluate(tiny(**{"train.max_steps": 2}), single)
     assert_same_weights(model_weights(single), model_weights(multi), rtol=1e-4, atol=1e-6)
-
-
-def _workers(workdir, steps, n=2, extra=()):
-    """`n` MultiWorkerMirroredStrategy processes of one run on 127.0.0.1."""
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(n)]}
-    return [
-        _cli(
-            workdir,
-            ("train.max_steps", steps),
-            ("distribute.strategy", "multi_worker"),
-            *extra,
-            env={"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})},
-        )
-        for i in range(n)
-    ]
 
 
 @pytest.mark.slow
@@ -208,7 +151,7 @@ def test_sigterm_to_one_worker_stops_both_at_one_step(tmp_path):
     both exit 75 in bounded time; restarted, both resume from that step, and the run
     ends with the weights of a two-worker run that was never stopped."""
     straight, stopped = str(tmp_path / "straight"), str(tmp_path / "stopped")
-    procs = _workers(stopped, 12)
+    procs = workers(stopped, {"train.max_steps": 12})
     seen = []
     for line in procs[1].stdout:
         seen.append(line)
@@ -227,11 +170,11 @@ def test_sigterm_to_one_worker_stops_both_at_one_step(tmp_path):
     assert tf.train.latest_checkpoint(os.path.join(stopped, "checkpoints")).endswith(f"ckpt-{stop}")
     assert not os.listdir(os.path.join(stopped, "_nonchief"))  # the other worker's saves are not kept
 
-    procs = _workers(stopped, 12)
+    procs = workers(stopped, {"train.max_steps": 12})
     outs = [p.communicate(timeout=400)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     assert all(f"at step {stop}" in out for out in outs)
-    procs = _workers(straight, 12)
+    procs = workers(straight, {"train.max_steps": 12})
     outs = [p.communicate(timeout=400)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     assert_same_weights(model_weights(straight), model_weights(stopped))
@@ -252,7 +195,7 @@ def test_exactly_one_chief(cluster, task, chief):
     the chief alone, not also worker 0."""
     import types
 
-    from alexnet_tf.train import is_chief
+    from alexnet_tf.distribute import is_chief
 
     task_type, task_id = task or (None, None)
     resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
@@ -278,6 +221,7 @@ def test_columns_placement_computes_the_model_on_two_devices():
     assert sorted(op.device[-5:] for op in convs) == ["CPU:0"] * 5 + ["CPU:1"] * 5
 
 
+@pytest.mark.slow
 def test_columns_strategy_trains_like_one_device(tmp_path):
     one, cols = str(tmp_path / "one"), str(tmp_path / "columns")
     train_and_evaluate(tiny(**{"train.max_steps": 3, "distribute.strategy": "one_device"}), one)
@@ -302,8 +246,8 @@ def test_columns_strategy_errors(changes, needle):
 def test_weight_zero_rows_do_not_train():
     """An unreadable file's row (weight 0) changes neither the update nor the metrics;
     the same row with weight 1 does."""
-    from alexnet_tf import bench, optim
     from alexnet_tf import data as data_lib
+    from alexnet_tf import optim
     from alexnet_tf import steps as steps_lib
     from alexnet_tf.model import build_model
 
@@ -311,8 +255,8 @@ def test_weight_zero_rows_do_not_train():
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
     stats = data_lib.Stats.imagenet(config.data.resize_size)
     stats_tensors = {k: tf.constant(getattr(stats, k)) for k in ("mean_image", "eigval", "eigvec")}
-    base = bench.synthetic_batch(config, 8, seed=3)
-    other = bench.synthetic_batch(config, 8, seed=4)
+    base = data_lib.synthetic_batch(config, 8, seed=3)
+    other = data_lib.synthetic_batch(config, 8, seed=4)
     zero_last = tf.constant([1.0] * 6 + [0.0] * 2)
 
     def one_step(batch):
@@ -346,15 +290,15 @@ def test_unreadable_rows_do_not_shrink_the_step():
     of 8 with 2 such rows moves the weights as the batch of its 6 readable rows does, on
     one device and with the 8 rows split over two replicas (the 2 on one replica), and
     the logged loss is the mean cross-entropy of the 6 (computed here by Keras)."""
-    from alexnet_tf import bench, optim
     from alexnet_tf import data as data_lib
+    from alexnet_tf import optim
     from alexnet_tf import steps as steps_lib
     from alexnet_tf.model import build_model
 
     config = tiny(**{"train.jit_compile": False})
     stats = data_lib.Stats.imagenet(config.data.resize_size)
     stats_tensors = {k: tf.constant(getattr(stats, k)) for k in ("mean_image", "eigval", "eigvec")}
-    batch = bench.synthetic_batch(config, 8, seed=3)
+    batch = data_lib.synthetic_batch(config, 8, seed=3)
     with_bad = {**batch, "weight": tf.constant([1.0] * 6 + [0.0] * 2)}
     readable = {k: v[:6] for k, v in batch.items()}
 

@@ -10,7 +10,8 @@ import tensorflow as tf
 
 from alexnet_tf import data as data_lib
 from alexnet_tf.config import load_json, override
-from alexnet_tf.evaluate import evaluate, load_run, main
+from alexnet_tf.evaluate import evaluate, main
+from alexnet_tf.runs import load_run
 
 
 def numpy_ten_crop_probs(path, images):
@@ -22,7 +23,7 @@ def numpy_ten_crop_probs(path, images):
     m = r - c
     crops = []
     for img in images:
-        img = data_lib.decode_and_resize(img, r, encoded=False).numpy().astype(np.float32) - mean
+        img = (data_lib.decode_and_resize(img, r, encoded=False).numpy().astype(np.float32) - mean) * d.input_scale
         for top, left in [(0, 0), (0, m), (m, 0), (m, m), (m // 2, m // 2)]:
             patch = img[top : top + c, left : left + c]
             crops += [patch, patch[:, ::-1]]
@@ -53,6 +54,7 @@ def test_center_crop_matches_training_eval(trained_workdir, tmp_path, capsys):
     assert "40.7" in table and "16.4" in table and f"{100 * trained['top1_error']:.1f}%" in table
 
 
+@pytest.mark.slow
 def test_ten_crops_and_model_averaging(trained_workdir):
     n = 10
     config = override(
@@ -62,7 +64,7 @@ def test_ten_crops_and_model_averaging(trained_workdir):
     )
     ckpts = [os.path.join(trained_workdir, "checkpoints", f"ckpt-{i}") for i in (1, 3)]
     source = data_lib.open_source(config.data.source)
-    images, labels = zip(*source.split("test").take(n).as_numpy_iterator())
+    images, labels = zip(*[(x, y) for _, x, y, _ in source.examples("test").take(n).as_numpy_iterator()])
     labels = np.asarray(labels)
     probs = [numpy_ten_crop_probs(p, images) for p in ckpts]
     assert not np.allclose(probs[0], probs[1], atol=1e-3)  # two distinct models

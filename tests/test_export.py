@@ -9,8 +9,9 @@ import pytest
 import tensorflow as tf
 
 from alexnet_tf import data as data_lib
-from alexnet_tf.evaluate import load_run
+from alexnet_tf import steps as steps_lib
 from alexnet_tf.export import export, main
+from alexnet_tf.runs import load_run
 
 N = 6
 
@@ -19,11 +20,11 @@ def reference(workdir, crops):
     """Softmax of the training-time (grouped-conv) model on the eval pipeline's batches."""
     run = load_run(workdir)
     source = data_lib.open_source(run.config.data.source)
-    batch = next(iter(data_lib.make_dataset(source, run.config.data, "test", N, training=False, crops=crops)))
-    x = data_lib.device_preprocess(batch, run.stats_tensors(), run.config.data)
+    batch = next(iter(data_lib.eval_dataset(source, run.config.data, "test", N, crops=crops)))
+    x = data_lib.device_preprocess(batch, steps_lib.stats_tensors(run.stats), run.config.data)
     probs = tf.nn.softmax(run.model(x, training=False)).numpy()
     probs = probs.reshape(N, -1, probs.shape[-1]).mean(1)  # (N, classes), 10 crops averaged
-    raw = np.stack([img for img, _ in source.split("test").take(N).as_numpy_iterator()])  # (N, 28, 28, 3)
+    raw = np.stack([img for _, img, _, _ in source.examples("test").take(N).as_numpy_iterator()])  # (N, 28, 28, 3)
     return run, probs, raw
 
 
@@ -35,6 +36,7 @@ def check_top5(out, probs, class_names):
     assert names == [[class_names[i] for i in row] for row in top]
 
 
+@pytest.mark.slow
 def test_export_matches_training_model(trained_workdir, export_dir):
     run, probs, raw = reference(trained_workdir, "center")
     loaded = tf.saved_model.load(export_dir)
@@ -51,6 +53,7 @@ def test_export_matches_training_model(trained_workdir, export_dir):
         assert b"_XlaMustCompile" not in f.read()
 
 
+@pytest.mark.slow
 def test_ten_crop_export(trained_workdir, tmp_path):
     run, probs, raw = reference(trained_workdir, "ten")
     out_dir = export(load_run(trained_workdir, split_form=True), str(tmp_path / "ten"), crops="ten")
@@ -62,6 +65,7 @@ def test_ten_crop_export(trained_workdir, tmp_path):
     assert not np.allclose(center, probs, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("saved_model_cli") is None, reason="saved_model_cli not installed")
 def test_saved_model_cli(export_dir, tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -92,6 +96,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert err.startswith("error: ") and "checkpoint" in err
 
 
+@pytest.mark.slow
 def test_cli_runs(trained_workdir, tmp_path, capsys):
     out = str(tmp_path / "cli" / "1")
     assert main(["--workdir", os.path.join(trained_workdir, "checkpoints", "ckpt-1"), "--out", out]) == 0

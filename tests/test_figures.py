@@ -6,11 +6,14 @@ import os
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from alexnet_tf import data as data_lib
-from alexnet_tf.evaluate import load_run
-from alexnet_tf.figures import COLUMN_GAP, GAP, TILE, conv1_grid, main, make_figures, nearest
+from alexnet_tf import steps as steps_lib
+from alexnet_tf.drawing import COLUMN_GAP, GAP, TILE, conv1_grid
+from alexnet_tf.figures import main, make_figures, nearest
+from alexnet_tf.runs import load_run
 
 
 def test_conv1_grid_layout():
@@ -65,8 +68,8 @@ def test_make_figures(trained_workdir, tmp_path):
     features = keras.Model(run.model.inputs, run.model.get_layer("fc7").output)
 
     def fc7(split, n):
-        b = next(iter(data_lib.make_dataset(source, d, split, n, training=False)))
-        return features(data_lib.device_preprocess(b, run.stats_tensors(), d), training=False).numpy()
+        b = next(iter(data_lib.eval_dataset(source, d, split, n)))
+        return features(data_lib.device_preprocess(b, steps_lib.stats_tensors(run.stats), d), training=False).numpy()
 
     q, p = fc7(d.eval_split, 3), fc7(d.train_split, 100)
     dist = np.linalg.norm(q[:, None] - p[None], axis=-1)  # (3, 100)
@@ -76,6 +79,7 @@ def test_make_figures(trained_workdir, tmp_path):
     np.testing.assert_allclose(chosen, np.sort(dist, axis=1)[:, :4], rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_cli(trained_workdir, tmp_path, capsys):
     out = str(tmp_path / "cli")
     argv = ["--workdir", trained_workdir, "--out", out, "--queries", "2", "--neighbours", "2", "--train-examples", "40"]

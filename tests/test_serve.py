@@ -90,6 +90,7 @@ def direct(export_dir, imgs):
     return sig(images=tf.constant([tf.io.encode_png(i).numpy() for i in imgs]))
 
 
+@pytest.mark.slow
 def test_status_and_metadata(server):
     status, body = request(server, "GET", "/v1/models/alexnet")
     assert status == 200
@@ -103,6 +104,7 @@ def test_status_and_metadata(server):
     assert set(sigs["serving_default"]["outputs"]) == {"classes", "class_names", "probabilities"}
 
 
+@pytest.mark.slow
 def test_predict_row_and_column_formats(server, export_dir, images):
     expected = direct(export_dir, images[:2])
     status, body = request(server, "POST", "/v1/models/alexnet:predict", {"instances": [b64png(i) for i in images[:2]]})
@@ -128,6 +130,7 @@ def test_predict_row_and_column_formats(server, export_dir, images):
     np.testing.assert_allclose(body["predictions"][0]["probabilities"], expected["probabilities"].numpy()[0], rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "method, path, body, code",
     [
@@ -210,6 +213,7 @@ def test_bad_requests_get_4xx_json(server, method, path, body, code):
     assert status == 200
 
 
+@pytest.mark.slow
 def test_huge_declared_image_is_refused(server):
     # A valid PNG header declaring 100k x 100k pixels: refused before decoding.
     header = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + (100_000).to_bytes(4, "big") * 2 + b"\x08\x02\x00\x00\x00"
@@ -219,6 +223,7 @@ def test_huge_declared_image_is_refused(server):
     assert status == 413 and "pixels" in answer["error"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "length, code", [(None, 411), (MAX_BODY + 1, 413), (10**12, 413), ("9" * 5000, 413), ("\u00b2", 411)]
 )
@@ -234,6 +239,7 @@ def test_body_length_limits(server, length, code):
     conn.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("line", [b"FOO /v1/models/alexnet HTTP/1.1", b"GET /v1/models/alexnet HTTP/9.9", b"BROKEN"])
 def test_broken_request_lines(server, line):
     with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=60) as s:
@@ -246,6 +252,7 @@ def test_broken_request_lines(server, line):
     assert 400 <= status < 500 and "error" in json.loads(body)
 
 
+@pytest.mark.slow
 def test_concurrent_requests(server, export_dir, images):
     expected = direct(export_dir, images)
     bad = {"instances": [{"b64": base64.b64encode(b"not an image").decode()}]}
@@ -265,6 +272,7 @@ def test_concurrent_requests(server, export_dir, images):
             assert body["predictions"][0]["classes"] == expected["classes"].numpy()[i % 4].tolist()
 
 
+@pytest.mark.slow
 def test_command_line(export_dir):
     # `python -m alexnet_tf.serve` on a TF Serving base path (numbered version folders).
     base = os.path.dirname(export_dir)
@@ -367,6 +375,7 @@ def b64(data: bytes) -> dict:
     return {"b64": base64.b64encode(data).decode()}
 
 
+@pytest.mark.slow
 def test_webp_is_measured_before_decoding(server, images):
     pytest.importorskip("PIL")
     for webp in (webp_vp8x(20_000, 20_000), webp_vp8l(16_384, 16_384)):
@@ -378,6 +387,7 @@ def test_webp_is_measured_before_decoding(server, images):
     assert status == 200, answer
 
 
+@pytest.mark.slow
 def test_request_pixels_are_capped_in_all(server, images):
     # Each image is under MAX_PIXELS (3,000); together they are over MAX_REQUEST_PIXELS (5,000).
     assert all(i.shape[0] * i.shape[1] <= MAX_PIXELS for i in images)
@@ -416,6 +426,7 @@ def good_request(srv, images):
     return request(srv, "POST", "/v1/models/alexnet:predict", {"instances": [b64png(images[0])]})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("trickle", [False, True])
 def test_stalled_body_gets_408(strict_server, images, trickle):
     start = time.monotonic()
@@ -436,6 +447,7 @@ def test_stalled_body_gets_408(strict_server, images, trickle):
     assert good_request(strict_server, images)[0] == 200
 
 
+@pytest.mark.slow
 def test_overload_gets_503_and_service_resumes(strict_server, images):
     with stalled_post(strict_server) as holder:  # takes the one slot until TIMEOUT
         deadline = time.monotonic() + TIMEOUT
@@ -456,6 +468,7 @@ def test_overload_gets_503_and_service_resumes(strict_server, images):
     assert good_request(strict_server, images)[0] == 200
 
 
+@pytest.mark.slow
 def test_headers_are_capped(server):
     with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=60) as sock:
         sock.sendall(b"GET /v1/models/alexnet HTTP/1.1\r\n" + b"X-Pad: %s\r\n" % (b"a" * 8000) * 20 + b"\r\n")
@@ -464,6 +477,7 @@ def test_headers_are_capped(server):
     assert request(server, "GET", "/v1/models/alexnet")[0] == 200
 
 
+@pytest.mark.slow
 def test_connections_beyond_the_limit_get_503(strict_server, images):
     port = strict_server.server_address[1]
     idle = [socket.create_connection(("127.0.0.1", port), timeout=60) for _ in range(3)]  # max_connections=3

@@ -2,19 +2,13 @@
 
 import json
 import os
+import shutil
 
 import pytest
+from helpers import ROOT, folder_config, summaries, tiny
 
-from alexnet_tf.config import ConfigError, load_recipe, override
+from alexnet_tf.config import ConfigError, override
 from alexnet_tf.train import train_and_evaluate
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def tiny(**extra):
-    base = {"train.max_steps": 3, "train.batch_size": 32, "train.log_every": 1, "data.eval_examples": 64}
-    base.update(extra)
-    return override(load_recipe(os.path.join(ROOT, "recipes", "quickstart.py")), base)
 
 
 def test_train_then_resume(tmp_path, capsys):
@@ -50,26 +44,27 @@ def test_class_count_mismatch_is_explained(tmp_path):
         train_and_evaluate(tiny(**{"model.num_classes": 1000}), str(tmp_path / "run"))
 
 
-def test_restore_model_loads_trained_weights(tmp_path):
+def test_load_run_reads_the_trained_weights(tmp_path):
     import numpy as np
     import tensorflow as tf
 
     from alexnet_tf.model import build_model
-    from alexnet_tf.train import restore_model
+    from alexnet_tf.runs import load_run
 
     workdir = str(tmp_path / "run")
     config = tiny(**{"train.max_steps": 2})
     train_and_evaluate(config, workdir)
-    model = build_model(config.model)
-    fresh = model.get_layer("fc8").kernel.numpy().copy()
-    path = restore_model(model, workdir)
-    saved = tf.train.load_checkpoint(path).get_tensor("model/fc8/kernel/.ATTRIBUTES/VARIABLE_VALUE")
-    np.testing.assert_array_equal(model.get_layer("fc8").kernel.numpy(), saved)
+    fresh = build_model(config.model).get_layer("fc8").kernel.numpy()
+    run = load_run(workdir)
+    saved = tf.train.load_checkpoint(run.checkpoint).get_tensor("model/fc8/kernel/.ATTRIBUTES/VARIABLE_VALUE")
+    np.testing.assert_array_equal(run.model.get_layer("fc8").kernel.numpy(), saved)
     assert not np.array_equal(fresh, saved)
+    os.makedirs(tmp_path / "empty")
     with pytest.raises(ConfigError, match="no checkpoint"):
-        restore_model(model, str(tmp_path / "empty"))
+        load_run(str(tmp_path / "empty"))
 
 
+@pytest.mark.slow
 def test_mixed_bfloat16_xla_loop_with_profiler(tmp_path):
     """The GPU recipe's switches together: bf16 compute with float32 variables and LRN,
     the XLA-compiled step with grouped convolutions, two steps per host call, a profiler
@@ -124,21 +119,7 @@ def marked_steps(xplane_path):
     return sorted(steps)
 
 
-def summaries(folder):
-    """{tag: [(step, value proto)]} of the event files in one TensorBoard run folder."""
-    import glob
-
-    import tensorflow as tf
-
-    out = {}
-    for path in sorted(glob.glob(os.path.join(folder, "events.out.tfevents.*"))):
-        for record in tf.data.TFRecordDataset(path):
-            event = tf.compat.v1.Event.FromString(record.numpy())
-            for value in event.summary.value:
-                out.setdefault(value.tag, []).append((event.step, value))
-    return out
-
-
+@pytest.mark.slow
 def test_tensorboard_shows_settings_inputs_and_curves(image_folder, tmp_path):
     """The run's settings on the HParams and Text dashboards; the first images of each
     epoch's first batch as the net sees them; scalars only for what changes."""
@@ -177,9 +158,7 @@ def test_tensorboard_shows_settings_inputs_and_curves(image_folder, tmp_path):
     assert sorted(seen) == [0, 6]
     for epoch, step in enumerate(sorted(seen)):
         batch = next(
-            iter(
-                data_lib.make_dataset(data_lib.open_source(config.data.source), config.data, "train", 8, True, 7, epoch)
-            )
+            iter(data_lib.train_dataset(data_lib.open_source(config.data.source), config.data, "train", 8, 7, epoch))
         )
         raw = tf.cast(batch["image"][:4], tf.float32)
         shift = 255.0 * tf.linalg.matvec(stats["eigvec"], batch["alpha"][:4] * stats["eigval"])
@@ -236,20 +215,6 @@ def test_encoded_source_gets_its_own_mean_image_once(tmp_path, capsys, monkeypat
     assert "computing the mean image" not in capsys.readouterr().out
 
 
-def folder_config(folder, **sets):
-    """The quickstart recipe with `--data folder:FOLDER --set k=v ...`, as the command line resolves it."""
-    import argparse
-
-    from alexnet_tf import cli
-
-    args = argparse.Namespace(
-        recipe=os.path.join(ROOT, "recipes", "quickstart.py"),
-        data=f"folder:{folder}",
-        overrides=[f"{k}={v}" for k, v in sets.items()],
-    )
-    return cli.resolve_config(args)
-
-
 def test_a_folder_in_the_readme_layout_trains_with_a_shipped_recipe(image_folder, tmp_path, capsys):
     """`--data folder:DIR` and nothing else: the folder's classes and its own val split."""
     workdir = str(tmp_path / "run")
@@ -286,13 +251,14 @@ def test_what_would_fail_later_fails_before_the_first_step(image_folder, tmp_pat
     assert not os.path.exists(os.path.join(workdir, "checkpoints"))
 
 
+@pytest.mark.slow
 def test_resume_refuses_other_batch_seed_or_data(image_folder, tmp_path):
     """A workdir's checkpoint sits at a step of one batch size, seed and data order:
     resuming it with others would silently train on other examples."""
     workdir = str(tmp_path / "run")
     base = {"train.batch_size": 8, "train.max_steps": 1}
     train_and_evaluate(folder_config(image_folder, **base), workdir)
-    other = make_folder_copy(image_folder, tmp_path)
+    other = shutil.copytree(image_folder, str(tmp_path / "other"))
     for changes, needle in (
         ({"train.batch_size": 16}, "train.batch_size 8 -> 16"),
         ({"train.seed": 1}, "train.seed 0 -> 1"),
@@ -306,28 +272,33 @@ def test_resume_refuses_other_batch_seed_or_data(image_folder, tmp_path):
     train_and_evaluate(folder_config(image_folder, **{**base, "train.max_steps": 2, "train.log_every": 2}), workdir)
 
 
-def make_folder_copy(folder, tmp_path):
-    import shutil
-
-    return shutil.copytree(folder, str(tmp_path / "other"))
-
-
-def test_sigterm_in_an_epochs_last_call_loses_no_epoch_end(image_folder, tmp_path, monkeypatch):
-    """SIGTERM arrives while the host call that ends epoch 2 runs: the run saves at the
-    epoch's last step and exits; the restart does that epoch's end (evaluation, best
-    checkpoint, schedule, history) first, and ends where a run that never stopped ends."""
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "during, stops_at, history_then",
+    [
+        # in the call before an epoch's last: the next call, the epoch's last, ends the run
+        # at the epoch's last step, before the epoch's end, which the restart does first
+        ((7, 10), 12, [1]),
+        # in the epoch's last call: the epoch's end is done, the next call ends the run
+        ((11, 12), 16, [1, 2]),
+    ],
+)
+def test_sigterm_near_an_epochs_end_loses_nothing(image_folder, tmp_path, monkeypatch, during, stops_at, history_then):
+    """SIGTERM while a host call around the end of epoch 2 runs: the run stops, saved,
+    and the restart ends with the history, schedule, best checkpoint and weights of a
+    run that never stopped."""
     import signal
 
     import numpy as np
     import tensorflow as tf
 
-    from alexnet_tf import train as train_lib
+    from alexnet_tf import steps
     from alexnet_tf.errors import Preempted
 
     sets = {
         "train.batch_size": 8,  # 6 steps per epoch
         "train.epochs": 4,
-        "train.steps_per_loop": 4,  # calls of steps 1-4, 5-6, 7-10, 11-12, ...
+        "train.steps_per_loop": 4,  # calls of steps 1-4, 5-6, 7-10, 11-12, 13-16, ...
         "train.deterministic": True,
         "optim.plateau_patience": 1,  # the schedule moves on these random images
         "optim.plateau_start_drop": 0.0,
@@ -336,20 +307,25 @@ def test_sigterm_in_an_epochs_last_call_loses_no_epoch_end(image_folder, tmp_pat
     straight, stopped = str(tmp_path / "straight"), str(tmp_path / "stopped")
     expected = train_and_evaluate(config, straight)
 
-    original = train_lib.Trainer._train_call
-    fired = []
+    make_train_loop, fired = steps.make_train_loop, []
 
-    def call(self, iterator, step, n):
-        if step + n == 12 and not fired:  # the last call of epoch 2
-            fired.append(step)
-            os.kill(os.getpid(), signal.SIGTERM)
-        return original(self, iterator, step, n)
+    def sigterm_during_a_call(model, optimizer, strategy, config, stats, step):
+        loop = make_train_loop(model, optimizer, strategy, config, stats, step)
 
-    monkeypatch.setattr(train_lib.Trainer, "_train_call", call)
-    with pytest.raises(Preempted, match="SIGTERM at step 12"):
+        def call(iterator, n, stop):
+            if (int(step.numpy()) + 1, int(step.numpy()) + int(n)) == during and not fired:
+                fired.append(True)
+                os.kill(os.getpid(), signal.SIGTERM)  # while the call runs
+            return loop(iterator, n, stop)
+
+        return call
+
+    monkeypatch.setattr(steps, "make_train_loop", sigterm_during_a_call)
+    with pytest.raises(Preempted, match=f"SIGTERM at step {stops_at}"):
         train_and_evaluate(config, stopped)
     with open(os.path.join(stopped, "history.json")) as f:
-        assert [h["epoch"] for h in json.load(f)] == [1]  # epoch 2's end not done yet
+        assert [h["epoch"] for h in json.load(f)] == history_then
+    monkeypatch.undo()
     results = train_and_evaluate(config, stopped)
 
     def without_seconds(history):
@@ -361,12 +337,10 @@ def test_sigterm_in_an_epochs_last_call_loses_no_epoch_end(image_folder, tmp_pat
     for name in ("checkpoints", os.path.join("checkpoints", "best")):
         a = tf.train.load_checkpoint(os.path.join(straight, name))
         b = tf.train.load_checkpoint(os.path.join(stopped, name))
-        assert (
-            tf.train.latest_checkpoint(os.path.join(straight, name)).rsplit("-", 1)[1]
-            == (tf.train.latest_checkpoint(os.path.join(stopped, name)).rsplit("-", 1)[1])
-        )
+        number = [tf.train.latest_checkpoint(os.path.join(w, name)).rsplit("-", 1)[1] for w in (straight, stopped)]
+        assert number[0] == number[1]
         for key in a.get_variable_to_shape_map():
-            if key.startswith(("schedule/", "best/", "epochs_done/", "model/fc8")):
+            if key.startswith(("schedule/", "best/", "epochs_done/", "model/")):
                 np.testing.assert_array_equal(a.get_tensor(key), b.get_tensor(key), err_msg=key)
 
 

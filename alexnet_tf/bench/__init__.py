@@ -1,0 +1,220 @@
+"""Benchmarks, one subcommand each; every result is one JSON line on stdout.
+
+    python -m alexnet_tf.bench input [--data SPEC] [--out FILE] [--seconds N] [--rounds N] [--cores N]
+    python -m alexnet_tf.bench train [RECIPE] [--batch N ...] [--precision fp32 bf16]
+        [--synthetic | --data SPEC [--repeat K]] [--steps N] [--warmup N] [--steps-per-loop N ...]
+        [--no-jit] [--set KEY=VALUE] [--peak-tflops T] [--out FILE]
+    python -m alexnet_tf.bench jpegs OUT [--images N] [--classes N | --from fashion_mnist[:DIR] [--size 48]]
+    python -m alexnet_tf.bench compare FILE [FILE ...] [--target 1.3] [--input-target 12000]
+    python -m alexnet_tf.bench serve EXPORT_DIR [--clients 32] [--seconds 30] [--server FLAG ...]
+
+`input`: images per second of the training input pipeline (Sec. 2 and 4.1: decode,
+random 227 crop of the 256 image, flip, PCA colour noise, mean-image subtraction,
+batches of 128) for two pipelines on the same files and the same number of cores:
+
+- `alexnet_tf`: `data.train_dataset` as training uses it. Batches leave the host as
+  uint8 crops with crop offset, flip bit and noise coefficients; the mean subtraction,
+  colour noise and flip happen in the compiled step on the accelerator
+  (`device_preprocess`).
+- `alexnet_tf_host_float`: the same, with the device step's arithmetic (mean-image
+  crop subtraction, colour noise, flip, float32 batches) also done on the host CPU, so
+  that every step of the work is on the CPU as in the baseline.
+- `pil_baseline`: PIL + NumPy doing all of it in a pool of worker processes that write
+  float32 batches into shared memory, as a PyTorch DataLoader with torchvision
+  transforms does.
+
+Without --data it writes its own 256x256 JPEGs (as `python -m alexnet_tf.prepare`
+makes them) to a temporary folder. The pipelines take turns, --rounds times, each
+started afresh and timed for --seconds per turn, so that a slow spell of a shared
+machine falls on all of them; `images_per_sec_per_core` (divided by --cores) is the
+median over the rounds, `rounds` lists them, and `speedup_vs_pil_baseline` is the median
+of the per-round ratios.
+
+`train`: the training step of `python -m alexnet_tf.train` (`steps.make_train_loop`:
+XLA forward/backward per replica, the Sec. 5 update, `steps_per_loop` steps per host
+call) on the recipe's model (default recipes/paper.py; `--set` as in train), one line
+per --precision x --batch (x --steps-per-loop), e.g. on one GPU
+
+    python -m alexnet_tf.bench train recipes/paper.py --batch 128 512 --precision bf16
+
+and on any CPU: `python -m alexnet_tf.bench train recipes/quickstart.py --batch 8`.
+`--synthetic` (the default) makes one random uint8 batch on each replica's device and
+feeds it to every step, so only the step is timed (`--feed dataset` sends it through a
+tf.data iterator from host memory instead); `--data SPEC` runs the real input pipeline
+as training does. `--warmup` steps come first (the first in a host call of its own
+that traces and compiles; its wall time, that step included, is `compile_seconds`),
+then `--steps` timed steps, the loss read back after each host call. Fields: `batch`, `dtype` (bf16, tf32 = float32 with TF32 math on
+a GPU, fp32), `img_per_s` and `step_ms` as in the PyTorch peer script; `mfu` =
+`achieved_tflops` / peak, counting 2 x 3 x the conv and fc multiply-adds (724 M forward
+per 227 image) per image and step, against --peak-tflops or the dense peak of an SXM
+H100/H200 (else null); `peak_memory_bytes` is TensorFlow's allocator peak on the GPU
+(null on CPUs, where `process_max_rss_bytes` is the whole process's high-water mark).
+Two or more --steps-per-loop values reuse the compiled loop and add a
+`train_host_overhead` line: from t(k) = c + o / k per step, o = `host_ms_per_call`.
+Random data repeats: the printed `loss` falls, which says nothing about training.
+
+`jpegs`: writes generated 256 px JPEGs (as `input` makes them) to OUT/train/<class>/,
+for `--data folder:OUT` or `python -m alexnet_tf.prepare folder:OUT ...` on a machine
+with no dataset; `train --repeat K` then plays that small set K times per epoch. With
+`--from fashion_mnist`, Fashion-MNIST instead (Debian's `dataset-fashion-mnist`), each
+image coloured in two random colours, at `--size` px, in OUT/train/ and OUT/val/ (a
+quarter as many), none of them in the bundled subset: the README's check that the
+quickstart recipe learns on a folder it has not seen.
+
+`compare`: reads `train --out` files and the PyTorch peer script's output
+(`torch_peer_bench.py`, JSON lines or its torch_bench.json) and prints the README's
+speed table in Markdown: per batch, dtype and `--set` variant, alexnet_tf's img/s at
+each steps-per-loop, the MFU and peak memory of the fastest, the peer's eager and
+compiled img/s on the same batch and dtype, and the ratio to the faster of the two
+against --target; runs with --data against --input-target img/s.
+
+`serve`: starts `python -m alexnet_tf.serve EXPORT_DIR` (with the --server flags) and has
+--clients threads send it the largest requests its limits let through (`serve_payloads`)
+for --seconds; prints the answers by kind and status, their latency, and the server's
+resident memory when idle and at its peak (VmHWM). docs/serving.md has the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from alexnet_tf.bench.common import BATCH, PAPER_FORWARD_MACS, repeated
+from alexnet_tf.bench.compare import bench_compare, compare
+from alexnet_tf.bench.input import bench_input
+from alexnet_tf.bench.jpegs import bench_jpegs, make_jpegs
+from alexnet_tf.bench.serve import bench_serve, serve_load, serve_payloads
+from alexnet_tf.bench.train import PRECISIONS, Feed, bench_train, forward_macs
+
+__all__ = [
+    "BATCH",
+    "PAPER_FORWARD_MACS",
+    "PRECISIONS",
+    "Feed",
+    "bench_compare",
+    "bench_input",
+    "bench_jpegs",
+    "bench_serve",
+    "bench_train",
+    "compare",
+    "forward_macs",
+    "main",
+    "make_jpegs",
+    "repeated",
+    "serve_load",
+    "serve_payloads",
+]
+
+
+def _input_parser(sub) -> None:
+    p = sub.add_parser("input", help="input pipeline throughput vs a PIL + NumPy worker pool")
+    p.add_argument("--data", help="data spec (default: generated 256 px JPEGs); the baseline needs folder:PATH")
+    p.add_argument("--split", default="train")
+    p.add_argument("--out", help="also append the JSON lines to this file")
+    p.add_argument("--seconds", type=float, default=10.0, help="timed seconds per pipeline and round")
+    p.add_argument("--rounds", type=int, default=3, help="turns each pipeline takes (median reported)")
+    p.add_argument("--cores", type=int, default=0, help="worker processes / tf.data threads (default: all usable)")
+    p.add_argument("--images", type=int, default=512, help="how many JPEGs to generate without --data")
+    p.set_defaults(fn=bench_input)
+
+
+def _jpegs_parser(sub) -> None:
+    p = sub.add_parser(
+        "jpegs", help="write a JPEG folder for --data or prepare: generated 256 px images, or coloured Fashion-MNIST"
+    )
+    p.add_argument("out", help="folder to write OUT/train/<class>/*.JPEG into")
+    p.add_argument("--images", type=int, default=20_000, help="how many training images (default 20,000)")
+    p.add_argument(
+        "--classes", type=int, default=1000, help="number of class folders (default 1000, as the paper's net)"
+    )
+    p.add_argument(
+        "--from",
+        dest="source",
+        metavar="fashion_mnist[:DIR]",
+        help="Fashion-MNIST (Debian's dataset-fashion-mnist, or DIR) as coloured JPEGs, train/ and val/ "
+        "(a quarter as many), none of them in the bundled subset",
+    )
+    p.add_argument("--size", type=int, default=48, help="with --from: the JPEGs' side in px (48)")
+    p.set_defaults(fn=bench_jpegs)
+
+
+def _train_parser(sub) -> None:
+    from alexnet_tf import cli
+
+    p = sub.add_parser("train", help="training step throughput, FLOP utilisation and memory")
+    p.add_argument("recipe", nargs="?", default="recipes/paper.py", help="recipe file (default: recipes/paper.py)")
+    cli.add_overrides(p)
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--synthetic", action="store_true", help="random uint8 batches made once on the device (default)"
+    )
+    where.add_argument("--data", metavar="SPEC", help="the real input pipeline on this source (sets data.source)")
+    p.add_argument(
+        "--feed",
+        choices=("device", "dataset"),
+        default="device",
+        help="synthetic batches: kept on the device (default), or fed from the host by tf.data",
+    )
+    p.add_argument("--batch", type=int, nargs="+", help="global batch size(s) (default: the recipe's)")
+    p.add_argument("--precision", nargs="+", choices=tuple(PRECISIONS), help="fp32 and/or bf16 (default: the recipe's)")
+    p.add_argument("--steps", type=int, default=50, help="timed steps per setting")
+    p.add_argument("--warmup", type=int, default=10, help="untimed steps first; the first one compiles")
+    p.add_argument(
+        "--steps-per-loop",
+        type=int,
+        nargs="+",
+        help="steps per host call (default: train.steps_per_loop); two or more values add a "
+        "train_host_overhead line (repeat values to alternate runs: 1 50 1 50)",
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="with --data: the training split this many times over per epoch, so that a small "
+        "generated set does not time an epoch restart every few steps",
+    )
+    p.add_argument("--no-jit", action="store_true", help="train.jit_compile=False")
+    p.add_argument(
+        "--peak-tflops", type=float, help="peak TFLOP/s of one device for the mfu (default: table, H100/H200)"
+    )
+    p.add_argument("--out", help="also append the JSON lines to this file")
+    p.set_defaults(fn=bench_train)
+
+
+def _compare_parser(sub) -> None:
+    p = sub.add_parser("compare", help="Markdown table: `train` lines beside the PyTorch peer's, with ratios")
+    p.add_argument("files", nargs="+", help="JSON lines from `train --out` and the peer script (or torch_bench.json)")
+    p.add_argument("--target", type=float, default=1.3, help="ratio to the faster PyTorch mode to meet (1.3)")
+    p.add_argument("--input-target", type=float, default=12_000, help="img/s to meet with --data (12,000)")
+    p.set_defaults(fn=bench_compare)
+
+
+def _serve_parser(sub) -> None:
+    p = sub.add_parser(
+        "serve", help="peak memory of `python -m alexnet_tf.serve` under clients sending its largest requests"
+    )
+    p.add_argument("export_dir", help="what to serve (as for python -m alexnet_tf.serve)")
+    p.add_argument("--clients", type=int, default=32, help="concurrent clients (32)")
+    p.add_argument("--seconds", type=float, default=30.0, help="how long they send (30)")
+    p.add_argument("--out", help="also append the JSON line to this file")
+    p.add_argument(
+        "--server",
+        nargs=argparse.REMAINDER,
+        default=[],
+        metavar="FLAG",
+        help="the rest of the line: flags for the server, e.g. --server --max-inflight 4",
+    )
+    p.set_defaults(fn=bench_serve)
+
+
+def main(argv=None) -> int:
+    from alexnet_tf import cli
+
+    parser = argparse.ArgumentParser(prog="python -m alexnet_tf.bench", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _input_parser(sub)
+    _jpegs_parser(sub)
+    _train_parser(sub)
+    _compare_parser(sub)
+    _serve_parser(sub)
+    args = parser.parse_args(argv)
+    return cli.run(lambda: args.fn(args))

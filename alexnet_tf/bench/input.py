@@ -1,0 +1,206 @@
+"""`bench input`: the training input pipeline against a PIL + NumPy worker pool."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from alexnet_tf.bench.common import BATCH, repeated, usable_cores
+from alexnet_tf.bench.jpegs import make_jpegs
+
+
+# ----------------------------------------------------------------------------- alexnet_tf
+def _time_batches(iterator, seconds: float, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        next(iterator)
+    start, n = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        next(iterator)
+        n += BATCH
+    return n / (time.perf_counter() - start)
+
+
+def bench_alexnet_tf(spec: str, split: str, seconds: float, cores: int, host_float: bool) -> float:
+    import tensorflow as tf
+
+    from alexnet_tf import data as data_lib
+    from alexnet_tf.config import DataConfig
+
+    config = DataConfig(source=spec, deterministic=False)
+    source = data_lib.open_source(spec, config)
+    source = repeated(source, split, max(1, 200_000 // max(source.sizes[split], 1)))
+    ds = data_lib.train_dataset(source, config, split, BATCH)
+    if host_float:
+        # The device step's arithmetic per example on the CPU (slices, not the batched gather).
+        stats = data_lib.Stats.imagenet(config.resize_size)
+        mean = tf.constant(stats.mean_image)
+        shift_basis = tf.constant(255.0 * stats.eigvec * stats.eigval[None, :])  # columns p_i * lambda_i
+        c = config.crop_size
+
+        def to_float(ex):
+            m = tf.slice(mean, [ex["offset"][0], ex["offset"][1], 0], [c, c, 3])
+            x = tf.cast(ex["image"], tf.float32) - m + tf.linalg.matvec(shift_basis, ex["alpha"])
+            return tf.cond(ex["flip"], lambda: tf.reverse(x, [1]), lambda: x)
+
+        ds = ds.unbatch().map(to_float, num_parallel_calls=tf.data.AUTOTUNE).batch(BATCH).prefetch(2)
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = cores
+    ds = ds.with_options(options)
+    return _time_batches(iter(ds), seconds)
+
+
+# ----------------------------------------------------------------------------- baseline
+_SHM = {}
+
+
+def _baseline_init(mean_image: np.ndarray, shm_names: list):
+    from multiprocessing import shared_memory
+
+    _SHM["mean"] = mean_image
+    _SHM["slots"] = [shared_memory.SharedMemory(name=n) for n in shm_names]
+
+
+def _baseline_batch(slot: int, paths: list, seed: int) -> int:
+    """One batch as torchvision would make it, written into shared-memory slot `slot`."""
+    from PIL import Image
+
+    from alexnet_tf.data import IMAGENET_EIGVAL, IMAGENET_EIGVEC
+
+    rng = np.random.default_rng(seed)
+    crop, size = 227, 256
+    out = np.ndarray((len(paths), crop, crop, 3), np.float32, buffer=_SHM["slots"][slot].buf)
+    eigval, eigvec = np.asarray(IMAGENET_EIGVAL, np.float32), np.asarray(IMAGENET_EIGVEC, np.float32)
+    for i, p in enumerate(paths):
+        with Image.open(p) as im:
+            im = im.convert("RGB")
+            if im.size != (size, size):  # Sec. 2, for files not already 256x256
+                w, h = im.size
+                s = size / min(w, h)
+                im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BILINEAR)
+                left, top = (im.size[0] - size) // 2, (im.size[1] - size) // 2
+                im = im.crop((left, top, left + size, top + size))
+            top, left = rng.integers(0, size - crop + 1, 2)
+            im = im.crop((left, top, left + crop, top + crop))
+            flip = rng.random() < 0.5
+            if flip:
+                im = im.transpose(Image.FLIP_LEFT_RIGHT)
+            x = np.asarray(im, np.float32)
+        mean = _SHM["mean"][top : top + crop, left : left + crop]
+        shift = 255.0 * eigvec @ (rng.normal(0, 0.1, 3).astype(np.float32) * eigval)
+        out[i] = x - (mean[:, ::-1] if flip else mean) + shift
+    return slot
+
+
+def bench_pil(paths: list, seconds: float, cores: int) -> float:
+    from multiprocessing import shared_memory
+
+    nbytes = BATCH * 227 * 227 * 3 * 4
+    slots = [shared_memory.SharedMemory(create=True, size=nbytes) for _ in range(2 * cores)]
+    mean = np.broadcast_to(np.asarray((123.68, 116.78, 103.94), np.float32), (256, 256, 3)).copy()
+    rng = np.random.default_rng(0)
+    ctx = mp.get_context("fork" if sys.platform == "linux" else "spawn")
+    try:
+        with ctx.Pool(cores, initializer=_baseline_init, initargs=(mean, [s.name for s in slots])) as pool:
+            pending, batch_no = [], 0
+
+            def submit(slot):
+                nonlocal batch_no
+                idx = rng.choice(len(paths), BATCH, replace=len(paths) < BATCH)
+                pending.append(pool.apply_async(_baseline_batch, (slot, [paths[i] for i in idx], batch_no)))
+                batch_no += 1
+
+            for s in range(len(slots)):
+                submit(s)
+
+            def consume():
+                slot = pending.pop(0).get()
+                batch = np.ndarray((BATCH, 227, 227, 3), np.float32, buffer=slots[slot].buf)
+                _ = batch[0, 0, 0, 0]  # the consumer sees the batch without a copy
+                submit(slot)
+
+            for _ in range(len(slots)):  # warm up
+                consume()
+            start, n = time.perf_counter(), 0
+            while time.perf_counter() - start < seconds:
+                consume()
+                n += BATCH
+            rate = n / (time.perf_counter() - start)
+            for r in pending:
+                r.wait()
+    finally:
+        for s in slots:
+            s.close()
+            s.unlink()
+    return rate
+
+
+def bench_input(args: argparse.Namespace) -> list:
+    """Runs the input benchmark; prints and returns one dict per pipeline."""
+    cores = args.cores or usable_cores()
+    tmp = None
+    spec = args.data
+    if not spec:
+        tmp = tempfile.mkdtemp(prefix="alexnet_tf_bench_")
+        make_jpegs(tmp, count=args.images)
+        spec = "folder:" + tmp
+    try:
+        import tensorflow as tf
+
+        try:  # only possible before TensorFlow starts (not when called from a running process)
+            tf.config.threading.set_inter_op_parallelism_threads(cores)
+            tf.config.threading.set_intra_op_parallelism_threads(cores)
+        except RuntimeError:
+            pass
+        from alexnet_tf import data as data_lib
+
+        source = data_lib.open_source(spec)
+        paths = []
+        if spec.startswith("folder:"):
+            paths = [p.decode() for _, p, _, _ in source.examples(args.split, read=False).as_numpy_iterator()]
+        common = {
+            "data": args.data or f"generated {args.images} 256x256 JPEGs",
+            "batch": BATCH,
+            "cores": cores,
+            "seconds": args.seconds,
+        }
+        runs = {
+            "alexnet_tf": lambda: bench_alexnet_tf(spec, args.split, args.seconds, cores, False),
+            "alexnet_tf_host_float": lambda: bench_alexnet_tf(spec, args.split, args.seconds, cores, True),
+        }
+        if paths:
+            runs["pil_baseline"] = lambda: bench_pil(paths, args.seconds, cores)
+        rates = {name: [] for name in runs}
+        for _ in range(max(1, args.rounds)):
+            for name, fn in runs.items():
+                rates[name].append(fn() / cores)
+        results = []
+        for name, per_core in rates.items():
+            median = statistics.median(per_core)
+            result = {
+                "pipeline": name,
+                "images_per_sec": round(median * cores, 1),
+                "images_per_sec_per_core": round(median, 1),
+                "rounds": [round(r, 1) for r in per_core],
+            }
+            if name != "pil_baseline" and "pil_baseline" in rates:
+                ratios = [a / b for a, b in zip(per_core, rates["pil_baseline"])]
+                result["speedup_vs_pil_baseline"] = round(statistics.median(ratios), 2)
+            results.append({**result, **common})
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+    lines = [json.dumps(r) for r in results]
+    for line in lines:
+        print(line, flush=True)
+    if args.out:
+        with open(args.out, "a") as f:
+            f.write("\n".join(lines) + "\n")
+    return results

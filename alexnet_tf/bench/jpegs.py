@@ -1,0 +1,96 @@
+"""`bench jpegs`: JPEG folders to train from without a download: generated 256 px
+images (the input benchmarks), or Fashion-MNIST as coloured JPEGs (a check that a
+recipe learns on a folder it has never seen)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+
+import numpy as np
+
+from alexnet_tf.bench.common import usable_cores
+
+
+def _write_jpeg(job: tuple) -> None:
+    from PIL import Image
+
+    path, size, seed, i = job
+    rng = np.random.default_rng([seed, i])
+    low = Image.fromarray((rng.random((12, 12, 3)) * 255).astype(np.uint8)).resize((size, size), Image.BICUBIC)
+    image = np.asarray(low, np.float32) + rng.normal(0, 10, (size, size, 3))
+    Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(path, quality=90)
+
+
+def make_jpegs(
+    folder: str, count: int = 512, size: int = 256, classes: int = 8, seed: int = 0, processes: int = 1
+) -> str:
+    """Writes `count` photo-like size x size JPEGs (smooth shapes plus grain, quality 90,
+    about the bytes of an ImageNet image at 256 px) in a train/<class>/ layout, image i
+    in class i % classes."""
+    digits = max(2, len(str(classes - 1)))
+    jobs = []
+    for i in range(count):
+        d = os.path.join(folder, "train", f"class{i % classes:0{digits}d}")
+        os.makedirs(d, exist_ok=True)
+        jobs.append((os.path.join(d, f"{i:07d}.JPEG"), size, seed, i))
+    if processes > 1:
+        with mp.get_context("fork" if sys.platform == "linux" else "spawn").Pool(processes) as pool:
+            pool.map(_write_jpeg, jobs, chunksize=64)
+    else:
+        for job in jobs:
+            _write_jpeg(job)
+    return folder
+
+
+FASHION_FIRST = {"train": 30_000, "val": 5_000}  # clear of the bundled subset's images (the first ~9,000)
+
+
+def make_fashion_folder(folder: str, spec: str, train: int = 8000, size: int = 48, seed: int = 1) -> str:
+    """Writes `train` Fashion-MNIST training images (from index 30,000) and a quarter as
+    many test images (from index 5,000) as size x size JPEGs in the README's folder
+    layout (OUT/{train,val}/<class>/), each in its own two random colours (the garment
+    in one, the ground in the other): an easy 10-class problem in colour, at another
+    size, with none of the bundled subset's images."""
+    from PIL import Image
+
+    from alexnet_tf.data.sources import fashion_mnist_source
+
+    source = fashion_mnist_source(spec)
+    names = [n.replace("/", "_").replace(" ", "_") for n in source.class_names]
+    rng = np.random.default_rng(seed)
+    for split, own, count in (("train", "train", train), ("val", "test", train // 4)):
+        images, labels = source.arrays[own]
+        first = FASHION_FIRST[split]
+        for index in range(first, first + count):
+            fg, bg = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+            grey = images[index, ..., :1].astype(np.float32) / 255
+            rgb = (bg + (fg - bg) * grey).clip(0, 255).astype(np.uint8)
+            out = os.path.join(folder, split, names[labels[index]])
+            os.makedirs(out, exist_ok=True)
+            picture = Image.fromarray(rgb).resize((size, size), Image.BILINEAR)
+            picture.save(os.path.join(out, f"{index}.jpg"), quality=90)
+    return folder
+
+
+def bench_jpegs(args: argparse.Namespace) -> dict:
+    """Writes the JPEGs to args.out (for `prepare`, or `--data folder:OUT`)."""
+    start = time.perf_counter()
+    if args.source:
+        make_fashion_folder(args.out, args.source.partition(":")[2], args.images, args.size)
+    else:
+        make_jpegs(args.out, count=args.images, classes=args.classes, processes=usable_cores())
+    result = {
+        "bench": "jpegs",
+        "out": args.out,
+        "from": args.source or "generated",
+        "images": args.images,
+        "classes": 10 if args.source else args.classes,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    print(json.dumps(result), flush=True)
+    return result

@@ -1,0 +1,350 @@
+"""`bench train`: the training step's throughput, FLOP utilisation and memory."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from alexnet_tf.bench.common import emit, max_rss_bytes, repeated, usable_cores
+
+# ----------------------------------------------------------------------------- train
+PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16"}  # --precision -> train.precision
+# Dense tensor-core peaks in TFLOP/s from NVIDIA's data sheets for the SXM H100 (the H200
+# has the same compute). "tf32": float32 with TF32 matmuls and convolutions, TensorFlow's
+# GPU default; "fp32": without them. PCIe and NVL cards differ: pass --peak-tflops.
+PEAK_TFLOPS = {
+    "H100": {"bf16": 989.0, "tf32": 495.0, "fp32": 67.0},
+    "H200": {"bf16": 989.0, "tf32": 495.0, "fp32": 67.0},
+}
+
+
+def forward_macs(model) -> int:
+    """Multiply-adds of one image's forward pass in the convolutions and fc layers
+    (724 M for the paper's net at 227 px, Sec. 3.5; LRN, pooling and ReLU left out)."""
+    import keras
+
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):  # kernel (kh, kw, cin / groups, cout)
+            _, h, w, _ = layer.output.shape
+            total += h * w * int(np.prod(layer.kernel.shape))
+        elif isinstance(layer, keras.layers.Dense):
+            total += int(np.prod(layer.kernel.shape))
+    return total
+
+
+class DeviceBatches:
+    """An endless iterator over one per-replica batch made on the replicas' devices:
+    `next()` returns the same device tensors every step, so a host call copies nothing
+    from the host and the timing holds only the training step."""
+
+    def __init__(self, strategy, config, global_batch: int, seed: int = 0):
+        import tensorflow as tf
+
+        devices = strategy.extended.worker_devices
+        per_replica = global_batch // strategy.num_replicas_in_sync
+
+        from alexnet_tf import data as data_lib
+
+        def on_device(ctx):
+            with tf.device(devices[ctx.replica_id_in_sync_group]):
+                return data_lib.synthetic_batch(config, per_replica, seed + ctx.replica_id_in_sync_group)
+
+        self.batch = strategy.experimental_distribute_values_from_function(on_device)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return self.batch
+
+
+class Feed:
+    """Gives the train loop an iterator and a step count. With `make_iterator(epoch)` it
+    opens one iterator per epoch and stops a host call at an epoch's end, as `Trainer`
+    does; with `iterator`, that one iterator throughout."""
+
+    def __init__(self, iterator=None, make_iterator=None, steps_per_epoch: int = 0):
+        self.iterator, self.make_iterator, self.steps_per_epoch = iterator, make_iterator, steps_per_epoch
+        self.epoch, self.left = 0, 0
+
+    def take(self, n: int):
+        if self.make_iterator is None:
+            return self.iterator, n
+        if self.left == 0:
+            self.iterator = iter(self.make_iterator(self.epoch))
+            self.epoch, self.left = self.epoch + 1, self.steps_per_epoch
+        n = min(n, self.left)
+        self.left -= n
+        return self.iterator, n
+
+
+def run_steps(train_loop, feed: Feed, steps: int, per_call: int) -> float:
+    """`steps` training steps in host calls of at most `per_call`; returns the mean loss.
+    Reading the loss back after each call, as `Trainer` does, waits for its steps."""
+    import tensorflow as tf
+
+    done, loss = 0, 0.0
+    while done < steps:
+        iterator, n = feed.take(min(per_call, steps - done))
+        loss += float(train_loop(iterator, tf.constant(n))["loss"])
+        done += n
+    return loss / max(steps, 1)
+
+
+def _make_feed(kind: str, strategy, config, source, global_batch: int) -> Feed:
+    import tensorflow as tf
+
+    from alexnet_tf import distribute
+
+    if kind == "pipeline":  # training's input: train_dataset per replica, one epoch at a time
+        split = config.data.train_split
+        steps_per_epoch = source.sizes[split] // global_batch
+        if steps_per_epoch == 0:
+            from alexnet_tf.config import ConfigError
+
+            raise ConfigError(f"--batch {global_batch} exceeds the {source.sizes[split]} training examples")
+        return Feed(
+            make_iterator=lambda epoch: distribute.distributed_dataset(
+                strategy, source, config, split, global_batch, True, epoch=epoch
+            ),
+            steps_per_epoch=steps_per_epoch,
+        )
+    if kind == "dataset":  # the synthetic batch in host memory, through a tf.data iterator
+        from alexnet_tf import data as data_lib
+
+        per_replica = global_batch // strategy.num_replicas_in_sync
+        with tf.device("/cpu:0"):
+            host = data_lib.synthetic_batch(config, per_replica, config.train.seed)
+        dataset = strategy.distribute_datasets_from_function(lambda ctx: tf.data.Dataset.from_tensors(host).repeat())
+        return Feed(iterator=iter(dataset))
+    return Feed(iterator=DeviceBatches(strategy, config, global_batch, config.train.seed))
+
+
+def time_train_step(
+    config, strategy, stats_tensors: dict, feed_kind: str, source, warmup: int, steps: int, steps_per_loop: list
+) -> dict:
+    """Builds the model, optimizer and `steps.make_train_loop` as training does, runs
+    `warmup` steps (the first, alone in a host call, traces and compiles: compile_seconds),
+    then times `steps` steps for each value in `steps_per_loop` (same compiled loop)."""
+    import tensorflow as tf
+
+    from alexnet_tf import distribute, optim
+    from alexnet_tf import steps as steps_lib
+    from alexnet_tf.model import build_model
+
+    batch = config.train.batch_size
+    distribute.setup_runtime(config)
+    _gpu_peak_memory(strategy, reset=True)
+    with distribute.dtype_policy(config.train.precision):
+        with strategy.scope():
+            model = build_model(config.model, seed=config.train.seed)
+            optimizer = optim.build_optimizer(config.optim, batch)
+            optimizer.build(model.trainable_variables)
+            step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        train_loop = steps_lib.make_train_loop(model, optimizer, strategy, config, stats_tensors, step)
+        feed = _make_feed(feed_kind, strategy, config, source, batch)
+        start = time.perf_counter()
+        run_steps(train_loop, feed, 1, 1)
+        compile_seconds = time.perf_counter() - start
+        run_steps(train_loop, feed, warmup - 1, max(steps_per_loop))
+        runs = []
+        for per_call in steps_per_loop:
+            start = time.perf_counter()
+            loss = run_steps(train_loop, feed, steps, per_call)
+            runs.append({"steps_per_loop": per_call, "seconds": time.perf_counter() - start, "loss": loss})
+    return {
+        "runs": runs,
+        "compile_seconds": compile_seconds,
+        "steps_run": int(step.numpy()),
+        "forward_macs_per_image": forward_macs(model),
+        "peak_memory_bytes": _gpu_peak_memory(strategy),
+    }
+
+
+def _device_description(strategy) -> tuple:
+    """(what the replicas run on, in words; the GPU's name, or "" on CPUs)."""
+    import platform
+
+    import tensorflow as tf
+
+    devices = strategy.extended.worker_devices
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus and any("GPU" in d.upper() for d in devices):
+        details = tf.config.experimental.get_device_details(gpus[0])
+        name = details.get("device_name", "GPU")
+        cc = details.get("compute_capability")
+        return f"{len(devices)} x {name}" + (f" (compute capability {cc[0]}.{cc[1]})" if cc else ""), name
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"CPU: {cpu}, {usable_cores()} usable cores, {len(devices)} replica device(s)", ""
+
+
+def peak_tflops(gpu_name: str, dtype: str) -> float | None:
+    """The dense peak of one GPU from PEAK_TFLOPS, or None where the table has no entry."""
+    upper = gpu_name.upper()
+    if not upper or "PCIE" in upper or "NVL" in upper:
+        return None
+    return next((peaks[dtype] for key, peaks in PEAK_TFLOPS.items() if key in upper), None)
+
+
+def _gpu_peak_memory(strategy, reset: bool = False) -> int | None:
+    """Peak bytes TensorFlow allocated on the replicas' GPUs since the last reset (the
+    largest over the replicas); None on CPUs."""
+    import tensorflow as tf
+
+    gpus = [d.split("device:")[-1] for d in strategy.extended.worker_devices if "GPU" in d.upper()]
+    if not gpus:
+        return None
+    if reset:
+        for g in gpus:
+            tf.config.experimental.reset_memory_stats(g)
+        return None
+    return max(tf.config.experimental.get_memory_info(g)["peak"] for g in gpus)
+
+
+def _settings(args: argparse.Namespace):
+    """(base config, batches, precisions, steps per loop) of the command line, checked."""
+    from alexnet_tf import cli
+    from alexnet_tf.config import ConfigError, override
+
+    base = cli.resolve_config(args)
+    if args.no_jit:
+        base = override(base, {"train.jit_compile": False})
+    if args.data and args.feed != "device":
+        raise ConfigError("--feed is for synthetic batches; --data feeds the input pipeline")
+    if args.repeat < 1 or (args.repeat > 1 and not args.data):
+        raise ConfigError("--repeat N (N >= 1) goes with --data")
+    if args.steps < 1 or args.warmup < 1:
+        raise ConfigError("--steps and --warmup must be at least 1 (the first warm-up step compiles)")
+    batches = args.batch or [base.train.batch_size]
+    precisions = args.precision or [k for k, v in PRECISIONS.items() if v == base.train.precision]
+    steps_per_loop = args.steps_per_loop or [base.train.steps_per_loop]
+    if min(steps_per_loop) < 1:
+        raise ConfigError("--steps-per-loop must be at least 1")
+    return base, batches, precisions, steps_per_loop
+
+
+def _rows(common: dict, timing: dict, args, batch: int, peak: float | None) -> list:
+    """One result line per --steps-per-loop value of one setting's timing."""
+    import keras
+    import tensorflow as tf
+
+    flops = 2 * 3 * timing["forward_macs_per_image"]  # multiply-add = 2 FLOPs; backward = 2x forward
+    rows = []
+    for run in timing["runs"]:
+        step_s = run["seconds"] / args.steps
+        achieved = batch / step_s * flops / 1e12
+        rows.append(
+            {
+                **common,
+                "steps_per_loop": run["steps_per_loop"],
+                "warmup_steps": args.warmup,
+                "steps": args.steps,
+                "steps_run": timing["steps_run"],
+                "img_per_s": round(batch / step_s, 1),
+                "step_ms": round(1000 * step_s, 3),
+                "loss": round(run["loss"], 4),
+                "compile_seconds": round(timing["compile_seconds"], 2),
+                "train_flops_per_image": flops,
+                "achieved_tflops": round(achieved, 4),
+                "peak_tflops": peak,
+                "mfu": round(achieved / peak, 4) if peak else None,
+                "peak_memory_bytes": timing["peak_memory_bytes"],
+                "process_max_rss_bytes": max_rss_bytes(),
+                "tf_version": tf.__version__,
+                "keras_version": keras.__version__,
+            }
+        )
+    return rows
+
+
+def _host_overhead(common: dict, rows: list) -> dict | None:
+    """With two --steps-per-loop values lo < hi: per step t(k) = c + o / k with k steps per
+    host call, so o is what one host call (dispatch, loop entry, reading the loss back)
+    costs beyond its steps. A value given more than once counts with its fastest run."""
+    ks = [r["steps_per_loop"] for r in rows]
+    lo, hi = min(ks), max(ks)
+    if lo == hi:
+        return None
+    t_lo, t_hi = (min(r["step_ms"] for r in rows if r["steps_per_loop"] == k) for k in (lo, hi))
+    overhead = (t_lo - t_hi) / (1 / lo - 1 / hi)
+    keys = ("recipe", "input", "feed", "batch", "dtype", "jit", "device", "overrides")
+    return {
+        **{k: common[k] for k in keys},
+        "bench": "train_host_overhead",
+        "steps_per_loop": [lo, hi],
+        "step_ms": [t_lo, t_hi],
+        "host_ms_per_call": round(overhead, 3),
+        "host_share_of_step_at_1": round(overhead / t_lo, 3) if lo == 1 else None,
+    }
+
+
+def bench_train(args: argparse.Namespace) -> list:
+    """Times the training step for each --precision x --batch (x --steps-per-loop);
+    prints one JSON line per result as it comes and returns them."""
+    import gc
+
+    import tensorflow as tf
+
+    from alexnet_tf import data as data_lib
+    from alexnet_tf import runs, steps
+    from alexnet_tf.config import ConfigError, override
+    from alexnet_tf.distribute import make_strategy
+    from alexnet_tf.errors import TrainingError
+
+    base, batches, precisions, steps_per_loop = _settings(args)
+    strategy = make_strategy(base.distribute)
+    replicas = strategy.num_replicas_in_sync
+    for batch in batches:
+        if batch % replicas:
+            raise ConfigError(f"--batch {batch} is not divisible by {replicas} replicas")
+    device, gpu_name = _device_description(strategy)
+    source = None
+    if args.data:
+        source = data_lib.open_source(base.data.source, base.data)
+        base = runs.resolve_data(base, source, evaluate=False)  # the benchmark only trains
+        if args.repeat > 1:
+            source = repeated(source, base.data.train_split, args.repeat)
+    stats = steps.stats_tensors(data_lib.Stats.imagenet(base.data.resize_size))  # values do not change the work
+    feed_kind = "pipeline" if args.data else args.feed
+    results, failed = [], []
+    for precision in precisions:
+        for batch in batches:
+            config = override(base, {"train.batch_size": batch, "train.precision": PRECISIONS[precision]})
+            tf32 = bool(gpu_name) and tf.config.experimental.tensor_float_32_execution_enabled()
+            dtype = precision if precision == "bf16" or not tf32 else "tf32"
+            common = {
+                **{"bench": "train", "recipe": args.recipe, "input": config.data.source if args.data else "synthetic"},
+                **{"feed": feed_kind, "batch": batch, "dtype": dtype, "precision": config.train.precision},
+                **{"jit": config.train.jit_compile, "replicas": replicas, "device": device},
+                "overrides": list(args.overrides),
+            }
+            try:
+                timing = time_train_step(
+                    config, strategy, stats, feed_kind, source, args.warmup, args.steps, steps_per_loop
+                )
+            except tf.errors.OpError as e:  # e.g. out of memory at a large batch: go on with the rest
+                failed.append(f"batch {batch} {precision}")
+                emit({**common, "error": f"{type(e).__name__}: {str(e)[:300]}"}, args.out)
+                continue
+            finally:
+                gc.collect()
+            peak = args.peak_tflops or peak_tflops(gpu_name, dtype)
+            rows = _rows(common, timing, args, batch, peak * replicas if peak else None)
+            overhead = _host_overhead(common, rows)
+            for row in rows + ([overhead] if overhead else []):
+                emit(row, args.out)
+                results.append(row)
+    if failed:
+        raise TrainingError(f"{len(failed)} setting(s) failed: {', '.join(failed)} (see their JSON lines)")
+    return results
+
+
+# ----------------------------------------------------------------------------- command

@@ -1,0 +1,74 @@
+"""Input: the paper's preprocessing (Sec. 2) and augmentation (Sec. 4.1).
+
+    sources   what an example is, and where examples come from (folders, TFRecords,
+              TFDS, in-memory arrays): `open_source(spec)`
+    records   the sources of sharded record files (prepare's TFRecords, TFDS)
+    ops       decode, resize, crop and the random choices (host), `device_preprocess`
+              (inside the compiled step)
+    pipeline  `train_dataset`, `eval_dataset` (batches with weights; unreadable files
+              as weight-0 rows), `decoded_examples` for the commands
+    stats     the mean image and the RGB covariance of a training set
+
+Host side, batches travel as uint8 crops with the crop offset, flip bit and noise
+coefficients beside them, a quarter of the bytes of float32; every pixel operation after
+the crop runs on the device, fused by XLA, and leaves the host CPUs to decoding.
+"""
+
+from alexnet_tf.data.ops import (
+    DRAWS,
+    apply_flips,
+    crop_example,
+    decode_and_resize,
+    decode_crop,
+    device_preprocess,
+    random_choices,
+    random_draws,
+    random_label,
+    resize_central,
+    ten_crop_example,
+    ten_crop_offsets,
+)
+from alexnet_tf.data.pipeline import (
+    AUTOTUNE,
+    BadFiles,
+    decoded_examples,
+    eval_dataset,
+    resized_images,
+    synthetic_batch,
+    train_dataset,
+)
+from alexnet_tf.data.records import METADATA_FILE, TFRECORD_FEATURES
+from alexnet_tf.data.sources import REASONS, DataError, Source, open_source, resolve_splits
+from alexnet_tf.data.stats import Stats, compute_stats, dataset_stats
+
+__all__ = [
+    "DRAWS",
+    "AUTOTUNE",
+    "METADATA_FILE",
+    "REASONS",
+    "TFRECORD_FEATURES",
+    "BadFiles",
+    "DataError",
+    "Source",
+    "Stats",
+    "apply_flips",
+    "compute_stats",
+    "crop_example",
+    "dataset_stats",
+    "decode_and_resize",
+    "decode_crop",
+    "decoded_examples",
+    "device_preprocess",
+    "eval_dataset",
+    "open_source",
+    "random_choices",
+    "random_draws",
+    "random_label",
+    "resize_central",
+    "resized_images",
+    "resolve_splits",
+    "synthetic_batch",
+    "ten_crop_example",
+    "ten_crop_offsets",
+    "train_dataset",
+]

@@ -1,0 +1,177 @@
+"""A run's folder: the checks before a run resumes in it, the config it resolves from
+its data, and the one loader of a trained run that evaluate, export and figures use.
+
+A run folder holds what `train` wrote: config.json, classes.json, stats.npz (the mean
+image and colour statistics) and checkpoints/ (the newest few, and best/ with the lowest
+validation error).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+
+import keras
+import tensorflow as tf
+
+from alexnet_tf import data as data_lib
+from alexnet_tf.config import Config, ConfigError, DataConfig, load_json, to_dict, validate
+from alexnet_tf.model import build_model, model_variables, to_split_form
+from alexnet_tf.report import Progress
+
+
+@dataclasses.dataclass
+class TrainedRun:
+    """A trained model restored from a workdir, with what it needs to preprocess images."""
+
+    workdir: str
+    checkpoint: str
+    config: Config
+    class_names: list
+    stats: data_lib.Stats
+    model: keras.Model
+
+
+def resolve_checkpoint(path: str, best: bool = False) -> tuple[str, str]:
+    """(workdir, checkpoint prefix) for a run folder (its newest checkpoint, or with
+    `best` its best) or for a checkpoint prefix inside one."""
+    if os.path.isdir(path):
+        folder = os.path.join(path, "checkpoints", "best" if best else "")
+        checkpoint = tf.train.latest_checkpoint(folder)
+        if checkpoint is None:
+            raise ConfigError(
+                f"no checkpoint in {folder}; train first: python -m alexnet_tf.train RECIPE --workdir {path}"
+            )
+        return path, checkpoint
+    if os.path.exists(path + ".index"):
+        workdir = os.path.dirname(os.path.abspath(path))
+        if os.path.basename(workdir) == "best":
+            workdir = os.path.dirname(workdir)
+        return os.path.dirname(workdir), path
+    raise ConfigError(f"{path!r} is neither a run folder nor a checkpoint (expected {path}.index)")
+
+
+def load_run(path: str, split_form: bool = False, best: bool = False) -> TrainedRun:
+    """Restores the model of a run folder (its newest checkpoint, or its best) or of one
+    checkpoint. `split_form=True` gives the grouped convolutions as two convs + concat,
+    the form that runs without XLA (for export)."""
+    workdir, checkpoint = resolve_checkpoint(path, best)
+    config_path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(config_path):
+        raise ConfigError(f"{workdir!r} has no config.json; is it a run folder of `python -m alexnet_tf.train`?")
+    config = load_json(config_path)
+    classes_path = os.path.join(workdir, "classes.json")
+    if os.path.isfile(classes_path):
+        with open(classes_path) as f:
+            class_names = [str(c) for c in json.load(f)]
+    else:
+        class_names = [str(i) for i in range(config.model.num_classes)]
+    stats = data_lib.Stats.load(os.path.join(workdir, "stats.npz"))
+    # Variables are float32 under every precision policy, so a float32 model restores them.
+    model = build_model(config.model)
+    restored = tf.train.Checkpoint(model=model_variables(model)).restore(checkpoint)
+    restored.expect_partial().assert_existing_objects_matched()
+    if split_form:
+        model = to_split_form(model, config.model)
+    return TrainedRun(workdir, checkpoint, config, class_names, stats, model)
+
+
+# What a resumed run must share with the run that wrote the workdir: the net, and
+# everything that fixes which examples make up which step (batch, seed, data, order).
+RESUME_KEYS = (
+    "model",
+    "train.batch_size",
+    "train.seed",
+    "data.source",
+    "data.train_split",
+    "data.shuffle_buffer",
+    "data.random_labels",
+    "data.resize_size",
+    "data.crop_size",
+    "data.pad_crop",
+    "data.stats_path",
+)
+
+
+def check_resume(config: Config, workdir: str) -> None:
+    """Refuses a workdir whose run was started with other RESUME_KEYS settings: its
+    checkpoint would be resumed with another net or at the wrong place in the data."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        old = json.load(f)
+    new = to_dict(config)
+
+    def leaves(tree, prefix):
+        for k, v in tree.items():
+            yield from leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else [(prefix + k, v)]
+
+    old_flat, new_flat = dict(leaves(old, "")), dict(leaves(new, ""))
+    changed = [
+        f"{k} {old_flat.get(k, '(unset)')!r} -> {v!r}"
+        for k, v in sorted(new_flat.items())
+        if any(k == key or k.startswith(key + ".") for key in RESUME_KEYS) and old_flat.get(k) != v
+    ]
+    if changed:
+        raise ConfigError(
+            f"{workdir} holds a run with different settings ({'; '.join(changed)}); resuming it would mix "
+            "them: use a new --workdir, or the run's own recipe and overrides"
+        )
+
+
+def resolve_data(config: Config, source: data_lib.Source, evaluate: bool = True) -> Config:
+    """`config` with what it leaves to the data (an empty data.eval_split, model.num_classes
+    0) taken from `source`, said on the console; raises for splits it does not have (the
+    eval split only if `evaluate`)."""
+    data = data_lib.resolve_splits(source, config.data, evaluate)
+    if data.eval_split and data.eval_split != config.data.eval_split:
+        print(f"evaluating on {source.name}'s split {data.eval_split!r}", flush=True)
+    model = config.model
+    if not model.num_classes:
+        model = dataclasses.replace(model, num_classes=source.num_classes)
+        print(f"{source.name} has {source.num_classes} classes: model.num_classes={source.num_classes}", flush=True)
+    if model.num_classes != source.num_classes:
+        raise ConfigError(
+            f"{config.data.source} has {source.num_classes} classes but model.num_classes="
+            f"{model.num_classes}; set model.num_classes={source.num_classes}"
+        )
+    return validate(dataclasses.replace(config, data=data, model=model))
+
+
+def write_json(path: str, value) -> None:
+    """Writes JSON to a temporary name and renames it: readers see the old file or the
+    new one, never half of one."""
+    with open(path + ".tmp", "w") as f:
+        json.dump(value, f, indent=1)
+        f.write("\n")
+    os.replace(path + ".tmp", path)
+
+
+def run_stats(source: data_lib.Source, config: DataConfig, workdir: str, chief: bool, say, wait) -> data_lib.Stats:
+    """The mean image and RGB covariance of Sec. 2 and 4.1 a run uses, kept in
+    WORKDIR/stats.npz (what evaluate and export read): those of `data.stats_path`, else
+    computed by the chief over the training split on the run's first start. `say(line)`
+    reports; `wait()` returns once every worker is there, after which the others read
+    the chief's file."""
+    path = os.path.join(workdir, "stats.npz")
+    if chief and (config.stats_path or not os.path.exists(path)):
+        progress = None
+        if not config.stats_path:
+            n = source.sizes[config.train_split]
+            say(
+                f"computing the mean image and RGB covariance (Sec. 2, 4.1) over the {n} training images, "
+                f"once; to reuse them elsewhere: --set data.stats_path={path}"
+            )
+            progress = Progress(n, "statistics", stream=sys.stdout)
+        stats = data_lib.dataset_stats(source, config, config.train_split, progress and progress.update)
+        if progress:
+            progress.update(progress.total, final=True)
+        stats.save(path + ".tmp.npz")
+        os.replace(path + ".tmp.npz", path)  # never a half-written file for a resume to read
+    wait()
+    if not os.path.exists(path):
+        raise ConfigError(f"{path} was not written by the chief: the workers of one run need one shared --workdir")
+    return data_lib.Stats.load(path)

@@ -1,0 +1,114 @@
+"""What the tests share: small configs, generated image folders, runs' weights, the
+command line in a subprocess, TensorBoard event files."""
+
+import argparse
+import glob
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+from alexnet_tf import cli
+from alexnet_tf.config import load_recipe, override
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICKSTART = os.path.join(ROOT, "recipes", "quickstart.py")
+PAPER = os.path.join(ROOT, "recipes", "paper.py")
+
+# The quickstart recipe cut to a few steps on a CPU.
+TINY = {
+    "train.max_steps": 3,
+    "train.batch_size": 32,
+    "train.log_every": 1,
+    "train.jit_compile": False,
+    "data.eval_examples": 64,
+}
+
+
+def tiny(**extra):
+    """The quickstart recipe (Fashion-MNIST, 67 px crops) with TINY and `extra` overrides."""
+    return override(load_recipe(QUICKSTART), {**TINY, **extra})
+
+
+def folder_config(folder, **sets):
+    """The quickstart recipe with `--data folder:FOLDER --set k=v ...`, as the command line resolves it."""
+    args = argparse.Namespace(
+        recipe=QUICKSTART, data=f"folder:{folder}", overrides=[f"{k}={v}" for k, v in sets.items()]
+    )
+    return cli.resolve_config(args)
+
+
+def make_image_folder(root, classes=("a", "b", "c"), train_per_class=16, val_per_class=4, size=(36, 44), seed=0):
+    """A folder in the README's layout, ROOT/{train,val}/<class>/*.jpg, of random images."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", train_per_class), ("val", val_per_class)):
+        for c in classes:
+            os.makedirs(os.path.join(root, split, c), exist_ok=True)
+            for i in range(n):
+                x = (rng.random((*size, 3)) * 255).astype(np.uint8)
+                Image.fromarray(x).save(os.path.join(root, split, c, f"{c}{i}.jpg"), quality=90)
+    return str(root)
+
+
+def model_weights(workdir, which=""):
+    """The model's variables in the newest checkpoint of a run (or of checkpoints/WHICH)."""
+    path = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints", which))
+    reader = tf.train.load_checkpoint(path)
+    return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map() if k.startswith("model/")}
+
+
+def assert_same_weights(a, b, rtol=1e-5, atol=1e-6):
+    assert a.keys() == b.keys() and len(a) > 10
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=rtol, atol=atol, err_msg=k)
+
+
+def train_command(workdir, sets=(), env=None, recipe=QUICKSTART, data=None):
+    """`python -m alexnet_tf.train` in a subprocess, stdout and stderr merged and piped."""
+    args = [sys.executable, "-m", "alexnet_tf.train", recipe, "--workdir", workdir]
+    args += ["--data", data] if data else []
+    for k, v in dict(sets).items():
+        args += ["--set", f"{k}={v}"]
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.Popen(args, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def workers(workdir, sets, n=2):
+    """`n` MultiWorkerMirroredStrategy processes of one run on 127.0.0.1."""
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(n)]}
+    sets = {**TINY, "train.deterministic": True, "model.dropout": 0.0, **sets, "distribute.strategy": "multi_worker"}
+    return [
+        train_command(
+            workdir,
+            sets.items(),
+            env={"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})},
+        )
+        for i in range(n)
+    ]
+
+
+def summaries(folder):
+    """{tag: [(step, value proto)]} of the event files in one TensorBoard run folder."""
+    out = {}
+    for path in sorted(glob.glob(os.path.join(folder, "events.out.tfevents.*"))):
+        for record in tf.data.TFRecordDataset(path):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                out.setdefault(value.tag, []).append((event.step, value))
+    return out
