@@ -10,7 +10,10 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["alexnet_tf", "alexnet_tf.*"]),
+    # recipes/ stays at the top of the checkout and ships as alexnet_tf/recipes, where
+    # load_recipe finds a recipe by name (alexnet_tf.config.find_recipe)
+    packages=[*find_packages(include=["alexnet_tf", "alexnet_tf.*"]), "alexnet_tf.recipes"],
+    package_dir={"alexnet_tf.recipes": "recipes"},
     package_data={"alexnet_tf": ["assets/*.npz", "assets/*.md"]},
     install_requires=[
         "tensorflow>=2.21,<2.22",
@@ -22,7 +25,8 @@ setup(
     extras_require={
         "plots": ["matplotlib>=3.7"],  # the ablations' Fig. 1 plot
         "profile": ["tensorboard-plugin-profile>=2.19"],  # TensorBoard's Profile tab (train.profile_steps)
-        # pillow: the input benchmark's baseline; matplotlib: the ablation test draws Fig. 1
-        "dev": ["pytest>=8", "ruff~=0.17.6", "pillow>=10", "matplotlib>=3.7"],
+        # pillow: the input benchmark's baseline; matplotlib: the ablation test draws Fig. 1;
+        # setuptools, wheel: the packaging test builds a wheel without build isolation
+        "dev": ["pytest>=8", "ruff~=0.17.6", "pillow>=10", "matplotlib>=3.7", "setuptools>=68", "wheel"],
     },
 )

@@ -41,10 +41,11 @@ import sys
 
 import numpy as np
 
+from alexnet_tf.config import recipe_folder
 from alexnet_tf.report import Progress
 
 DEFAULT_DATASET = "fashion_mnist:/usr/share/datasets/fashion-mnist"
-DEFAULT_RECIPE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes", "quickstart.py")
+DEFAULT_RECIPE = os.path.join(recipe_folder(), "quickstart.py")  # the shipped one, installed or in a checkout
 BASELINE = "baseline"
 
 

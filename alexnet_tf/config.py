@@ -204,11 +204,38 @@ def from_dict(cls: type, values: dict) -> Any:
     return cls(**kwargs)
 
 
-def load_recipe(path: str | os.PathLike) -> Config:
-    """Imports a recipe file and returns its `get_config()`."""
+def recipe_folder() -> str:
+    """The folder of the shipped recipes: alexnet_tf/recipes/ in an installed wheel (setup.py
+    puts the checkout's recipes/ there), else recipes/ beside the package (a checkout, or an
+    editable install of one)."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    installed = os.path.join(package, "recipes")
+    return installed if os.path.isdir(installed) else os.path.join(os.path.dirname(package), "recipes")
+
+
+def find_recipe(path: str | os.PathLike) -> str:
+    """The file `load_recipe(path)` imports: `path` itself if it is a file; otherwise, for a
+    bare name or a name under recipes/, the shipped recipe of that file name, so that
+    `recipes/quickstart.py`, `quickstart.py` and `quickstart` work from any folder."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ConfigError(f"recipe {path!r} not found; recipes live in recipes/, e.g. recipes/paper.py")
+    if os.path.isfile(path):
+        return path
+    folder = recipe_folder()
+    files = os.listdir(folder) if os.path.isdir(folder) else []
+    shipped = sorted(f[:-3] for f in files if f.endswith(".py") and not f.startswith("_"))
+    where, name = os.path.split(os.path.normpath(path))
+    stem = name[:-3] if name.endswith(".py") else name
+    if where in ("", "recipes") and stem in shipped:
+        return os.path.join(folder, stem + ".py")
+    raise ConfigError(
+        f"recipe {path!r} not found; give a recipe file or a shipped recipe: {', '.join(shipped)} (in {folder})"
+    )
+
+
+def load_recipe(path: str | os.PathLike) -> Config:
+    """Imports a recipe file, or a shipped recipe by name (see `find_recipe`), and returns
+    its `get_config()`, validated."""
+    path = find_recipe(path)
     name = "alexnet_tf_recipe_" + os.path.splitext(os.path.basename(path))[0]
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)

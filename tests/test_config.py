@@ -144,3 +144,31 @@ def test_cli_errors_are_one_line(tmp_path, args, needle):
     assert proc.returncode == 2
     assert needle in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_recipe_path_or_a_shipped_recipe_by_name(tmp_path, monkeypatch):
+    from alexnet_tf.config import find_recipe, recipe_folder
+
+    monkeypatch.chdir(tmp_path)  # no recipes/ here: names resolve to the shipped files
+    shipped = os.path.join(recipe_folder(), "quickstart.py")
+    assert os.path.samefile(shipped, QUICKSTART)
+    for name in ("recipes/quickstart.py", "quickstart.py", "quickstart"):
+        assert find_recipe(name) == shipped
+    assert load_recipe("quickstart") == load_recipe(QUICKSTART)
+    assert load_recipe("paper") == load_recipe(PAPER)
+    # a file that exists is used as it is, even under a shipped recipe's name
+    mine = tmp_path / "recipes" / "paper.py"
+    mine.parent.mkdir()
+    mine.write_text(
+        "from alexnet_tf.config import Config, TrainConfig\n\ndef get_config():\n    return Config(train=TrainConfig(epochs=7))\n"
+    )
+    assert load_recipe("recipes/paper.py").train.epochs == 7 and load_recipe(mine).train.epochs == 7
+    assert load_recipe("paper").train.epochs == 90
+
+
+@pytest.mark.parametrize("name", ["paperr", "recipes/nope.py", "elsewhere/paper.py"])
+def test_an_unknown_recipe_names_the_shipped_ones(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="not found") as e:
+        load_recipe(name)
+    assert "paper, quickstart" in str(e.value)
