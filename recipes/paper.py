@@ -47,9 +47,10 @@ def get_config() -> Config:
             epochs=90,  # Sec. 5: roughly 90 cycles through 1.2 million images
             log_every=100,
             checkpoint_every=2000,
-            # Training steps per host call: the call and the read-back of its metrics
-            # cost 0.7-2.8 ms on a CPU host (README, Training speed), against GPU steps of
-            # about 10 ms. No effect on the results; calls stop at log/checkpoint/epoch ends.
+            # Training steps per host call: a host call and the read-back of its metrics
+            # cost about as much as a GPU step of this net (README, Training speed), so
+            # they are shared by 20 steps. No effect on the results; calls stop at
+            # log, checkpoint and epoch ends.
             steps_per_loop=20,
         ),
     )

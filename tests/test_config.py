@@ -124,6 +124,7 @@ def test_recipe_errors(tmp_path):
         load_recipe(empty)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args,needle",
     [

@@ -72,7 +72,7 @@ def _baseline_batch(slot: int, paths: list, seed: int) -> int:
     """One batch as torchvision would make it, written into shared-memory slot `slot`."""
     from PIL import Image
 
-    from alexnet_tf.data import IMAGENET_EIGVAL, IMAGENET_EIGVEC
+    from alexnet_tf.data.stats import IMAGENET_EIGVAL, IMAGENET_EIGVEC
 
     rng = np.random.default_rng(seed)
     crop, size = 227, 256

@@ -1,8 +1,9 @@
 """Input: the paper's preprocessing (Sec. 2) and augmentation (Sec. 4.1).
 
-    sources   what an example is, and where examples come from (folders, TFRecords,
-              TFDS, in-memory arrays): `open_source(spec)`
+    sources   what an example is (the Source protocol), and the sources of folders and
+              in-memory arrays
     records   the sources of sharded record files (prepare's TFRecords, TFDS)
+    specs     `open_source("folder:PATH")` and the splits a run uses
     ops       decode, resize, crop and the random choices (host), `device_preprocess`
               (inside the compiled step)
     pipeline  `train_dataset`, `eval_dataset` (batches with weights; unreadable files
@@ -38,7 +39,8 @@ from alexnet_tf.data.pipeline import (
     train_dataset,
 )
 from alexnet_tf.data.records import METADATA_FILE, TFRECORD_FEATURES
-from alexnet_tf.data.sources import REASONS, DataError, Source, open_source, resolve_splits
+from alexnet_tf.data.sources import REASONS, DataError, Source
+from alexnet_tf.data.specs import open_source, resolve_splits
 from alexnet_tf.data.stats import Stats, compute_stats, dataset_stats
 
 __all__ = [

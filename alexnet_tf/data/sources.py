@@ -7,7 +7,7 @@ examples as `raw` elements, in a fixed order or in an order drawn from a seed, a
 how to turn them into examples: `parse` (at once for a whole batch; TFRecords stay
 serialized until then) and `read` (per example, where it is decoded; a folder's files
 are read there, so that a file that cannot be read is skipped like one that cannot be
-decoded). `open_source` makes one from a spec such as `folder:/data/imagenet`.
+decoded). `data.specs.open_source` makes one from a spec such as `folder:/data/imagenet`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf.config import DataConfig
-
 AUTOTUNE = tf.data.AUTOTUNE
 ASSETS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets")
 BUILTIN_FASHION_MNIST = os.path.join(ASSETS, "fashion_mnist_subset.npz")
@@ -27,9 +25,7 @@ DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 # Label files looked for beside a flat validation folder (first found wins).
 LABEL_FILES = ("val_labels.txt", "val.txt", "LOC_val_solution.csv")
-EVAL_SPLITS = ("validation", "val", "test")  # a source's validation split, the first it has
 REASONS = ("empty file", "not an image (unknown format)", "truncated or corrupt image", "cannot be read")
-SPECS = "folder:PATH, tfds:NAME[:SPLIT], tfrecord:GLOB, fashion_mnist:DIR, builtin:fashion_mnist"
 
 
 class DataError(RuntimeError):
@@ -292,46 +288,3 @@ def _read_label_file(path: str, index: dict) -> dict:
             )
         labels[os.path.splitext(os.path.basename(name))[0]] = y
     return labels
-
-
-# --------------------------------------------------------------------------- specs
-def open_source(spec: str, config: DataConfig | None = None) -> Source:
-    """Parses a data spec (see SPECS); `config` supplies the folder label file and the
-    TFDS directories."""
-    from alexnet_tf.data import records
-
-    config = config or DataConfig()
-    kind, _, arg = spec.partition(":")
-    if kind == "builtin" and arg == "fashion_mnist":
-        return fashion_mnist_source("builtin")
-    if kind == "fashion_mnist":
-        return fashion_mnist_source(arg or DEBIAN_FASHION_MNIST)
-    if kind == "folder":
-        return folder_source(arg, config.label_file)
-    if kind == "tfrecord":
-        return records.tfrecord_source(arg)
-    if kind == "tfds":
-        name, _, split = arg.partition(":")
-        if not name:
-            raise DataError("tfds source needs a dataset name, e.g. tfds:imagenet2012 or tfds:imagenette:train[:10%]")
-        return records.tfds_source(name, split, config.tfds_data_dir, config.tfds_manual_dir)
-    raise DataError(f"unknown data source {spec!r}; valid forms: {SPECS}")
-
-
-def resolve_splits(source: Source, config: DataConfig, evaluate: bool = True) -> DataConfig:
-    """`config` with `eval_split` "" replaced by the source's validation split; raises
-    DataError, naming the source's splits, for a split it does not have (the eval split
-    only if `evaluate`)."""
-    import dataclasses
-
-    own = [s for s in source.splits if s not in source.aliases]
-    eval_split = config.eval_split or next((s for s in EVAL_SPLITS if s in own), "")
-    if not eval_split and evaluate:
-        raise DataError(
-            f"{source.name} has no validation split ({', '.join(EVAL_SPLITS)}); it has {', '.join(source.splits)}: "
-            "set data.eval_split=NAME"
-        )
-    for key, split in (("train_split", config.train_split), ("eval_split", eval_split)):
-        if (split or evaluate) and split not in source.splits:
-            raise DataError(f"data.{key}={split!r}: {source.name} has no such split; it has {', '.join(source.splits)}")
-    return dataclasses.replace(config, eval_split=eval_split)
