@@ -15,8 +15,21 @@ from alexnet_tf import data as data_lib
 from alexnet_tf import optim
 from alexnet_tf.config import Config
 from alexnet_tf.distribute import column_devices, single_device
+from alexnet_tf.model import build_model
 
 TRAIN_METRICS = ("loss", "top1_correct", "top5_correct", "count")
+
+
+def create_state(config: Config, strategy: tf.distribute.Strategy, global_batch: int):
+    """(model, optimizer, step) of a run, made under `strategy.scope()`: the net with the
+    run's seed, Sec. 5's SGD for the global batch (built, so that its slots exist before
+    a compiled step), and the step counter. Set the dtype policy first."""
+    with strategy.scope():
+        model = build_model(config.model, seed=config.train.seed)
+        optimizer = optim.build_optimizer(config.optim, global_batch)
+        optimizer.build(model.trainable_variables)
+        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    return model, optimizer, step
 
 
 def stats_tensors(stats: data_lib.Stats) -> dict:
@@ -131,7 +144,7 @@ def make_train_loop(
     `loss`, `top1_correct`, `top5_correct` and `count` (the examples' weights: 0 for files
     that could not be decoded), and `stop`: the sum over every replica of every worker of
     the `stop` each passed in, so that all workers see one decision. Build the model and
-    the optimizer (`optimizer.build`) under `strategy.scope()` and the dtype policy first.
+    the optimizer (`create_state`) under the dtype policy first.
     """
     variables = model.trainable_variables
     forward_backward = _forward_backward(model, config, stats)

@@ -35,7 +35,7 @@ from alexnet_tf.distribute import (
 )
 from alexnet_tf.drawing import conv1_grid
 from alexnet_tf.errors import Preempted, TrainingError
-from alexnet_tf.model import build_model, model_variables
+from alexnet_tf.model import model_variables
 from alexnet_tf.report import Reporter, Window, format_duration
 from alexnet_tf.runs import check_resume, resolve_data, run_stats, write_json
 
@@ -65,12 +65,9 @@ class Trainer:
             self.total_steps = min(self.total_steps, c.train.max_steps)
         self.reporter = Reporter(workdir, self.total_steps, chief=self.chief)
         self.stats = self._stats()
+        self.model, self.optimizer, self.step = steps_lib.create_state(c, strategy, self.global_batch)
         with strategy.scope():
-            self.model = build_model(c.model, seed=c.train.seed)
-            self.optimizer = optim.build_optimizer(c.optim, self.global_batch)
-            self.optimizer.build(self.model.trainable_variables)
             self.schedule = optim.LearningRateSchedule(c.optim, self.global_batch)
-            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
             self.best_top1 = tf.Variable(float("inf"), trainable=False, name="best_top1_error")
             self.epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
             # loss, top-1 and top-5 correct, count and steps of the epoch in progress

@@ -13,6 +13,7 @@ import tensorflow as tf
 from PIL import Image
 
 from alexnet_tf import data as data_lib
+from alexnet_tf import steps as steps_lib
 from alexnet_tf.config import DataConfig
 
 R, C = 32, 27  # small stand-ins for 256 and 227; the geometry is the same
@@ -194,7 +195,7 @@ def test_pca_noise_statistics():
         "alpha": alpha,
     }
     cfg = DataConfig(resize_size=R, crop_size=1, subtract_mean=False)
-    tensors = {k: tf.constant(getattr(stats, k)) for k in ("mean_image", "eigval", "eigvec")}
+    tensors = steps_lib.stats_tensors(stats)
     shift = data_lib.device_preprocess(batch, tensors, cfg).numpy().reshape(n, 3) / 255.0  # [0, 1] units
     # Zero-mean shift.
     assert np.all(np.abs(shift.mean(0)) < 4 * 0.1 * 0.2175 / np.sqrt(n) + 1e-4)

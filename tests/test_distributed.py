@@ -247,25 +247,17 @@ def test_weight_zero_rows_do_not_train():
     """An unreadable file's row (weight 0) changes neither the update nor the metrics;
     the same row with weight 1 does."""
     from alexnet_tf import data as data_lib
-    from alexnet_tf import optim
     from alexnet_tf import steps as steps_lib
-    from alexnet_tf.model import build_model
 
     config = tiny(**{"train.jit_compile": False})
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
-    stats = data_lib.Stats.imagenet(config.data.resize_size)
-    stats_tensors = {k: tf.constant(getattr(stats, k)) for k in ("mean_image", "eigval", "eigvec")}
+    stats_tensors = steps_lib.stats_tensors(data_lib.Stats.imagenet(config.data.resize_size))
     base = data_lib.synthetic_batch(config, 8, seed=3)
     other = data_lib.synthetic_batch(config, 8, seed=4)
     zero_last = tf.constant([1.0] * 6 + [0.0] * 2)
 
     def one_step(batch):
-        keras.utils.set_random_seed(0)
-        with strategy.scope():
-            model = build_model(config.model)
-            optimizer = optim.build_optimizer(config.optim, 8)
-            optimizer.build(model.trainable_variables)
-            step = tf.Variable(0, dtype=tf.int64)
+        model, optimizer, step = steps_lib.create_state(config, strategy, 8)
         loop = steps_lib.make_train_loop(model, optimizer, strategy, config, stats_tensors, step)
         totals = loop(iter([batch]), tf.constant(1))
         return [v.numpy() for v in model.trainable_variables], {k: float(v) for k, v in totals.items()}
@@ -291,23 +283,17 @@ def test_unreadable_rows_do_not_shrink_the_step():
     one device and with the 8 rows split over two replicas (the 2 on one replica), and
     the logged loss is the mean cross-entropy of the 6 (computed here by Keras)."""
     from alexnet_tf import data as data_lib
-    from alexnet_tf import optim
     from alexnet_tf import steps as steps_lib
     from alexnet_tf.model import build_model
 
     config = tiny(**{"train.jit_compile": False})
-    stats = data_lib.Stats.imagenet(config.data.resize_size)
-    stats_tensors = {k: tf.constant(getattr(stats, k)) for k in ("mean_image", "eigval", "eigvec")}
+    stats_tensors = steps_lib.stats_tensors(data_lib.Stats.imagenet(config.data.resize_size))
     batch = data_lib.synthetic_batch(config, 8, seed=3)
     with_bad = {**batch, "weight": tf.constant([1.0] * 6 + [0.0] * 2)}
     readable = {k: v[:6] for k, v in batch.items()}
 
     def one_step(strategy, batch):
-        with strategy.scope():
-            model = build_model(config.model, seed=0)
-            optimizer = optim.build_optimizer(config.optim, 8)  # the same lr for both batches
-            optimizer.build(model.trainable_variables)
-            step = tf.Variable(0, dtype=tf.int64)
+        model, optimizer, step = steps_lib.create_state(config, strategy, 8)  # the same lr for both batches
         before = model(data_lib.device_preprocess(batch, stats_tensors, config.data), training=False)
         loop = steps_lib.make_train_loop(model, optimizer, strategy, config, stats_tensors, step)
         n = int(batch["label"].shape[0])

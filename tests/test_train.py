@@ -149,8 +149,9 @@ def test_tensorboard_shows_settings_inputs_and_curves(image_folder, tmp_path):
     assert {"loss", "top1_error", "lr"} <= set(train) and "elapsed_seconds" not in train
     # what the net sees: the first 4 examples of each epoch, cropped, flipped and
     # colour-noised as that epoch's first batch of 8 has them, without the mean image
-    stats = data_lib.Stats.load(os.path.join(workdir, "stats.npz"))
-    stats = {k: tf.constant(getattr(stats, k)) for k in ("mean_image", "eigval", "eigvec")}
+    from alexnet_tf import steps as steps_lib
+
+    stats = steps_lib.stats_tensors(data_lib.Stats.load(os.path.join(workdir, "stats.npz")))
     seen = {}
     for step, value in train["inputs"]:
         pngs = tf.make_ndarray(value.tensor)[2:]  # width, height, then the images

@@ -129,21 +129,15 @@ def time_train_step(
     """Builds the model, optimizer and `steps.make_train_loop` as training does, runs
     `warmup` steps (the first, alone in a host call, traces and compiles: compile_seconds),
     then times `steps` steps for each value in `steps_per_loop` (same compiled loop)."""
-    import tensorflow as tf
 
-    from alexnet_tf import distribute, optim
+    from alexnet_tf import distribute
     from alexnet_tf import steps as steps_lib
-    from alexnet_tf.model import build_model
 
     batch = config.train.batch_size
     distribute.setup_runtime(config)
     _gpu_peak_memory(strategy, reset=True)
     with distribute.dtype_policy(config.train.precision):
-        with strategy.scope():
-            model = build_model(config.model, seed=config.train.seed)
-            optimizer = optim.build_optimizer(config.optim, batch)
-            optimizer.build(model.trainable_variables)
-            step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        model, optimizer, step = steps_lib.create_state(config, strategy, batch)
         train_loop = steps_lib.make_train_loop(model, optimizer, strategy, config, stats_tensors, step)
         feed = _make_feed(feed_kind, strategy, config, source, batch)
         start = time.perf_counter()
