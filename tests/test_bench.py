@@ -287,3 +287,21 @@ def test_jpegs_from_fashion_mnist_writes_a_coloured_folder(tmp_path):
     fit, residual, *_ = np.linalg.lstsq(design, picture.reshape(-1, 3), rcond=None)
     assert np.sqrt(residual / grey.size).max() < 25  # JPEG's error on noise (another picture: ~70)
     assert np.ptp(fit[1]) > 10  # the garment's colour minus the ground's is not grey
+
+
+def test_jpegs_of_digits_are_thin_light_strokes_on_black(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from alexnet_tf import data as data_lib
+
+    out = tmp_path / "digits"
+    assert bench.main(["jpegs", str(out), "--from", "digits", "--images", "40", "--size", "28"]) == 0
+    source = data_lib.open_source(f"folder:{out}")
+    assert source.sizes["train"] == 40 and source.sizes["val"] == 10
+    assert source.class_names == [str(d) for d in range(10)]
+    pictures = np.stack([np.asarray(Image.open(p), np.float32) for p in sorted(out.glob("train/*/*.jpg"))])
+    assert pictures.shape == (40, 28, 28, 3)
+    grey = pictures.mean(-1)
+    assert np.median(grey) < 25 and (grey > 150).mean() > 0.03  # a dark ground, some bright stroke
+    assert (grey > 150).mean() < 0.3  # thin strokes, not filled shapes

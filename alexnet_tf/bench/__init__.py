@@ -4,7 +4,7 @@
     python -m alexnet_tf.bench train [RECIPE] [--batch N ...] [--precision fp32 bf16]
         [--synthetic | --data SPEC [--repeat K]] [--steps N] [--warmup N] [--steps-per-loop N ...]
         [--no-jit] [--set KEY=VALUE] [--peak-tflops T] [--out FILE]
-    python -m alexnet_tf.bench jpegs OUT [--images N] [--classes N | --from fashion_mnist[:DIR] [--size 48]]
+    python -m alexnet_tf.bench jpegs OUT [--images N] [--classes N | --from fashion_mnist[:DIR] | digits [--size 48]]
     python -m alexnet_tf.bench compare FILE [FILE ...] [--target 1.3] [--input-target 12000]
     python -m alexnet_tf.bench serve EXPORT_DIR [--clients 32] [--seconds 30] [--server FLAG ...]
 
@@ -58,8 +58,9 @@ for `--data folder:OUT` or `python -m alexnet_tf.prepare folder:OUT ...` on a ma
 with no dataset; `train --repeat K` then plays that small set K times per epoch. With
 `--from fashion_mnist`, Fashion-MNIST instead (Debian's `dataset-fashion-mnist`), each
 image coloured in two random colours, at `--size` px, in OUT/train/ and OUT/val/ (a
-quarter as many), none of them in the bundled subset: the README's check that the
-quickstart recipe learns on a folder it has not seen.
+quarter as many), none of them in the bundled subset; with `--from digits`, the digits
+0-9 rendered as MNIST's (thin light strokes on black): the README's checks that the
+quickstart recipe learns on folders it has not seen.
 
 `compare`: reads `train --out` files and the PyTorch peer script's output
 (`torch_peer_bench.py`, JSON lines or its torch_bench.json) and prints the README's
@@ -129,11 +130,12 @@ def _jpegs_parser(sub) -> None:
     p.add_argument(
         "--from",
         dest="source",
-        metavar="fashion_mnist[:DIR]",
-        help="Fashion-MNIST (Debian's dataset-fashion-mnist, or DIR) as coloured JPEGs, train/ and val/ "
-        "(a quarter as many), none of them in the bundled subset",
+        metavar="fashion_mnist[:DIR] | digits",
+        help="Fashion-MNIST (Debian's dataset-fashion-mnist, or DIR) as coloured JPEGs, none of them in the "
+        "bundled subset; or digits rendered as MNIST's (Debian's fonts-dejavu-core); train/ and val/ "
+        "(a quarter as many)",
     )
-    p.add_argument("--size", type=int, default=48, help="with --from: the JPEGs' side in px (48)")
+    p.add_argument("--size", type=int, default=48, help="with --from: the JPEGs' side in px (48; digits: use 28)")
     p.set_defaults(fn=bench_jpegs)
 
 
