@@ -110,7 +110,7 @@ class TrainConfig:
     precision: str = "float32"  # float32 | mixed_bfloat16
     jit_compile: bool = True
     # the SGD update in the same XLA program as forward/backward; one device only
-    # (MirroredStrategy needs it outside, see alexnet_tf.train.make_train_loop)
+    # (MirroredStrategy needs it outside, see alexnet_tf.steps.make_train_loop)
     fused_update: bool = True
     steps_per_loop: int = 1  # training steps per host call
     log_every: int = 100  # steps between console lines and scalars

@@ -1,9 +1,12 @@
-"""The step functions: one SGD step (Sec. 5), one evaluation step, and their metrics.
+"""The step functions: a run's state, one SGD step (Sec. 5), one evaluation step, and
+their metrics.
 
-`make_train_loop` and `make_eval_step` are what `train`, `evaluate` (through the trainer),
-`bench` and the tests run. Both take batches as `data.train_dataset` makes them (uint8
-crops with their offsets, flip bits, colour-noise coefficients, labels and weights) and
-run `data.device_preprocess` inside the compiled function.
+`create_state`, `make_train_loop` and `make_eval_step` are what `train` and `bench` and
+the tests run; `correct`, `average_views`, `accumulate` and `errors` are the metrics that
+`train` and `evaluate` share. The steps take batches as `data.train_dataset` and
+`data.eval_dataset` make them (uint8 crops with their offsets, flip bits, colour-noise
+coefficients, labels and weights) and run `data.device_preprocess` inside the compiled
+function.
 """
 
 from __future__ import annotations
