@@ -744,7 +744,8 @@ def _positive(kind):
     return parse
 
 
-def main(argv=None) -> int:
+def argument_parser() -> argparse.ArgumentParser:
+    """The command's arguments (bench serve reads the server's limits with it too)."""
     parser = argparse.ArgumentParser(prog="python -m alexnet_tf.serve", description=__doc__.splitlines()[0])
     parser.add_argument("export_dir", help="SavedModel from alexnet_tf.export, or a base path of version folders")
     parser.add_argument("--port", type=int, default=8501, help="TF Serving's REST port by default")
@@ -779,7 +780,11 @@ def main(argv=None) -> int:
         help="seconds a connection may stay silent, and a body may take to arrive (30)",
     )
     parser.add_argument("--quiet", action="store_true", help="no per-request log lines")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = argument_parser().parse_args(argv)
     _release_large_frees()
     try:
         server = make_server(

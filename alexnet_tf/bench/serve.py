@@ -89,6 +89,22 @@ def _post(port: int, model: str, body: bytes) -> int | str:
         conn.close()
 
 
+def _tally(results: list) -> dict:
+    """Answers by payload kind and status, and latency (ms) by status."""
+    answers, latency = {}, {}
+    for kind, status, elapsed in results:
+        answers.setdefault(kind, {}).setdefault(str(status), 0)
+        answers[kind][str(status)] += 1
+        latency.setdefault(str(status), []).append(elapsed * 1000)
+    return {
+        "answers": answers,
+        "latency_ms": {
+            s: {"median": round(statistics.median(v)), "p99": round(np.percentile(v, 99)), "max": round(max(v))}
+            for s, v in sorted(latency.items())
+        },
+    }
+
+
 def serve_load(export_dir: str, clients: int = 32, seconds: float = 30.0, server_args: list = ()) -> dict:
     """Starts the server on EXPORT_DIR and has `clients` threads send it the `serve_payloads`
     in turn, each as soon as its last answer came, for `seconds`; returns the answers by
@@ -97,16 +113,7 @@ def serve_load(export_dir: str, clients: int = 32, seconds: float = 30.0, server
 
     from alexnet_tf import serve
 
-    parser = argparse.ArgumentParser()
-    for flag, default in [
-        ("--max-body-mb", serve.DEFAULT_MAX_BODY / 2**20),
-        ("--max-pixels", serve.DEFAULT_MAX_PIXELS),
-        ("--max-request-pixels", serve.DEFAULT_MAX_REQUEST_PIXELS),
-        ("--max-batch", serve.DEFAULT_MAX_BATCH),
-        ("--model-name", "alexnet"),
-    ]:
-        parser.add_argument(flag, type=type(default), default=default)
-    limits, _ = parser.parse_known_args(list(server_args))
+    limits, _ = serve.argument_parser().parse_known_args([export_dir, *server_args])
     payloads = serve_payloads(
         int(limits.max_body_mb * 2**20), limits.max_pixels, limits.max_request_pixels, limits.max_batch
     )
@@ -139,22 +146,13 @@ def serve_load(export_dir: str, clients: int = 32, seconds: float = 30.0, server
     finally:
         proc.kill()
         proc.wait()
-    answers, latency = {}, {}
-    for kind, status, elapsed in results:
-        answers.setdefault(kind, {}).setdefault(str(status), 0)
-        answers[kind][str(status)] += 1
-        latency.setdefault(str(status), []).append(elapsed * 1000)
     return {
         "bench": "serve",
         "clients": clients,
         "seconds": seconds,
         "server_args": list(server_args),
         "payload_bytes": {k: len(v) for k, v in payloads.items()},
-        "answers": answers,
-        "latency_ms": {
-            s: {"median": round(statistics.median(v)), "p99": round(np.percentile(v, 99)), "max": round(max(v))}
-            for s, v in sorted(latency.items())
-        },
+        **_tally(results),
         "server_alive": alive,
         "idle_rss_mb": round(idle_rss),
         "peak_rss_mb": round(peak_rss),
