@@ -14,7 +14,7 @@ import json
 import os
 import sys
 import typing
-from typing import Any
+from typing import Any, Literal
 
 
 class ConfigError(ValueError):
@@ -58,23 +58,29 @@ class ModelConfig:
     width: float = 1.0  # multiplies every conv and fc width; 1.0 is the paper's net
     two_columns: bool = True  # Sec. 3.2; False = one column with half the kernels
     lrn: bool = True  # Sec. 3.3
-    lrn_convention: str = "paper"  # paper | cuda-convnet | caffe
+    lrn_convention: Literal["paper", "cuda-convnet", "caffe"] = "paper"  # see model.LocalResponseNormalization
     lrn_size: int = 5  # Sec. 3.3: n = 5
     lrn_alpha: float = 1e-4  # Sec. 3.3
     lrn_beta: float = 0.75  # Sec. 3.3
     overlap_pooling: bool = True  # Sec. 3.4: s=2, z=3; False = s=2, z=2
-    activation: str = "relu"  # Sec. 3.1; "tanh" for the Fig. 1 comparison
+    activation: Literal["relu", "tanh"] = "relu"  # Sec. 3.1; "tanh" for the Fig. 1 comparison
     dropout: float = 0.5  # Sec. 4.2: p = 0.5 in "the first two fully-connected layers"
     # Sec. 4.2 zeroes the outputs of fc6 and fc7 ("outputs", Caffe's drop6/drop7);
     # "inputs" drops the inputs of fc6 and fc7 instead, as torchvision's AlexNet does
-    dropout_placement: str = "outputs"
+    dropout_placement: Literal["outputs", "inputs"] = "outputs"
+    # Sec. 4.2: in training each unit is zeroed with probability p and the others pass
+    # unchanged; at test every unit is kept and "multiplied by 0.5" ("paper"). "inverted"
+    # divides the kept units by 1 - p in training and leaves test untouched (Keras',
+    # PyTorch's and Caffe's dropout): the same test-time net, a different training (the
+    # layers after fc6 and fc7 see twice the signal, as with weights of twice the spread)
+    dropout_form: Literal["paper", "inverted"] = "paper"
     # Sec. 5: weights ~ N(0, 0.01) ("paper"); "fan_in": N(0, 2 / fan-in) per layer (He et
     # al. 2015), which keeps the signal's scale through every layer and starts learning
     # on data where the paper's init sits at chance for many epochs
-    init: str = "paper"
+    init: Literal["paper", "fan_in"] = "paper"
     init_std: float = 0.01  # Sec. 5, for init="paper"
     bias_one: bool = True  # Sec. 5: biases 1 in conv2, conv4, conv5, fc6, fc7
-    conv_form: str = "grouped"  # grouped (Conv2D groups=2) | split (two convs + concat)
+    conv_form: Literal["grouped", "split"] = "grouped"  # grouped (Conv2D groups=2) | split (two convs + concat)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +91,7 @@ class OptimConfig:
     momentum: float = 0.9  # Sec. 5
     weight_decay: float = 5e-4  # Sec. 5, inside the momentum update
     decay_biases: bool = False  # Sec. 5 writes the rule for weights; biases get none
-    schedule: str = "plateau"  # plateau (Sec. 5) | step | constant
+    schedule: Literal["plateau", "step", "constant"] = "plateau"  # plateau (Sec. 5) | step | constant
     lr_factor: float = 0.1  # Sec. 5: divide by 10
     max_reductions: int = 3  # Sec. 5: "reduced three times prior to termination"
     plateau_patience: int = 2  # epochs without improvement before a reduction
@@ -97,6 +103,10 @@ class OptimConfig:
     # it has improved at the new rate
     plateau_start_drop: float = 0.02
     plateau_cooldown: int = 0  # epochs after a cut that do not count (Keras' ReduceLROnPlateau cooldown)
+    # the most epochs one rate may run before it is cut anyway, so that Sec. 5's
+    # `max_reductions` cuts all fall within `train.epochs` whatever the validation error
+    # does; 0 = train.epochs // (max_reductions + 1) (22 of the paper's 90)
+    plateau_max_epochs: int = 0
     step_epochs: tuple = ()  # for schedule=step: epochs at which lr *= lr_factor
     scale_lr: bool = True  # lr * global_batch / 128 when the batch differs from Sec. 5's
 
@@ -107,7 +117,10 @@ class TrainConfig:
     epochs: int = 90  # Sec. 5: "roughly 90 cycles"
     max_steps: int = 0  # stop after this many steps; 0 = no limit
     eval_batch_size: int = 0  # 0 = batch_size
-    precision: str = "float32"  # float32 | mixed_bfloat16
+    precision: Literal["float32", "mixed_bfloat16"] = "float32"
+    # float32 matmuls and convolutions as TF32 (10-bit mantissa) on Ampere and newer GPUs,
+    # TensorFlow's default there; off, float32 is float32 (Sec. 5 trained in float32)
+    tf32: bool = False
     jit_compile: bool = True
     # the SGD update in the same XLA program as forward/backward; one device only
     # (MirroredStrategy needs it outside, see alexnet_tf.steps.make_train_loop)
@@ -125,7 +138,7 @@ class TrainConfig:
 class DistributeConfig:
     # auto | one_device | mirrored | multi_worker | columns (Sec. 3.2: column A on one
     # device, column B on the other; model parallel, see alexnet_tf.columns)
-    strategy: str = "auto"
+    strategy: Literal["auto", "one_device", "mirrored", "multi_worker", "columns"] = "auto"
     devices: str = ""  # "" = all local GPUs; "cpu:2" = two logical CPUs; or "gpu:0,gpu:1"
 
 
@@ -138,26 +151,13 @@ class Config:
     distribute: DistributeConfig = DistributeConfig()
 
 
-# Fields whose value must be one of a few words.
-CHOICES = {
-    "model.lrn_convention": ("paper", "cuda-convnet", "caffe"),
-    "model.activation": ("relu", "tanh"),
-    "model.conv_form": ("grouped", "split"),
-    "model.dropout_placement": ("outputs", "inputs"),
-    "model.init": ("paper", "fan_in"),
-    "optim.schedule": ("plateau", "step", "constant"),
-    "train.precision": ("float32", "mixed_bfloat16"),
-    "distribute.strategy": ("auto", "one_device", "mirrored", "multi_worker", "columns"),
-}
-
-
 def validate(config: Config) -> Config:
     """Raises ConfigError for a field outside its choices or an impossible combination."""
-    for key, allowed in CHOICES.items():
-        section, name = key.split(".")
-        value = getattr(getattr(config, section), name)
-        if value not in allowed:
-            raise ConfigError(f"{key}={value!r}; valid values: {', '.join(allowed)}")
+    for section in dataclasses.fields(config):
+        node = getattr(config, section.name)
+        hints = typing.get_type_hints(type(node))
+        for f in dataclasses.fields(node):
+            _coerce(f"{section.name}.{f.name}", hints[f.name], getattr(node, f.name))
     if config.train.batch_size <= 0:
         raise ConfigError("train.batch_size must be positive")
     if config.model.input_size != config.data.crop_size:
@@ -266,10 +266,18 @@ def _parse_value(text: str) -> Any:
 
 
 def _coerce(key: str, kind: Any, value: Any) -> Any:
-    """Checks `value` against the field type `kind`, converting only where lossless."""
+    """Checks `value` against the field type `kind`, converting only where lossless (and
+    the words true/false, as a shell writes them, to bools)."""
+    if typing.get_origin(kind) is Literal:
+        allowed = typing.get_args(kind)
+        if value in allowed and type(value) is type(allowed[0]):
+            return value
+        raise ConfigError(f"{key}={value!r}; valid values: {', '.join(map(str, allowed))}")
     if kind is bool:
         if isinstance(value, bool):
             return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
     elif kind is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -321,12 +329,15 @@ def _set(node: Any, dotted: str, value: Any, prefix: str = "") -> Any:
     return dataclasses.replace(node, **{head: _coerce(prefix + head, hints[head], value)})
 
 
-def save(config: Config, path: str) -> None:
-    with open(path, "w") as f:
-        json.dump(to_dict(config), f, indent=2, sort_keys=True)
-        f.write("\n")
+# What a run's config.json written before a field existed stands for: runs trained before
+# model.dropout_form existed used the inverted form.
+LEGACY_VALUES = {("model", "dropout_form"): "inverted"}
 
 
 def load_json(path: str) -> Config:
+    """A run's config.json as a Config (fields it predates as LEGACY_VALUES says)."""
     with open(path) as f:
-        return from_dict(Config, json.load(f))
+        values = json.load(f)
+    for (section, key), value in LEGACY_VALUES.items():
+        values.setdefault(section, {}).setdefault(key, value)
+    return from_dict(Config, values)

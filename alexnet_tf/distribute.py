@@ -134,7 +134,18 @@ def setup_runtime(config: Config) -> None:
         tf.config.experimental.enable_op_determinism()
     elif tf_config.is_op_determinism_enabled():
         tf_config.disable_op_determinism()
+    # TensorFlow runs float32 matmuls and convolutions as TF32 on Ampere and newer GPUs
+    # unless told otherwise: float32 means float32 unless train.tf32 asks for TF32
+    tf.config.experimental.enable_tensor_float_32_execution(config.train.tf32)
     keras.utils.set_random_seed(config.train.seed)
+
+
+def precision_name(config: Config) -> str:
+    """What the run computes in, for the log: `float32 (TF32 off)`, `mixed_bfloat16`, ..."""
+    name = config.train.precision
+    if name == "float32" and tf.config.list_logical_devices("GPU"):
+        name += " (TF32 on)" if config.train.tf32 else " (TF32 off)"
+    return name
 
 
 @contextlib.contextmanager

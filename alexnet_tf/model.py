@@ -122,21 +122,43 @@ class SplitConv2D(layers.Conv2D):
 
 @keras.saving.register_keras_serializable(package="alexnet_tf")
 class Dropout(layers.Dropout):
-    """keras.layers.Dropout with masks that differ across replicas.
+    """Dropout as Sec. 4.2 computes it, with masks that differ across replicas.
+
+    `form="paper"`: in training each unit is set to zero with probability `rate` and
+    the others pass unchanged; at test all units pass, multiplied by 1 - rate ("at test
+    time, we use all the neurons but multiply their outputs by 0.5"). `form="inverted"`:
+    the kept units are divided by 1 - rate in training and test passes them unchanged
+    (keras.layers.Dropout, PyTorch, Caffe). Both give the same test-time function; their
+    training differs by that factor in what the next layer sees.
 
     Under MirroredStrategy the seed state of Keras' Dropout is mirrored, so every
-    replica draws the same mask. Folding the replica id into the seed gives each
+    replica would draw the same mask. Folding the replica id into the seed gives each
     replica its own masks, as one device with the whole batch would.
     """
 
+    FORMS = ("paper", "inverted")
+
+    def __init__(self, rate, form="paper", **kwargs):
+        super().__init__(rate, **kwargs)
+        if form not in self.FORMS:
+            raise ValueError(f"form must be one of {self.FORMS}, got {form!r}")
+        self.form = form
+
     def call(self, inputs, training=False):
-        if not training or self.rate == 0:
+        if self.rate == 0:
             return inputs
+        if not training:
+            return inputs * (1.0 - self.rate) if self.form == "paper" else inputs
         seed = tf.cast(self.seed_generator.next(), tf.int64)
         ctx = tf.distribute.get_replica_context()
         replica = ctx.replica_id_in_sync_group if ctx is not None else 0
         seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(replica, tf.int64))
-        return tf.nn.experimental.stateless_dropout(inputs, self.rate, seed=seed, noise_shape=self.noise_shape)
+        kept = tf.nn.experimental.stateless_dropout(inputs, self.rate, seed=seed, noise_shape=self.noise_shape)
+        # stateless_dropout divides the kept units by 1 - rate (the inverted form)
+        return kept * (1.0 - self.rate) if self.form == "paper" else kept
+
+    def get_config(self):
+        return {**super().get_config(), "form": self.form}
 
 
 def _widths(config: ModelConfig) -> dict:
@@ -200,7 +222,8 @@ class _Layers:
         return layers.Dense(units, activation, kernel_initializer=init, bias_initializer=bias, name=name)(x)
 
     def dropout(self, x, name: str):
-        return Dropout(self.config.dropout, seed=layer_seed(self.seed, name), name=name)(x)
+        c = self.config
+        return Dropout(c.dropout, c.dropout_form, seed=layer_seed(self.seed, name), name=name)(x)
 
 
 def build_model(config: ModelConfig, seed: int = 0, name: str = "alexnet") -> keras.Model:

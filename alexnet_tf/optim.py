@@ -48,7 +48,8 @@ class LearningRateSchedule(tf.Module):
     checkpoint restores it.
 
     plateau (Sec. 5): divide by 10 (`lr_factor`) "when the validation error rate stopped
-    improving with the current learning rate", at most three times (`max_reductions`):
+    improving with the current learning rate", three times (`max_reductions`) in the
+    run's `epochs`:
       - an epoch improves when its error is below the best so far by more than
         `plateau_threshold`;
       - epochs without improvement count only once the error has improved at the
@@ -56,14 +57,20 @@ class LearningRateSchedule(tf.Module):
         first epoch's error (a net still at chance has not started, it is not on a
         plateau); after a cut, once an epoch at the new rate has improved;
       - `plateau_patience` counted epochs in a row cut the rate; the `plateau_cooldown`
-        epochs after a cut are not counted.
+        epochs after a cut are not counted;
+      - a rate that has run `plateau_max_epochs` epochs (by default epochs // (cuts + 1),
+        22 of the paper's 90) is cut whatever the error did, so that every cut the paper
+        made falls within the run, even for an error that never falls far enough to start
+        counting or never improves after a cut.
     step: multiply by `lr_factor` at each epoch in `step_epochs`. constant: `lr` throughout.
+    `status` says after each epoch what the rule did and what it waits for.
     """
 
-    def __init__(self, config: OptimConfig, global_batch: int):
+    def __init__(self, config: OptimConfig, global_batch: int, epochs: int = 90):
         super().__init__(name="lr_schedule")
         self.config = config
         self.base = base_lr(config, global_batch)
+        self.max_epochs = config.plateau_max_epochs or max(1, epochs // (config.max_reductions + 1))
         self.best_error = tf.Variable(float("inf"), trainable=False, name="best_error")
         # epochs count once best_error is at or below this (set by the first epoch and each cut)
         self.counts_below = tf.Variable(float("inf"), trainable=False, name="counts_below")
@@ -71,6 +78,8 @@ class LearningRateSchedule(tf.Module):
         self.bad_epochs = tf.Variable(0, trainable=False, name="bad_epochs")
         self.cooldown = tf.Variable(0, trainable=False, name="cooldown")
         self.reductions = tf.Variable(0, trainable=False, name="reductions")
+        self.epochs_at_rate = tf.Variable(0, trainable=False, name="epochs_at_rate")
+        self.status = ""  # what the last end_epoch did, for the log
 
     def lr(self, epoch: int) -> float:
         """The learning rate to use during `epoch` (0-based)."""
@@ -98,17 +107,51 @@ class LearningRateSchedule(tf.Module):
         if improved:
             self.best_error.assign(eval_error)
             self.bad_epochs.assign(0)
+        self.epochs_at_rate.assign_add(1)
+        reason = ""
         if int(self.cooldown.numpy()) > 0:
             self.cooldown.assign_sub(1)
-            return False
-        if improved or self.waiting():
-            return False
-        self.bad_epochs.assign_add(1)
-        if int(self.bad_epochs.numpy()) >= c.plateau_patience and int(self.reductions.numpy()) < c.max_reductions:
-            self.reductions.assign_add(1)
-            self.bad_epochs.assign(0)
-            self.cooldown.assign(c.plateau_cooldown)
-            # counting resumes once an epoch at the new rate improves on the best so far
-            self.counts_below.assign(float(self.best_error.numpy()) - c.plateau_threshold)
+            self.status = f"cooldown after a cut ({int(self.cooldown.numpy())} more epoch(s) not counted)"
+        elif improved:
+            self.status = f"improved to {eval_error:.4f}" + (f"; {self._waiting_reason()}" if self.waiting() else "")
+        elif self.waiting():
+            self.status = self._waiting_reason()
+        else:
+            self.bad_epochs.assign_add(1)
+            self.status = f"{int(self.bad_epochs.numpy())} of {c.plateau_patience} epochs without improvement"
+            if int(self.bad_epochs.numpy()) >= c.plateau_patience:
+                reason = "the validation error stopped improving"
+        full = int(self.reductions.numpy()) >= c.max_reductions
+        if not reason and not full and int(self.epochs_at_rate.numpy()) >= self.max_epochs:
+            reason = f"the rate has run {self.max_epochs} epochs, the most one rate may (optim.plateau_max_epochs)"
+        if reason and not full:
+            self._cut()
+            self.status = f"{reason}: lr -> {self.lr(0):.3g} (cut {int(self.reductions.numpy())} of {c.max_reductions})"
             return True
+        if full:
+            self.status += f"; the rate was cut {c.max_reductions} times (Sec. 5) and stays"
+        else:
+            left = self.max_epochs - int(self.epochs_at_rate.numpy())
+            self.status += f"; cut at the latest in {left} epoch(s)"
         return False
+
+    def _waiting_reason(self) -> str:
+        c = self.config
+        if int(self.reductions.numpy()) == 0:
+            return (
+                f"waiting: the error has not yet fallen {c.plateau_start_drop:g} below the first epoch's "
+                f"(needs <= {float(self.counts_below.numpy()):.4f}; a net that has not started learning is "
+                "not on a plateau, Sec. 5)"
+            )
+        return (
+            f"waiting: no epoch at this rate has yet improved on the best error "
+            f"{float(self.best_error.numpy()):.4f} by more than {c.plateau_threshold:g}"
+        )
+
+    def _cut(self) -> None:
+        self.reductions.assign_add(1)
+        self.bad_epochs.assign(0)
+        self.cooldown.assign(self.config.plateau_cooldown)
+        self.epochs_at_rate.assign(0)
+        # counting resumes once an epoch at the new rate improves on the best so far
+        self.counts_below.assign(float(self.best_error.numpy()) - self.config.plateau_threshold)

@@ -101,8 +101,7 @@ def check_resume(config: Config, workdir: str) -> None:
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         return
-    with open(path) as f:
-        old = json.load(f)
+    old = to_dict(load_json(path))
     new = to_dict(config)
 
     def leaves(tree, prefix):

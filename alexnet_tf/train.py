@@ -30,6 +30,7 @@ from alexnet_tf.distribute import (
     dtype_policy,
     is_chief,
     make_strategy,
+    precision_name,
     setup_runtime,
     task_name,
 )
@@ -67,7 +68,7 @@ class Trainer:
         self.stats = self._stats()
         self.model, self.optimizer, self.step = steps_lib.create_state(c, strategy, self.global_batch)
         with strategy.scope():
-            self.schedule = optim.LearningRateSchedule(c.optim, self.global_batch)
+            self.schedule = optim.LearningRateSchedule(c.optim, self.global_batch, c.train.epochs)
             self.best_top1 = tf.Variable(float("inf"), trainable=False, name="best_top1_error")
             self.epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
             # loss, top-1 and top-5 correct, count and steps of the epoch in progress
@@ -145,7 +146,8 @@ class Trainer:
             self.seconds_before = self.history[-1]["seconds"] if self.history else 0.0
             self.reporter.line(
                 f"training {self.total_steps} steps ({self.steps_per_epoch} per epoch, global batch "
-                f"{self.global_batch}, {self.strategy.num_replicas_in_sync} replica(s)) in {self.workdir}"
+                f"{self.global_batch}, {self.strategy.num_replicas_in_sync} replica(s), "
+                f"{precision_name(self.config)}) in {self.workdir}"
             )
             self._check_eval_step()
             while True:
@@ -260,13 +262,9 @@ class Trainer:
             self.best_top1.assign(metrics["top1_error"])
             self._save(best=True)
         lr = self.schedule.lr(epoch)
-        if self.schedule.end_epoch(metrics["top1_error"]):
-            self.reporter.line(f"validation error stopped improving: lr -> {self.schedule.lr(epoch + 1):.3g}")
-        elif self.schedule.waiting() and not self.schedule.reductions.numpy():
-            self.reporter.line(
-                "validation error not yet below its first value by "
-                f"{self.config.optim.plateau_start_drop:g}: the plateau schedule waits (Sec. 5)"
-            )
+        self.schedule.end_epoch(metrics["top1_error"])
+        if self.schedule.status:
+            self.reporter.line(f"lr schedule: {self.schedule.status}")
         loss, top1, _, count, steps = self.epoch_sums.numpy().tolist()
         self.history.append(
             {

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import tensorflow as tf
 
 from alexnet_tf.config import Config, ConfigError, from_dict, load_recipe, override, to_dict
 
@@ -104,6 +105,30 @@ def test_determinism_does_not_leak_into_the_next_run():
     assert tf_config.is_op_determinism_enabled()
     setup_runtime(quick)
     assert not tf_config.is_op_determinism_enabled()
+
+
+def test_tf32_switch_reaches_tensorflow():
+    """float32 is float32 unless train.tf32 asks for TF32 (TensorFlow's own default is on)."""
+    from alexnet_tf.distribute import setup_runtime
+
+    paper = load_recipe(PAPER)
+    assert paper.train.tf32 is False and paper.train.precision == "float32"
+    try:
+        setup_runtime(override(paper, ["train.tf32=True"]))
+        assert tf.config.experimental.tensor_float_32_execution_enabled()
+        setup_runtime(paper)
+        assert not tf.config.experimental.tensor_float_32_execution_enabled()
+    finally:
+        tf.config.experimental.enable_tensor_float_32_execution(False)
+
+
+def test_bool_words_and_literal_choices():
+    c = override(Config(), ["model.two_columns=false", "model.lrn=True", "train.tf32=true"])
+    assert c.model.two_columns is False and c.model.lrn is True and c.train.tf32 is True
+    with pytest.raises(ConfigError, match="valid values: paper, inverted"):
+        override(Config(), ["model.dropout_form=scaled"])
+    with pytest.raises(ConfigError, match="model.two_columns"):
+        override(Config(), ["model.two_columns=nope"])
 
 
 def test_json_round_trip():

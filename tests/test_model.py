@@ -221,14 +221,60 @@ def test_dropout_placement(placement):
         assert get("fc6").input is get("dropout6").output
         assert get("dropout7").input is get("fc6").output
         assert get("fc8").input is get("fc7").output
-    # in training, about half of what a dropout layer passes on is zero, the rest doubled
+
+
+@pytest.mark.parametrize("form, kept_factor, test_factor", [("paper", 1.0, 0.5), ("inverted", 2.0, 1.0)])
+def test_dropout_forms(form, kept_factor, test_factor):
+    """Sec. 4.2 ("paper"): in training each output of fc6/fc7 is zero or passes as it is;
+    at test every output is kept and multiplied by 0.5. "inverted": the kept ones are
+    doubled in training, test passes them unchanged."""
+    model = build_model(dataclasses.replace(SMALL, dropout_form=form))
+    get = model.get_layer
     sub = keras.Model(model.input, [get("dropout7").input, get("dropout7").output])
     x = np.random.default_rng(0).normal(scale=50.0, size=(16, 67, 67, 3)).astype("float32")
     before, after = (t.numpy() for t in sub(x, training=True))
     live = before != 0
     dropped = (after == 0) & live
-    assert 0.4 < dropped.sum() / live.sum() < 0.6
-    np.testing.assert_allclose(after[live & ~dropped], 2 * before[live & ~dropped], rtol=1e-6)
+    assert live.sum() > 1000 and 0.45 < dropped.sum() / live.sum() < 0.55  # p = 0.5
+    np.testing.assert_allclose(after[live & ~dropped], kept_factor * before[live & ~dropped], rtol=1e-6)
+    before, after = (t.numpy() for t in sub(x, training=False))
+    np.testing.assert_allclose(after, test_factor * before, rtol=1e-6)
+
+
+@pytest.mark.parametrize("form", ["paper", "inverted"])
+def test_dropout_sgd_step_matches_hand_computation(form):
+    """One SGD step of h = drop(relu(x W1)), y = h W2, loss = mean((y - t)^2) / 2, with
+    the mask the layer drew, against the gradient written out by hand in NumPy."""
+    from alexnet_tf.model import Dropout
+
+    rng = np.random.default_rng(1)
+    x, t = rng.normal(size=(8, 5)).astype("float32"), rng.normal(size=(8, 3)).astype("float32")
+    w1, w2 = rng.normal(size=(5, 16)).astype("float32"), rng.normal(size=(16, 3)).astype("float32")
+    inputs = keras.Input((5,))
+    hidden = keras.layers.Dense(16, "relu", use_bias=False, name="h")(inputs)
+    dropout = Dropout(0.5, form, seed=3)
+    outputs = keras.layers.Dense(3, use_bias=False, name="y")(dropout(hidden))
+    net = keras.Model(inputs, outputs)
+    net.get_layer("h").kernel.assign(w1)
+    net.get_layer("y").kernel.assign(w2)
+    # The mask of the next call: the same seed state applied to ones.
+    state = dropout.seed_generator.state.numpy()
+    mask = (dropout(tf.ones((8, 16)), training=True).numpy() != 0).astype("float32")
+    dropout.seed_generator.state.assign(state)
+    lr = 0.1
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.square(net(x, training=True) - t)) / 2
+    grads = tape.gradient(loss, net.trainable_variables)
+    keras.optimizers.SGD(lr).apply_gradients(zip(grads, net.trainable_variables))
+
+    scale = 1.0 if form == "paper" else 2.0  # Sec. 4.2 passes kept units as they are
+    a = x @ w1
+    h = np.maximum(a, 0) * mask * scale
+    dy = (h @ w2 - t) / t.size
+    g2 = h.T @ dy
+    g1 = x.T @ ((dy @ w2.T) * mask * scale * (a > 0))
+    np.testing.assert_allclose(net.get_layer("h").kernel.numpy(), w1 - lr * g1, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(net.get_layer("y").kernel.numpy(), w2 - lr * g2, rtol=1e-5, atol=1e-6)
 
 
 def test_ablation_switches():

@@ -39,9 +39,9 @@ def test_linear_lr_scaling():
     assert optim.base_lr(OptimConfig(lr=0.01, scale_lr=False), 256) == 0.01
 
 
-def _cuts(errors, **config):
+def _cuts(errors, epochs=90, **config):
     """The epochs (0-based) after which the plateau schedule cut the rate."""
-    s = optim.LearningRateSchedule(OptimConfig(lr=0.01, **config), 128)
+    s = optim.LearningRateSchedule(OptimConfig(lr=0.01, **config), 128, epochs)
     return [i for i, e in enumerate(errors) if s.end_epoch(e)], s
 
 
@@ -96,3 +96,46 @@ def test_plateau_schedule_state_survives_a_checkpoint(tmp_path):
 def test_step_schedule():
     s = optim.LearningRateSchedule(OptimConfig(lr=0.01, schedule="step", step_epochs=(2, 4)), 128)
     np.testing.assert_allclose([s.lr(e) for e in range(6)], [0.01, 0.01, 0.001, 0.001, 0.0001, 0.0001])
+
+
+def _statuses(errors, epochs=90, **config):
+    s = optim.LearningRateSchedule(OptimConfig(lr=0.01, **config), 128, epochs)
+    out = []
+    for e in errors:
+        cut = s.end_epoch(e)
+        out.append((cut, s.status))
+    return out, s
+
+
+def test_plateau_schedule_gets_its_cuts_when_the_error_never_falls_far_enough():
+    """0.30, then 0.281 for the rest of 90 epochs: never 0.02 below the first epoch's,
+    so no epoch counts; the bound (90 // 4 = 22 epochs a rate) still makes Sec. 5's
+    three cuts, after epochs 22, 44 and 66, and says at every epoch that it waits."""
+    out, s = _statuses([0.30] + [0.281] * 89)
+    assert [i for i, (cut, _) in enumerate(out) if cut] == [21, 43, 65]
+    assert s.reductions.numpy() == 3 and np.isclose(s.lr(89), 0.01 * 0.1**3)
+    first_rate = [status for cut, status in out[:21]]
+    assert all("waiting" in st and "fallen 0.02 below" in st and "at the latest" in st for st in first_rate)
+    assert "the most one rate may" in out[21][1] and "cut 1 of 3" in out[21][1]
+    assert all("stays" in st for _, st in out[66:])
+
+
+def test_plateau_schedule_gets_its_cuts_at_chance():
+    cuts, s = _cuts([0.9] * 90)
+    assert cuts == [21, 43, 65]
+
+
+def test_plateau_schedule_gets_its_cuts_when_nothing_improves_after_a_cut():
+    """A fall, a plateau that cuts, then no epoch beats the best by more than the
+    threshold: counting never resumes, and the bound makes the remaining two cuts."""
+    errors = [0.9, 0.7, 0.5, 0.5, 0.5] + [0.5005] * 85
+    out, s = _statuses(errors)
+    cuts = [i for i, (cut, _) in enumerate(out) if cut]
+    assert cuts == [4, 4 + 22, 4 + 44]
+    assert "stopped improving" in out[4][1] and "the most one rate may" in out[26][1]
+    assert all("waiting: no epoch at this rate has yet improved" in st for _, st in out[5:26])
+
+
+def test_plateau_schedule_bound_follows_the_budget():
+    assert _cuts([0.9] * 10, epochs=10)[0] == [1, 3, 5]  # 10 // 4 = 2 epochs a rate
+    assert _cuts([0.9] * 30, epochs=90, plateau_max_epochs=5)[0] == [4, 9, 14]

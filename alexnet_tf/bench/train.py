@@ -312,7 +312,7 @@ def bench_train(args: argparse.Namespace) -> list:
     for precision in precisions:
         for batch in batches:
             config = override(base, {"train.batch_size": batch, "train.precision": PRECISIONS[precision]})
-            tf32 = bool(gpu_name) and tf.config.experimental.tensor_float_32_execution_enabled()
+            tf32 = bool(gpu_name) and config.train.tf32  # setup_runtime sets it from the config
             dtype = precision if precision == "bf16" or not tf32 else "tf32"
             common = {
                 **{"bench": "train", "recipe": args.recipe, "input": config.data.source if args.data else "synthetic"},
