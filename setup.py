@@ -15,6 +15,8 @@ setup(
     packages=[*find_packages(include=["alexnet_tf", "alexnet_tf.*"]), "alexnet_tf.recipes"],
     package_dir={"alexnet_tf.recipes": "recipes"},
     package_data={"alexnet_tf": ["assets/*.npz", "assets/*.md"]},
+    license_files=["LICENSE"],
+    entry_points={"console_scripts": ["alexnet-tf = alexnet_tf.__main__:main"]},
     install_requires=[
         "tensorflow>=2.21,<2.22",
         "keras>=3.10,<4",

@@ -1,5 +1,5 @@
-"""The paper's ablations at small scale: `python -m alexnet_tf.ablate [--dataset SPEC]
-[--seeds N] [--budget-epochs E] [--out DIR] [--settings a,b] [--recipe FILE] [--set k=v]`.
+"""The paper's ablations at small scale: `python -m alexnet_tf.ablate [RECIPE] [--data SPEC]
+[--seeds N] [--budget-epochs E] [--out DIR] [--settings a,b] [--set k=v]`.
 
 Trains the small variant of the paper's net (recipes/quickstart.py: the same builder and
 layers at 67 px and a quarter of the width) once per setting and seed, each setting one
@@ -27,12 +27,12 @@ same command continues where it stopped; a larger --budget-epochs continues the
 finished runs from their last epoch.
 
 Data: Fashion-MNIST from Debian's `dataset-fashion-mnist` package by default (60,000
-training and 10,000 test photos); any `--dataset` spec of the input pipeline works.
+training and 10,000 test photos); any `--data` spec of the input pipeline works. RECIPE
+(default: the shipped quickstart) is the net that is ablated.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -318,8 +318,10 @@ def _ten_crop(config, workdir: str) -> float:
                 os.remove(path)  # measured on an earlier checkpoint of a run that went on
     if not os.path.exists(path):
         from alexnet_tf.evaluate import evaluate
+        from alexnet_tf.runs import load_net
 
-        result = evaluate(config, [workdir], crops="ten", stream=None)
+        batch = config.train.eval_batch_size or config.train.batch_size
+        result = evaluate([load_net(workdir)], config.data, crops="ten", batch_size=batch, stream=None)
         with open(path + ".tmp", "w") as f:
             json.dump(result, f, indent=2)
         os.replace(path + ".tmp", path)
@@ -399,9 +401,13 @@ def ablate(
     names = _check_names(settings)
     if seeds < 1 or budget_epochs < 1:
         raise ConfigError("--seeds and --budget-epochs must be at least 1")
-    base = override(load_recipe(recipe), [f"data.source={dataset}", *(overrides or [])])
+    from alexnet_tf.runs import resolve_data
+
+    # the data's own classes and validation split, unless --set names them (as --data does)
+    base = override(load_recipe(recipe), [f"data.source={dataset}", "data.eval_split=", "model.num_classes=0"])
+    base = override(base, overrides or [])
     source = data_lib.open_source(base.data.source, base.data)
-    base = override(base, {"model.num_classes": source.num_classes})
+    base = resolve_data(base, source)
     os.makedirs(out, exist_ok=True)
     stats_path = os.path.join(out, "stats.npz")
     if not os.path.exists(stats_path):
@@ -443,29 +449,33 @@ def ablate(
 def main(argv=None) -> int:
     from alexnet_tf import cli
 
-    parser = argparse.ArgumentParser(prog="python -m alexnet_tf.ablate", description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default=DEFAULT_DATASET, help=f"data spec (default {DEFAULT_DATASET})")
-    parser.add_argument("--seeds", type=int, default=3, help="runs per setting (default 3)")
-    parser.add_argument("--budget-epochs", type=int, default=1, help="epochs per run (default 1)")
-    parser.add_argument("--out", default="runs/ablate", help="output folder (default runs/ablate)")
-    parser.add_argument("--settings", help=f"comma-separated subset of {','.join(NAMES)} (default: all)")
-    parser.add_argument("--recipe", default=DEFAULT_RECIPE, help="the net to ablate (default recipes/quickstart.py)")
-    parser.add_argument("--target-error", type=float, default=0.25, help="Fig. 1's training-error mark (0.25)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    args = parser.parse_args(argv)
-    settings = args.settings.split(",") if args.settings else None
-    return cli.run(
-        lambda: ablate(
-            args.dataset,
-            args.seeds,
-            args.budget_epochs,
-            args.out,
-            settings,
-            args.recipe,
-            args.overrides,
-            args.target_error,
-        )
-    )
+    p = cli.parser("ablate", __doc__)
+    cli.add_recipe(p)
+    p.set_defaults(recipe=DEFAULT_RECIPE)
+    cli.add_data(p)
+    p.set_defaults(data=DEFAULT_DATASET)
+    p.add_argument("--seeds", type=int, default=3, help="runs per setting")
+    p.add_argument("--budget-epochs", type=int, default=1, help="epochs per run")
+    cli.add_out(p, "folder for the runs, the table, ablations.json and the plot", required=False)
+    p.set_defaults(out="runs/ablate")
+    p.add_argument("--settings", help=f"comma-separated subset of {','.join(NAMES)} (default: all)")
+    p.add_argument("--target-error", type=float, default=0.25, help="Fig. 1's training-error mark")
+    cli.add_overrides(p)
+    return cli.main(p, _main, argv)
+
+
+def _main(
+    recipe: str,
+    data: str,
+    seeds: int,
+    budget_epochs: int,
+    out: str,
+    settings: str | None,
+    target_error: float,
+    overrides: list[str],
+) -> None:
+    names = settings.split(",") if settings else None
+    ablate(data, seeds, budget_epochs, out, names, recipe, overrides, target_error)
 
 
 if __name__ == "__main__":

@@ -1,30 +1,73 @@
-"""Shared command-line plumbing: recipe arguments and one-line error messages."""
+"""What the commands share: one set of flags (`--data`, `--workdir`, `--out`, `--set`,
+`--version`), help that shows defaults, a config resolved from a recipe or from a run's
+own config.json, and one-line errors with exit codes.
+
+The conventions, the same in every command:
+  RECIPE      a recipe file or the name of a shipped one (`paper`, `recipes/quickstart.py`)
+  --data      a data spec: folder:PATH, tfds:NAME[:SPLIT], tfrecord:GLOB, ...
+  --workdir   a run folder (what train writes; what evaluate, export, figures, serve read)
+  --out       a folder the command writes into (created if needed; a command that
+              would replace what is there refuses unless given --overwrite)
+  --set       KEY=VALUE overrides of the config, repeatable
+Errors are one line on standard error: exit code 2 for what the user can fix, 75 for a
+preempted run (run the same command again), 130 for Ctrl-C.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 
-from alexnet_tf.config import Config, ConfigError, load_recipe, override
+from alexnet_tf.config import Config, ConfigError, load_json, load_recipe, override
 
 
-def recipe_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("recipe", help="recipe file with get_config(), e.g. recipes/paper.py")
-    parser.add_argument("--workdir", help="run folder (default: runs/<recipe name>)")
-    parser.add_argument(
-        "--data",
-        help="data source: folder:PATH | tfds:NAME[:SPLIT] | tfrecord:GLOB | "
-        "fashion_mnist:DIR | builtin:fashion_mnist (replaces data.source; the model then has the "
-        "source's classes and evaluation uses its own validation split, unless --set names them)",
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The module docstring as the description, as written, and every flag's default."""
+
+
+def parser(prog: str, doc: str) -> argparse.ArgumentParser:
+    """A command's parser: `python -m alexnet_tf.PROG`, its docstring as help, --version."""
+    from alexnet_tf import __version__
+
+    p = argparse.ArgumentParser(prog=f"python -m alexnet_tf.{prog}", description=doc, formatter_class=HelpFormatter)
+    p.add_argument("--version", action="version", version=f"alexnet_tf {__version__}")
+    return p
+
+
+def add_recipe(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument(
+        "recipe",
+        nargs=None if required else "?",
+        default=None,
+        help="recipe file with get_config(), or a shipped recipe's name (paper, quickstart, finetune)"
+        + ("" if required else "; leave out to use the --workdir run's own config.json"),
     )
-    add_overrides(parser)
-    return parser
 
 
-def add_overrides(parser: argparse.ArgumentParser) -> None:
-    """`--set KEY=VALUE` (repeatable), read by `resolve_config`."""
-    parser.add_argument(
+def add_workdir(p: argparse.ArgumentParser, help: str, required: bool = False, repeat: bool = False) -> None:
+    p.add_argument("--workdir", required=required, action="append" if repeat else "store", help=help)
+
+
+def add_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data",
+        help="data source: folder:PATH | tfds:NAME[:SPLIT] | tfrecord:GLOB | fashion_mnist:DIR | "
+        "builtin:fashion_mnist (replaces data.source; the model then has the source's classes and "
+        "evaluation uses its own validation split, unless --set names them)",
+    )
+
+
+def add_out(p: argparse.ArgumentParser, help: str, required: bool = True, overwrite: bool = False) -> None:
+    p.add_argument("--out", required=required, help=help)
+    if overwrite:
+        p.add_argument("--overwrite", action="store_true", help="replace what --out already holds")
+
+
+def add_overrides(p: argparse.ArgumentParser) -> None:
+    """`--set KEY=VALUE` (repeatable)."""
+    p.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -34,21 +77,83 @@ def add_overrides(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def resolve_config(args: argparse.Namespace) -> Config:
-    config = load_recipe(args.recipe)
-    overrides = list(args.overrides)
-    if args.data:
-        # The recipe's eval split and class count belong to its own source: the new
-        # one's are found when it is opened (train.resolve_data), unless --set names them.
-        overrides[:0] = [f"data.source={args.data}", "data.eval_split=", "model.num_classes=0"]
-    return override(config, overrides) if overrides else config
+def train_parser() -> argparse.ArgumentParser:
+    from alexnet_tf import train
+
+    p = parser("train", train.__doc__)
+    add_recipe(p)
+    add_workdir(p, "run folder: created, or resumed from its newest checkpoint (default: runs/<recipe name>)")
+    add_data(p)
+    add_overrides(p)
+    return p
+
+
+def data_overrides(data: str | None) -> list[str]:
+    """`--data SPEC` as overrides: the source, and the eval split and class count left to
+    it (found when it is opened, `runs.resolve_data`), unless --set names them."""
+    return [f"data.source={data}", "data.eval_split=", "model.num_classes=0"] if data else []
+
+
+def run_config(recipe: str | None, workdir: str | None, data: str | None, overrides: list[str]) -> tuple[Config, str]:
+    """(config, workdir) of `train`: the recipe with --data and --set, or without a recipe
+    the workdir's own config.json (a run to resume) with them; says in one line where the
+    config came from and what was set."""
+    sets = [*data_overrides(data), *overrides]
+    if recipe is None:
+        if not workdir:
+            raise ConfigError("give a recipe (e.g. recipes/paper.py), or --workdir of a run to resume")
+        path = os.path.join(workdir, "config.json")
+        if not os.path.isfile(path):
+            raise ConfigError(f"{workdir} holds no run (no config.json); give a recipe to start one there")
+        config, origin = load_json(path), path
+    else:
+        config, origin = load_recipe(recipe), recipe
+        workdir = workdir or os.path.join("runs", os.path.splitext(os.path.basename(recipe))[0])
+    config = override(config, sets) if sets else config
+    print(f"config: {origin}" + (f" with {', '.join(sets)}" if sets else ""), flush=True)
+    return config, workdir
+
+
+def recipe_config(recipe: str, data: str | None, overrides: list[str]) -> Config:
+    """A recipe with --data and --set."""
+    sets = [*data_overrides(data), *overrides]
+    config = load_recipe(recipe)
+    return override(config, sets) if sets else config
+
+
+def eval_config(recipe: str | None, first_run: str, data: str | None, overrides: list[str]) -> Config:
+    """The config that names the data to evaluate on: the recipe's, or without one that
+    of the first run (its own data and validation split), with --data and --set."""
+    if recipe is not None:
+        config = load_recipe(recipe)
+    else:
+        from alexnet_tf.runs import resolve_checkpoint
+
+        config = load_json(os.path.join(resolve_checkpoint(first_run)[0], "config.json"))
+    sets = [*data_overrides(data), *overrides]
+    return override(config, sets) if sets else config
+
+
+def main(p: argparse.ArgumentParser, fn, argv=None) -> int:
+    """Parses `argv` with `p` and runs `fn(**the arguments)` under `run`."""
+    args = vars(p.parse_args(argv))
+    return run(lambda: fn(**args))
 
 
 def run(fn) -> int:
-    """Runs `fn`, turning the project's expected errors into one line and exit code 2."""
+    """Runs `fn`, turning the project's expected errors into one line and an exit code;
+    the library's log lines (checkpoints passed over, splits chosen) go to the console."""
     from alexnet_tf.data import DataError
     from alexnet_tf.errors import Preempted, TrainingError
 
+    info, warnings = logging.StreamHandler(sys.stdout), logging.StreamHandler(sys.stderr)
+    info.addFilter(lambda record: record.levelno < logging.WARNING)
+    warnings.setLevel(logging.WARNING)
+    logger = logging.getLogger("alexnet_tf")
+    for handler in (info, warnings):
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
     try:
         fn()
     except Preempted as e:
@@ -60,4 +165,7 @@ def run(fn) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        for handler in (info, warnings):
+            logger.removeHandler(handler)
     return 0

@@ -143,12 +143,24 @@ class DistributeConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class FinetuneConfig:
+    """Starting from a trained net instead of Sec. 5's initialisation (not in the paper:
+    for new classes or new data, see recipes/finetune.py)."""
+
+    init_from: str = ""  # a run folder, a checkpoint in one, or a .caffemodel; "" = Sec. 5's init
+    new_layers: tuple = ("fc8",)  # drawn afresh with the recipe's init instead of copied (new classes)
+    freeze: tuple = ()  # layers that keep the loaded weights, e.g. ("conv1", "conv2", "conv3", "conv4", "conv5")
+    lr_factor: float = 1.0  # the copied layers learn at lr_factor * optim.lr; the new ones at optim.lr
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
     distribute: DistributeConfig = DistributeConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
 
 
 def validate(config: Config) -> Config:
@@ -175,6 +187,10 @@ def validate(config: Config) -> Config:
                 "distribute.strategy=columns runs on two devices, which one XLA cluster cannot span: "
                 "set train.jit_compile=False"
             )
+    if config.finetune.lr_factor < 0:
+        raise ConfigError("finetune.lr_factor must not be negative")
+    if config.optim.plateau_max_epochs < 0:
+        raise ConfigError("optim.plateau_max_epochs must not be negative (0: train.epochs // (max_reductions + 1))")
     if config.train.deterministic and config.train.jit_compile:
         raise ConfigError(
             "train.deterministic=True needs train.jit_compile=False: XLA has no deterministic "

@@ -1,15 +1,82 @@
-"""The runtime a run trains on: the tf.distribute strategy from the recipe's `distribute`
-section, which process is the chief, the dtype policy, determinism and seeds."""
+"""The runtime a run trains on, decided once (`make_runtime`): the tf.distribute strategy
+from the recipe's `distribute` section, which process is the chief, the dtype policy,
+what runs inside XLA, determinism and seeds. The step builders receive the `Runtime`."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import keras
 import tensorflow as tf
 
 from alexnet_tf import data as data_lib
-from alexnet_tf.config import Config, ConfigError, DistributeConfig
+from alexnet_tf.config import Config, ConfigError, DataConfig, DistributeConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Runtime:
+    """Where and how a run computes.
+
+    strategy: the tf.distribute strategy (one device, mirrored, multi-worker)
+    chief: this process writes the run's files
+    task: this process's task ("worker1", ...; "" with one process)
+    precision: the Keras dtype policy (float32, mixed_bfloat16)
+    jit: the step functions are XLA-compiled
+    update_in_xla: the SGD update runs inside the compiled training step (one device
+        only: a mirrored variable's update is a cross-replica merge_call, which XLA cannot
+        hold; TensorFlow fails with "failed to lift variable creations")
+    columns: Sec. 3.2's placement, (column A's device, column B's), or ()
+    """
+
+    strategy: tf.distribute.Strategy
+    chief: bool = True
+    task: str = ""
+    precision: str = "float32"
+    tf32: bool = False
+    jit: bool = False
+    update_in_xla: bool = False
+    columns: tuple = ()
+
+    @property
+    def replicas(self) -> int:
+        return self.strategy.num_replicas_in_sync
+
+    @property
+    def compute_dtype(self) -> str:
+        return keras.DTypePolicy(self.precision).compute_dtype
+
+    def policy(self):
+        """The dtype policy as a context: build models and steps inside it."""
+        return dtype_policy(self.precision)
+
+    def describe(self) -> str:
+        where = f"{self.replicas} replica(s)" + (f", columns on {' and '.join(self.columns)}" if self.columns else "")
+        xla = ("XLA, the update inside" if self.update_in_xla else "XLA") if self.jit else "no XLA"
+        precision = self.precision
+        if precision == "float32" and tf.config.list_logical_devices("GPU"):
+            precision += " (TF32 on)" if self.tf32 else " (TF32 off)"
+        return f"{where}, {precision}, {xla}"
+
+
+def make_runtime(config: Config, strategy: tf.distribute.Strategy | None = None) -> Runtime:
+    """Sets up determinism, seeds and TF32 (`setup_runtime`), makes the strategy (or
+    takes `strategy`, made from the same `distribute` section) and decides what runs
+    where; call before building anything."""
+    setup_runtime(config)
+    strategy = strategy or make_strategy(config.distribute)
+    t = config.train
+    columns = tuple(column_devices(config.distribute)) if config.distribute.strategy == "columns" else ()
+    return Runtime(
+        strategy=strategy,
+        chief=is_chief(strategy),
+        task=task_name(strategy),
+        precision=t.precision,
+        tf32=t.tf32,
+        jit=t.jit_compile,
+        update_in_xla=t.jit_compile and t.fused_update and single_device(strategy),
+        columns=columns,
+    )
 
 
 def parse_devices(spec: str) -> list[str]:
@@ -140,14 +207,6 @@ def setup_runtime(config: Config) -> None:
     keras.utils.set_random_seed(config.train.seed)
 
 
-def precision_name(config: Config) -> str:
-    """What the run computes in, for the log: `float32 (TF32 off)`, `mixed_bfloat16`, ..."""
-    name = config.train.precision
-    if name == "float32" and tf.config.list_logical_devices("GPU"):
-        name += " (TF32 on)" if config.train.tf32 else " (TF32 off)"
-    return name
-
-
 @contextlib.contextmanager
 def dtype_policy(name: str):
     """Sets the Keras dtype policy for the duration of a run."""
@@ -160,9 +219,10 @@ def dtype_policy(name: str):
 
 
 def distributed_dataset(
-    strategy: tf.distribute.Strategy,
+    runtime: Runtime,
     source: data_lib.Source,
-    config: Config,
+    data: DataConfig,
+    seed: int,
     split: str,
     global_batch: int,
     training: bool,
@@ -171,14 +231,13 @@ def distributed_dataset(
     bad_files: data_lib.BadFiles | None = None,
 ) -> tf.distribute.DistributedDataset:
     """One epoch of `split` for every replica (eval: the first data.eval_examples)."""
-    d, seed = config.data, config.train.seed
 
     def fn(ctx: tf.distribute.InputContext):
         batch = ctx.get_per_replica_batch_size(global_batch)
         if training:
-            return data_lib.train_dataset(source, d, split, batch, seed, epoch, skip_batches, ctx, bad_files)
+            return data_lib.train_dataset(source, data, split, batch, seed, epoch, skip_batches, ctx, bad_files)
         return data_lib.eval_dataset(
-            source, d, split, batch, limit=d.eval_examples, input_context=ctx, bad_files=bad_files
+            source, data, split, batch, limit=data.eval_examples, input_context=ctx, bad_files=bad_files
         )
 
-    return strategy.distribute_datasets_from_function(fn)
+    return runtime.strategy.distribute_datasets_from_function(fn)

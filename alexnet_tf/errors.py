@@ -1,8 +1,10 @@
-"""The project's expected errors, in a module of their own.
+"""The errors of training that the commands turn into exit codes (`cli.run`): a run that
+cannot go on, and a preempted one. (A config that cannot be used raises
+`config.ConfigError`, data that cannot be read `data.DataError`: exit code 2.)
 
-Entry points run as `python -m alexnet_tf.<module>`, which loads that module a second
-time as `__main__`. Classes defined there would differ from the ones `cli.run` catches,
-so every error the command line turns into an exit code lives here.
+They live in a module that no command is: `python -m alexnet_tf.train` loads train.py a
+second time as `__main__`, and a class defined there would not be the one `cli.run`
+catches.
 """
 
 from __future__ import annotations

@@ -1,23 +1,21 @@
-"""Top-1 and top-5 error of trained models, measured as in the paper's Table 2.
+"""Top-1 and top-5 error of trained nets, measured as in the paper's Table 2.
 
-`python -m alexnet_tf.evaluate RECIPE --workdir DIR [--workdir DIR2 ...] [--data SPEC]
-[--crops center|ten] [--out FILE] [--set k=v ...]`
+`python -m alexnet_tf.evaluate [RECIPE] --workdir DIR [--workdir DIR2 ...] [--data SPEC]
+[--crops center|ten] [--out DIR] [--set k=v ...]`
 
-Top-1 and top-5 error on the recipe's eval split, from the centre crop or from the
-softmax averaged over the ten crops of Sec. 4.1 (four corners, the centre, and their
+Top-1 and top-5 error on a validation split, from the centre crop or from the softmax
+averaged over the ten crops of Sec. 4.1 (four corners, the centre, and their
 reflections). Several `--workdir`s average their softmax outputs, like the paper's
 "5 CNNs" and "7 CNNs" rows. A `--workdir` may also name one checkpoint
 (`runs/x/checkpoints/ckpt-1000`) instead of a run's newest.
 
-The recipe (with `--data` and `--set`) chooses the data, the split and the batch size;
-each model keeps the network and the mean image it was trained with (its workdir's
-config.json and stats.npz).
+The data: that of the first run (its source and validation split), or the RECIPE's, with
+`--data` and `--set` on top (`--set data.eval_examples=N` for the first N images). Each
+net is prepared as it was trained (its run's resize, crop, mean image).
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -25,91 +23,92 @@ import sys
 import tensorflow as tf
 
 from alexnet_tf import data as data_lib
-from alexnet_tf import steps as steps_lib
-from alexnet_tf.config import Config, ConfigError
+from alexnet_tf.config import Config, ConfigError, DataConfig
+from alexnet_tf.metrics import accumulate, correct, errors
+from alexnet_tf.nets import TrainedNet
 from alexnet_tf.report import Progress
-from alexnet_tf.runs import TrainedRun, load_run
 
 # Table 2, ILSVRC-2012 validation set, error rates in %.
 PAPER_TABLE2 = (
     ("paper: 1 CNN (ILSVRC-2012 val, 10 crops)", 40.7, 18.2),
     ("paper: 5 CNNs (ILSVRC-2012 val, 10 crops)", 38.1, 16.4),
 )
+# What the host cuts from each image: the nets of one evaluation must agree on it.
+CROPPING = ("resize_size", "crop_size", "pad_crop", "resize")
 
 
-def _check_compatible(config: Config, run: TrainedRun, num_classes: int) -> None:
-    d, m = config.data, run.config.data
-    for key in ("resize_size", "crop_size", "pad_crop"):
-        if getattr(d, key) != getattr(m, key):
-            raise ConfigError(
-                f"{run.workdir} was trained with data.{key}={getattr(m, key)} but the recipe has "
-                f"{getattr(d, key)}; use the run's recipe or --set data.{key}={getattr(m, key)}"
-            )
-    if run.config.model.num_classes != num_classes:
-        raise ConfigError(
-            f"{run.workdir} predicts {run.config.model.num_classes} classes but {d.source} has {num_classes}"
-        )
+def cropping(data: DataConfig) -> dict:
+    """The settings of `data` that say what the host cuts from an image (CROPPING)."""
+    return {k: getattr(data, k) for k in CROPPING if hasattr(data, k)}
 
 
-def evaluate(config: Config, paths: list[str], crops: str = "center", stream=sys.stderr) -> dict:
-    """Top-1/top-5 error of one model or the softmax average of several.
+def _check_cropping(nets: list[TrainedNet], data: DataConfig) -> None:
+    """The nets were trained on images cut as `data` cuts them (CROPPING)."""
+    wanted = cropping(data)
+    for net in nets:
+        for key, value in cropping(net.config.data).items():
+            if value != wanted.get(key, value):
+                raise ConfigError(
+                    f"{net.origin} was trained with data.{key}={value!r} but the data config has "
+                    f"{wanted[key]!r}; evaluate with the run's own config (no recipe) or --set data.{key}={value!r}"
+                )
 
-    `paths` are run folders or checkpoint prefixes; `config` supplies the data (source,
-    eval split, eval_examples) and the batch size.
-    """
+
+def evaluate(
+    nets: list[TrainedNet],
+    data: DataConfig | None = None,
+    crops: str = "ten",
+    batch_size: int = 128,
+    stream=sys.stderr,
+) -> dict:
+    """Top-1/top-5 error of one net, or of the average of several nets' softmax, on the
+    eval split of `data` (its source, `eval_split` and `eval_examples`; default: the
+    first net's own data), whose cropping must be the nets'."""
     if crops not in ("center", "ten"):
         raise ConfigError(f"crops must be 'center' or 'ten', got {crops!r}")
-    if not paths:
-        raise ConfigError("give at least one --workdir")
-    source = data_lib.open_source(config.data.source, config.data)
-    config = dataclasses.replace(config, data=data_lib.resolve_splits(source, config.data))
-    runs = [load_run(p) for p in paths]
-    for run in runs:
-        _check_compatible(config, run, source.num_classes)
-    split = config.data.eval_split
-    n = min(source.sizes[split], config.data.eval_examples or source.sizes[split])
-    batch = config.train.eval_batch_size or config.train.batch_size
-    if crops == "ten":
-        batch = max(1, batch // 10)  # ten rows per image keep a batch near the same size
+    if not nets:
+        raise ConfigError("give at least one trained net (--workdir)")
+    data = data or nets[0].config.data
+    _check_cropping(nets, data)
+    source = data_lib.open_source(data.source, data)
+    data = data_lib.resolve_splits(source, data)
+    for net in nets:
+        if net.num_classes != source.num_classes:
+            raise ConfigError(
+                f"{net.origin} predicts {net.num_classes} classes but {data.source} has {source.num_classes}"
+            )
+    split = data.eval_split
+    n = min(source.sizes[split], data.eval_examples or source.sizes[split])
+    views = 10 if crops == "ten" else 1
+    batch = max(1, batch_size // views)  # ten rows per image keep a batch near the same size
     bad_files = data_lib.BadFiles()
-    ds = data_lib.eval_dataset(source, config.data, split, batch, crops, n, bad_files=bad_files)
+    ds = data_lib.eval_dataset(source, data, split, batch, crops, n, bad_files=bad_files)
     progress = Progress(n, "evaluated", quiet=stream is None, stream=stream)
-    totals = steps_lib.accumulate(ds, _ensemble_step(runs, 10 if crops == "ten" else 1, config), progress.update)
+    totals = accumulate(ds, ensemble_step(nets, views), progress.update)
     progress.update(int(totals["count"]), final=True)
     if totals["count"] == 0:
-        raise data_lib.DataError(f"{config.data.source} split {split!r} gave no examples")
+        raise data_lib.DataError(f"{data.source} split {split!r} gave no examples")
     if bad_files.message() and stream is not None:
         print(bad_files.message(), file=stream)
     return {
-        **steps_lib.errors(totals),
+        **errors(totals),
         "crops": crops,
-        "models": [run.checkpoint for run in runs],
-        "data": config.data.source,
+        "models": [net.origin for net in nets],
+        "data": data.source,
         "split": split,
     }
 
 
-def _ensemble_step(runs: list[TrainedRun], views: int, config: Config):
+def ensemble_step(nets: list[TrainedNet], views: int):
     """`step(batch)`: top-1/top-5 hits and count of one eval batch, from the softmax
-    averaged over the `views` crops of each image (Sec. 4.1) and over the models."""
-
-    def softmax_of(run):
-        stats = steps_lib.stats_tensors(run.stats)  # each model with its own mean image
-
-        @tf.function(jit_compile=config.train.jit_compile)
-        def forward(batch):
-            images = data_lib.device_preprocess(batch, stats, run.config.data, tf.float32)
-            return steps_lib.average_views(tf.nn.softmax(run.model(images, training=False)), views)
-
-        return forward
-
-    forwards = [softmax_of(run) for run in runs]
+    averaged over the `views` crops of each image (Sec. 4.1) and over the nets."""
+    forwards = [tf.function(lambda b, net=net: net.predict(b, views)) for net in nets]
 
     def step(batch):
-        device = {k: batch[k] for k in ("image", "offset", "flip", "alpha")}
-        probs = tf.add_n([f(device) for f in forwards]) / len(forwards)  # (B, classes)
+        inputs = data_lib.batch.inputs(batch)
+        probs = tf.add_n([f(inputs) for f in forwards]) / len(forwards)  # (B, classes)
         labels, weight = batch["label"][::views], batch["weight"][::views]
-        return {**steps_lib.correct(labels, probs, weight), "count": tf.reduce_sum(weight)}
+        return {**correct(labels, probs, weight), "count": tf.reduce_sum(weight)}
 
     return step
 
@@ -129,29 +128,30 @@ def format_table(results: dict) -> str:
 def main(argv=None) -> int:
     from alexnet_tf import cli
 
-    # The shared recipe arguments, with --workdir repeatable ("resolve" replaces it).
-    base = cli.recipe_parser("python -m alexnet_tf.evaluate", __doc__.splitlines()[0])
-    parser = argparse.ArgumentParser(
-        prog=base.prog, description=base.description, parents=[base], add_help=False, conflict_handler="resolve"
-    )
-    parser.add_argument(
-        "--workdir", action="append", required=True, help="run folder or checkpoint prefix; repeat to average models"
-    )
-    parser.add_argument("--crops", choices=("center", "ten"), default="ten", help="centre crop or Sec. 4.1's 10 crops")
-    parser.add_argument("--out", help="write the results as JSON here")
-    args = parser.parse_args(argv)
-    return cli.run(lambda: _main(args))
+    p = cli.parser("evaluate", __doc__)
+    cli.add_recipe(p)
+    cli.add_workdir(p, "run folder or checkpoint; repeat to average nets", required=True, repeat=True)
+    cli.add_data(p)
+    p.add_argument("--crops", choices=("center", "ten"), default="ten", help="centre crop or Sec. 4.1's 10 crops")
+    cli.add_out(p, "folder for evaluation.json (the results)", required=False)
+    cli.add_overrides(p)
+    return cli.main(p, _main, argv)
 
 
-def _main(args) -> None:
+def _main(
+    recipe: str | None, workdir: list[str], data: str | None, crops: str, out: str | None, overrides: list[str]
+) -> None:
     from alexnet_tf import cli
+    from alexnet_tf.runs import load_net
 
-    config = cli.resolve_config(args)
-    results = evaluate(config, args.workdir, crops=args.crops)
+    config: Config = cli.eval_config(recipe, workdir[0], data, overrides)
+    nets = [load_net(path) for path in workdir]
+    batch = config.train.eval_batch_size or config.train.batch_size
+    results = evaluate(nets, config.data, crops=crops, batch_size=batch)
     print(format_table(results))
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
+    if out:
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, "evaluation.json"), "w") as f:
             json.dump(results, f, indent=2)
             f.write("\n")
 

@@ -1,7 +1,7 @@
-"""The paper's Fig. 3 and Fig. 4 for a trained run.
+"""The paper's Fig. 3 and Fig. 4 for a trained net.
 
-`python -m alexnet_tf.figures --workdir DIR --out DIR [--queries 5] [--neighbours 6]
-[--train-examples 5000]`
+`python -m alexnet_tf.figures --workdir DIR --out DIR [--data SPEC] [--queries 5]
+[--neighbours 6] [--train-examples 5000]`
 
 fig3_conv1_kernels.png  the conv1 kernels; in the two-column net the first half feeds
                         column A (conv2's first group), the second half column B,
@@ -12,47 +12,37 @@ fig4_neighbours.png     eval images (left, framed) and the training images whose
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import math
 import os
 import sys
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from alexnet_tf import data as data_lib
-from alexnet_tf import steps as steps_lib
+from alexnet_tf.config import DataConfig
 from alexnet_tf.drawing import BACKGROUND, GAP, conv1_grid
-from alexnet_tf.runs import TrainedRun, load_run
+from alexnet_tf.evaluate import cropping
+from alexnet_tf.nets import TrainedNet
 
 
 def _upscale(image: np.ndarray, factor: int) -> np.ndarray:
     return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
 
 
-def fc7_model(model: keras.Model) -> keras.Model:
-    """The same weights, ending at fc7 (after its ReLU): the features of Fig. 4."""
-    return keras.Model(model.inputs, model.get_layer("fc7").output)
-
-
 def fc7_features(
-    run: TrainedRun, split: str, count: int, batch: int = 64, stream=None
+    net: TrainedNet, data: DataConfig, split: str, count: int, batch: int = 64, stream=None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """fc7 activations (N, 4096) and the centre crops (N, c, c, 3) of the first `count` images."""
-    source = data_lib.open_source(run.config.data.source)
+    """fc7 activations (N, 4096) and the centre crops (N, c, c, 3) of the first `count`
+    images of `split` of `data`'s source, prepared as the net was trained."""
+    source = data_lib.open_source(data.source, data)
     count = min(count, source.sizes[split])
-    features = fc7_model(run.model)
-    stats = steps_lib.stats_tensors(run.stats)
-
-    @tf.function
-    def forward(b):
-        return features(data_lib.device_preprocess(b, stats, run.config.data), training=False)
-
+    forward = tf.function(lambda b: net.predict(b, output="features"))
     feats, crops = [], []
-    ds = data_lib.eval_dataset(source, run.config.data, split, batch)
+    ds = data_lib.eval_dataset(source, data, split, batch)
     for i, b in enumerate(ds.take(math.ceil(count / batch))):
-        feats.append(forward(b).numpy())
+        feats.append(forward(data_lib.batch.inputs(b)).numpy())
         crops.append(b["image"].numpy())
         if stream is not None and (i + 1) % 20 == 0:
             print(f"fc7 features: {(i + 1) * batch}/{count} {split} images", file=stream, flush=True)
@@ -93,18 +83,28 @@ def write_png(path: str, image: np.ndarray) -> None:
 
 
 def make_figures(
-    workdir: str, out: str, queries: int = 5, neighbours: int = 6, train_examples: int = 5000, stream=sys.stderr
+    net: TrainedNet,
+    out: str,
+    data: DataConfig | None = None,
+    queries: int = 5,
+    neighbours: int = 6,
+    train_examples: int = 5000,
+    stream=sys.stderr,
 ) -> dict:
-    """Writes both figures into `out`; returns {name: path} and the neighbour indices."""
-    run = load_run(workdir)
+    """Writes both figures into `out`; returns {name: path} and the neighbour indices.
+    `data` (default: the net's own) gives the images of Fig. 4: its eval split's first
+    `queries` against its train split's first `train_examples`."""
     os.makedirs(out, exist_ok=True)
-    kernel = run.model.get_layer("conv1").kernel.numpy()  # (11, 11, 3, 96)
+    kernel = net.model.get_layer("conv1").kernel.numpy()  # (11, 11, 3, 96)
     fig3 = os.path.join(out, "fig3_conv1_kernels.png")
-    write_png(fig3, conv1_grid(kernel, columns=2 if run.config.model.two_columns else 1))
+    write_png(fig3, conv1_grid(kernel, columns=2 if net.config.model.two_columns else 1))
 
-    d = run.config.data
-    q_feats, q_images = fc7_features(run, d.eval_split, queries)
-    p_feats, p_images = fc7_features(run, d.train_split, train_examples, stream=stream)
+    # The net's own cropping, on the images of `data`.
+    d = dataclasses.replace(data, **cropping(net.config.data)) if data else net.config.data
+    source = data_lib.open_source(d.source, d)
+    d = data_lib.resolve_splits(source, d)
+    q_feats, q_images = fc7_features(net, d, d.eval_split, queries)
+    p_feats, p_images = fc7_features(net, d, d.train_split, train_examples, stream=stream)
     index = nearest(q_feats, p_feats, neighbours)  # (Q, neighbours)
     fig4 = os.path.join(out, "fig4_neighbours.png")
     write_png(fig4, neighbours_grid(q_images, p_images[index]))
@@ -114,19 +114,23 @@ def make_figures(
 def main(argv=None) -> int:
     from alexnet_tf import cli
 
-    parser = argparse.ArgumentParser(prog="python -m alexnet_tf.figures", description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", required=True, help="run folder (newest checkpoint) or checkpoint prefix")
-    parser.add_argument("--out", required=True, help="folder for the PNGs")
-    parser.add_argument("--queries", type=int, default=5, help="eval images in Fig. 4 (the paper shows 5)")
-    parser.add_argument("--neighbours", type=int, default=6, help="neighbours per image (the paper shows 6)")
-    parser.add_argument("--train-examples", type=int, default=5000, help="training images searched for neighbours")
-    args = parser.parse_args(argv)
+    p = cli.parser("figures", __doc__)
+    cli.add_workdir(p, "run folder (its newest readable checkpoint) or checkpoint", required=True)
+    cli.add_data(p)
+    cli.add_out(p, "folder for the PNGs")
+    p.add_argument("--queries", type=int, default=5, help="eval images in Fig. 4 (the paper shows 5)")
+    p.add_argument("--neighbours", type=int, default=6, help="neighbours per image (the paper shows 6)")
+    p.add_argument("--train-examples", type=int, default=5000, help="training images searched for neighbours")
+    return cli.main(p, _main, argv)
 
-    def _main():
-        paths = make_figures(args.workdir, args.out, args.queries, args.neighbours, args.train_examples)
-        print(f"wrote {paths['fig3']} and {paths['fig4']}")
 
-    return cli.run(_main)
+def _main(workdir: str, data: str | None, out: str, queries: int, neighbours: int, train_examples: int) -> None:
+    from alexnet_tf.runs import load_net
+
+    net = load_net(workdir)
+    spec = dataclasses.replace(net.config.data, source=data, eval_split="") if data else None
+    paths = make_figures(net, out, spec, queries, neighbours, train_examples)
+    print(f"wrote {paths['fig3']} and {paths['fig4']}")
 
 
 if __name__ == "__main__":

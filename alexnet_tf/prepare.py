@@ -1,11 +1,11 @@
 """Writes a dataset as JPEG TFRecord shards of the paper's 256x256 images (Sec. 2).
 
-    python -m alexnet_tf.prepare SRC OUT [--size 256] [--shard-size 1024]
+    python -m alexnet_tf.prepare --data SPEC --out DIR [--size 256] [--shard-size 1024]
 
-SRC is a data spec (folder:PATH, tfds:NAME, ...) or a plain folder path. Every image is
+SPEC is a data spec (folder:PATH, tfds:NAME, ...) or a plain folder path. Every image is
 rescaled so its shorter side is 256 and its central 256x256 patch kept, then stored as a
 JPEG with its label and file name; OUT/metadata.json holds the class names and each
-shard's split and example count, which `--data tfrecord:OUT` reads. Training then
+shard's split and example count, which `--data tfrecord:DIR` reads. Training then
 decodes only the crop it needs (decode_and_crop_jpeg), the fastest input there is.
 
 The files of a folder are written in a fixed random order (the same in every run), so
@@ -20,7 +20,6 @@ metadata.json).
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import os
@@ -75,8 +74,8 @@ def prepare(
             ds = data_lib.decoded_examples(source, split, size, order=order, skip=first * shard_size)
             ds = ds.map(
                 lambda image, label, name, reason: (tf.io.encode_jpeg(image, quality=quality), label, name, reason),
-                num_parallel_calls=data_lib.AUTOTUNE,
-            ).prefetch(data_lib.AUTOTUNE)
+                num_parallel_calls=tf.data.AUTOTUNE,
+            ).prefetch(tf.data.AUTOTUNE)
             examples = ds.as_numpy_iterator()
         done = 0
         written[split] = 0
@@ -137,28 +136,30 @@ def _write_shard(examples, path) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m alexnet_tf.prepare", description=__doc__.split("\n\n")[0])
-    parser.add_argument("src", help="data spec (folder:PATH, tfds:NAME[:SPLIT]) or a folder path")
-    parser.add_argument("out", help="output folder for the shards and metadata.json")
-    parser.add_argument("--size", type=int, default=256, help="side of the stored square images (Sec. 2: 256)")
-    parser.add_argument("--shard-size", type=int, default=1024, help="images per shard")
-    parser.add_argument("--quality", type=int, default=95, help="JPEG quality of the stored images")
-    args = parser.parse_args(argv)
+    p = cli.parser("prepare", __doc__)
+    cli.add_data(p)
+    p.set_defaults(data=None)
+    p.add_argument("--size", type=int, default=256, help="side of the stored square images (Sec. 2: 256)")
+    p.add_argument("--shard-size", type=int, default=1024, help="images per shard")
+    p.add_argument("--quality", type=int, default=95, help="JPEG quality of the stored images")
+    cli.add_out(p, "folder for the shards and metadata.json (an interrupted run there resumes)")
+    return cli.main(p, _main, argv)
 
-    def run():
-        report = prepare(args.src, args.out, args.size, args.shard_size, args.quality)
-        total = sum(report["written"].values())
-        print(
-            f"wrote {total} images ({', '.join(f'{k} {v}' for k, v in report['written'].items())}) to {args.out}; "
-            f"{report['resumed_shards']} shard(s) were already finished"
-        )
-        if report["skipped"]:
-            print(f"skipped {report['skipped']} unreadable file(s) (listed in {args.out}/metadata.json):")
-            for e in report["skipped_files"][:10]:
-                print(f"  {e['file']}: {e['reason']}")
-        print(f"train with: --data tfrecord:{args.out}")
 
-    return cli.run(run)
+def _main(data: str | None, size: int, shard_size: int, quality: int, out: str) -> None:
+    if not data:
+        raise data_lib.DataError("give --data SPEC (folder:PATH, tfds:NAME[:SPLIT], ...) to prepare")
+    report = prepare(data, out, size, shard_size, quality)
+    total = sum(report["written"].values())
+    print(
+        f"wrote {total} images ({', '.join(f'{k} {v}' for k, v in report['written'].items())}) to {out}; "
+        f"{report['resumed_shards']} shard(s) were already finished"
+    )
+    if report["skipped"]:
+        print(f"skipped {report['skipped']} unreadable file(s) (listed in {out}/metadata.json):")
+        for e in report["skipped_files"][:10]:
+            print(f"  {e['file']}: {e['reason']}")
+    print(f"train with: --data tfrecord:{out}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ import time
 
 import tensorflow as tf
 
+from alexnet_tf.metrics import TRAIN_METRICS, errors
+
 
 def _leaves(tree: dict, prefix: str = ""):
     """("section.key", value) for every leaf of a nested dict; lists become strings."""
@@ -60,7 +62,7 @@ class Progress:
 class Window:
     """Sums of the train loop's metrics over some steps, and the wall time they took."""
 
-    def __init__(self, keys=("loss", "top1_correct", "top5_correct", "count")):
+    def __init__(self, keys=TRAIN_METRICS):
         self.start, self.steps, self.sums = time.perf_counter(), 0, dict.fromkeys(keys, 0.0)
 
     def add(self, totals: dict, steps: int) -> None:
@@ -71,11 +73,11 @@ class Window:
     def values(self, global_batch: int) -> dict:
         """Mean loss, top-1/top-5 error, images/s and ms per step over the window."""
         seconds = time.perf_counter() - self.start
-        count = max(self.sums["count"], 1)
+        rates = errors(self.sums)
         return {
             "loss": self.sums["loss"] / self.steps,
-            "top1_error": 1 - self.sums["top1_correct"] / count,
-            "top5_error": 1 - self.sums["top5_correct"] / count,
+            "top1_error": rates["top1_error"],
+            "top5_error": rates["top5_error"],
             "images_per_sec": self.steps * global_batch / seconds,
             "step_time_ms": 1000 * seconds / self.steps,
         }

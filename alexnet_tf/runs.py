@@ -1,51 +1,50 @@
 """A run's folder: the checks before a run resumes in it, the config it resolves from
-its data, and the one loader of a trained run that evaluate, export and figures use.
+its data, and reading and writing a trained net (`nets.TrainedNet`) as a run folder.
 
 A run folder holds what `train` wrote: config.json, classes.json, stats.npz (the mean
 image and colour statistics) and checkpoints/ (the newest few, and best/ with the lowest
-validation error).
+validation error). `load_net` reads the net of any run folder or checkpoint in it;
+`write_net` writes a net made elsewhere (imported weights) as a run folder that every
+command takes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import sys
 
-import keras
 import tensorflow as tf
 
 from alexnet_tf import data as data_lib
+from alexnet_tf.checkpoints import newest_readable, problem
 from alexnet_tf.config import Config, ConfigError, DataConfig, load_json, to_dict, validate
-from alexnet_tf.model import build_model, model_variables, to_split_form
+from alexnet_tf.model import build_model, model_variables
+from alexnet_tf.nets import TrainedNet
 from alexnet_tf.report import Progress
 
-
-@dataclasses.dataclass
-class TrainedRun:
-    """A trained model restored from a workdir, with what it needs to preprocess images."""
-
-    workdir: str
-    checkpoint: str
-    config: Config
-    class_names: list
-    stats: data_lib.Stats
-    model: keras.Model
+log = logging.getLogger(__name__)
 
 
 def resolve_checkpoint(path: str, best: bool = False) -> tuple[str, str]:
-    """(workdir, checkpoint prefix) for a run folder (its newest checkpoint, or with
-    `best` its best) or for a checkpoint prefix inside one."""
+    """(workdir, checkpoint prefix) for a run folder (its newest readable checkpoint, or
+    with `best` its best) or for a checkpoint prefix inside one."""
     if os.path.isdir(path):
         folder = os.path.join(path, "checkpoints", "best" if best else "")
-        checkpoint = tf.train.latest_checkpoint(folder)
+        checkpoint = newest_readable(folder)
         if checkpoint is None:
             raise ConfigError(
-                f"no checkpoint in {folder}; train first: python -m alexnet_tf.train RECIPE --workdir {path}"
+                f"no readable checkpoint in {folder}; train first: python -m alexnet_tf.train RECIPE --workdir {path}"
             )
         return path, checkpoint
     if os.path.exists(path + ".index"):
+        why = problem(path)
+        if why:
+            raise ConfigError(
+                f"checkpoint {path} cannot be read ({why}); give its run folder to use the newest readable one"
+            )
         workdir = os.path.dirname(os.path.abspath(path))
         if os.path.basename(workdir) == "best":
             workdir = os.path.dirname(workdir)
@@ -53,10 +52,9 @@ def resolve_checkpoint(path: str, best: bool = False) -> tuple[str, str]:
     raise ConfigError(f"{path!r} is neither a run folder nor a checkpoint (expected {path}.index)")
 
 
-def load_run(path: str, split_form: bool = False, best: bool = False) -> TrainedRun:
-    """Restores the model of a run folder (its newest checkpoint, or its best) or of one
-    checkpoint. `split_form=True` gives the grouped convolutions as two convs + concat,
-    the form that runs without XLA (for export)."""
+def load_net(path: str, best: bool = False) -> TrainedNet:
+    """The trained net of a run folder (its newest readable checkpoint, or its best) or of
+    one checkpoint in it."""
     workdir, checkpoint = resolve_checkpoint(path, best)
     config_path = os.path.join(workdir, "config.json")
     if not os.path.isfile(config_path):
@@ -73,9 +71,22 @@ def load_run(path: str, split_form: bool = False, best: bool = False) -> Trained
     model = build_model(config.model)
     restored = tf.train.Checkpoint(model=model_variables(model)).restore(checkpoint)
     restored.expect_partial().assert_existing_objects_matched()
-    if split_form:
-        model = to_split_form(model, config.model)
-    return TrainedRun(workdir, checkpoint, config, class_names, stats, model)
+    return TrainedNet(config, model, stats, class_names, origin=checkpoint)
+
+
+def write_net(net: TrainedNet, workdir: str, step: int = 0) -> str:
+    """Writes `net` as a run folder (config.json, classes.json, stats.npz, a checkpoint
+    at `step`) that evaluate, export, figures, serve and fine-tuning take; returns the
+    checkpoint's path. Refuses a folder that already holds a run."""
+    if os.path.exists(os.path.join(workdir, "config.json")):
+        raise ConfigError(f"{workdir} already holds a run; give a new --workdir")
+    os.makedirs(workdir, exist_ok=True)
+    write_json(os.path.join(workdir, "config.json"), to_dict(net.config))
+    write_json(os.path.join(workdir, "classes.json"), list(net.class_names))
+    net.stats.save(os.path.join(workdir, "stats.npz"))
+    checkpoint = tf.train.Checkpoint(model=model_variables(net.model))
+    manager = tf.train.CheckpointManager(checkpoint, os.path.join(workdir, "checkpoints"), max_to_keep=1)
+    return manager.save(checkpoint_number=step)
 
 
 # What a resumed run must share with the run that wrote the workdir: the net, and
@@ -92,6 +103,7 @@ RESUME_KEYS = (
     "data.crop_size",
     "data.pad_crop",
     "data.stats_path",
+    "finetune",
 )
 
 
@@ -127,11 +139,11 @@ def resolve_data(config: Config, source: data_lib.Source, evaluate: bool = True)
     eval split only if `evaluate`)."""
     data = data_lib.resolve_splits(source, config.data, evaluate)
     if data.eval_split and data.eval_split != config.data.eval_split:
-        print(f"evaluating on {source.name}'s split {data.eval_split!r}", flush=True)
+        log.info("evaluating on %s's split %r", source.name, data.eval_split)
     model = config.model
     if not model.num_classes:
         model = dataclasses.replace(model, num_classes=source.num_classes)
-        print(f"{source.name} has {source.num_classes} classes: model.num_classes={source.num_classes}", flush=True)
+        log.info("%s has %d classes: model.num_classes=%d", source.name, source.num_classes, source.num_classes)
     if model.num_classes != source.num_classes:
         raise ConfigError(
             f"{config.data.source} has {source.num_classes} classes but model.num_classes="

@@ -2,11 +2,10 @@
 their metrics.
 
 `create_state`, `make_train_loop` and `make_eval_step` are what `train` and `bench` and
-the tests run; `correct`, `average_views`, `accumulate` and `errors` are the metrics that
-`train` and `evaluate` share. The steps take batches as `data.train_dataset` and
-`data.eval_dataset` make them (uint8 crops with their offsets, flip bits, colour-noise
-coefficients, labels and weights) and run `data.device_preprocess` inside the compiled
-function.
+the tests run (their metrics: `alexnet_tf.metrics`). The steps take batches as `data.train_dataset` and `data.eval_dataset`
+make them (`alexnet_tf.data.batch`) and run the net's preprocessing inside the compiled
+function. What runs where (strategy, XLA, the update inside it or not, column placement,
+dtype policy) comes decided in a `distribute.Runtime`.
 """
 
 from __future__ import annotations
@@ -16,96 +15,57 @@ import tensorflow as tf
 
 from alexnet_tf import data as data_lib
 from alexnet_tf import optim
-from alexnet_tf.config import Config
-from alexnet_tf.distribute import column_devices, single_device
+from alexnet_tf import predict as predict_lib
+from alexnet_tf.config import ConfigError, DataConfig, ModelConfig, OptimConfig
+from alexnet_tf.distribute import Runtime
+from alexnet_tf.metrics import TRAIN_METRICS, correct
 from alexnet_tf.model import build_model
 
-TRAIN_METRICS = ("loss", "top1_correct", "top5_correct", "count")
 
-
-def create_state(config: Config, strategy: tf.distribute.Strategy, global_batch: int):
-    """(model, optimizer, step) of a run, made under `strategy.scope()`: the net with the
-    run's seed, Sec. 5's SGD for the global batch (built, so that its slots exist before
-    a compiled step), and the step counter. Set the dtype policy first."""
-    with strategy.scope():
-        model = build_model(config.model, seed=config.train.seed)
-        optimizer = optim.build_optimizer(config.optim, global_batch)
+def create_state(
+    model_config: ModelConfig,
+    optim_config: OptimConfig,
+    seed: int,
+    runtime: Runtime,
+    global_batch: int,
+    frozen: tuple = (),
+):
+    """(model, optimizer, step) of a run, made under the strategy's scope and the dtype
+    policy: the net with the run's seed (the layers named in `frozen` not trainable),
+    Sec. 5's SGD for the global batch (built, so that its slots exist before a compiled
+    step), and the step counter."""
+    with runtime.strategy.scope(), runtime.policy():
+        model = build_model(model_config, seed=seed)
+        names = [layer.name for layer in model.layers]
+        for name in frozen:
+            if name not in names:
+                raise ConfigError(f"finetune.freeze names no layer {name!r}; the net's layers: {', '.join(names)}")
+            model.get_layer(name).trainable = False
+        optimizer = optim.build_optimizer(optim_config, global_batch)
         optimizer.build(model.trainable_variables)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     return model, optimizer, step
 
 
-def stats_tensors(stats: data_lib.Stats) -> dict:
-    """The dataset statistics as the constants `data.device_preprocess` reads."""
-    return {k: tf.constant(getattr(stats, k)) for k in ("mean_image", "eigval", "eigvec")}
-
-
-def correct(labels: tf.Tensor, scores: tf.Tensor, weight: tf.Tensor) -> dict:
-    """Weighted counts of top-1 and top-5 hits (top-k with k = min(5, classes))."""
-    k = min(5, scores.shape[-1])
-    return {
-        "top1_correct": tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, scores, 1), tf.float32) * weight),
-        "top5_correct": tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, scores, k), tf.float32) * weight),
-    }
-
-
-def average_views(probs: tf.Tensor, views: int) -> tf.Tensor:
-    """Sec. 4.1's test: the softmax (B * views, classes) averaged over each image's views."""
-    return tf.reduce_mean(tf.reshape(probs, [-1, views, probs.shape[-1]]), axis=1)  # (B, classes)
-
-
-def accumulate(batches, eval_step, progress=None) -> dict:
-    """The sums of `eval_step(batch)` over `batches`, as floats; `progress(count)` after
-    each batch."""
-    totals = {}
-    for batch in batches:
-        for k, v in eval_step(batch).items():
-            totals[k] = totals.get(k, 0.0) + float(v)
-        if progress:
-            progress(int(totals["count"]))
-    return totals or {"count": 0.0}
-
-
-def errors(totals: dict) -> dict:
-    """top1_error, top5_error (and loss, where summed) over `examples` from `accumulate`'s sums."""
-    count = max(totals["count"], 1.0)
-    out = {
-        "top1_error": 1.0 - totals.get("top1_correct", 0.0) / count,
-        "top5_error": 1.0 - totals.get("top5_correct", 0.0) / count,
-        "examples": int(totals["count"]),
-    }
-    if "loss_sum" in totals:
-        out["loss"] = totals["loss_sum"] / count
-    return out
-
-
-def model_call(model: keras.Model, config: Config):
-    """`model` itself, or with distribute.strategy=columns its column-placed forward pass."""
-    if config.distribute.strategy != "columns":
+def model_call(model: keras.Model, runtime: Runtime):
+    """`model` itself, or with Sec. 3.2's placement its column-placed forward pass."""
+    if not runtime.columns:
         return model
     from alexnet_tf import columns
 
-    devices = column_devices(config.distribute)
-    return lambda images, training: columns.forward(model, images, devices, training)
+    return lambda images, training: columns.forward(model, images, list(runtime.columns), training)
 
 
-def update_in_xla(config: Config, strategy: tf.distribute.Strategy) -> bool:
-    """Whether the SGD update runs inside the step's XLA program (`train.fused_update`):
-    with XLA on one device. Under MirroredStrategy it cannot (a mirrored variable's
-    update is a cross-replica merge_call, which XLA cannot hold: TensorFlow fails with
-    "failed to lift variable creations"), and the update runs after the compiled function."""
-    return config.train.jit_compile and config.train.fused_update and single_device(strategy)
-
-
-def _forward_backward(model: keras.Model, config: Config, stats: dict):
+def _forward_backward(model, runtime: Runtime, data: DataConfig, optim_config: OptimConfig, stats, lr_scales):
     """`fn(batch, weight_sum) -> (grads, metrics)`: one replica's forward and backward
-    pass with the weight decay of Sec. 5 added to the gradients."""
-    compute_dtype = keras.config.dtype_policy().compute_dtype
+    pass with the weight decay of Sec. 5 added to the gradients, each variable's then
+    multiplied by its `lr_scales` factor (its learning rate relative to the others')."""
     variables = model.trainable_variables
-    call = model_call(model, config)
+    call = model_call(model, runtime)
+    compute_dtype = runtime.compute_dtype
 
     def fn(batch, weight_sum):
-        images = data_lib.device_preprocess(batch, stats, config.data, compute_dtype)
+        images = data_lib.device_preprocess(batch, stats, data, compute_dtype)
         labels, w = batch["label"], batch["weight"]  # weight 0: a file that could not be decoded
         with tf.GradientTape() as tape:
             logits = call(images, training=True)  # (B, classes) float32
@@ -117,7 +77,8 @@ def _forward_backward(model: keras.Model, config: Config, stats: dict):
         grads = tape.gradient(loss, variables)
         # Each replica adds its share of the decay so that the sum adds it once.
         replicas = tf.distribute.get_replica_context().num_replicas_in_sync
-        grads = optim.add_weight_decay(grads, variables, config.optim, scale=1.0 / replicas)
+        grads = optim.add_weight_decay(grads, variables, optim_config, scale=1.0 / replicas)
+        grads = [g if f == 1.0 else g * tf.cast(f, g.dtype) for g, f in zip(grads, lr_scales)]
         return grads, {"loss": loss, **correct(labels, logits, w), "count": tf.reduce_sum(w)}
 
     return fn
@@ -133,27 +94,32 @@ def _global_weight(batch: dict) -> tf.Tensor:
 def make_train_loop(
     model: keras.Model,
     optimizer: keras.optimizers.Optimizer,
-    strategy: tf.distribute.Strategy,
-    config: Config,
-    stats: dict,
     step: tf.Variable,
+    runtime: Runtime,
+    data: DataConfig,
+    optim_config: OptimConfig,
+    stats: dict,
+    lr_scales: list | None = None,
 ):
     """`train_loop(iterator, steps, stop=0.0)`: `steps` SGD steps in one host call.
 
-    Each step takes `next(iterator)` (a per-replica batch), runs the XLA-compiled
-    forward/backward per replica, applies the update (in the same XLA program on one
-    device with `train.fused_update`, else after it: the form that works under
+    Each step takes `next(iterator)` (a per-replica batch), runs the forward/backward per
+    replica (XLA-compiled with `runtime.jit`), applies the update (in the same XLA
+    program with `runtime.update_in_xla`, else after it: the form that works under
     MirroredStrategy) and adds 1 to `step`. The call returns the sums over its steps of
     `loss`, `top1_correct`, `top5_correct` and `count` (the examples' weights: 0 for files
     that could not be decoded), and `stop`: the sum over every replica of every worker of
-    the `stop` each passed in, so that all workers see one decision. Build the model and
-    the optimizer (`create_state`) under the dtype policy first.
+    the `stop` each passed in, so that all workers see one decision. `stats` are the
+    statistics' tensors (`Stats.tensors`); `lr_scales`, one factor per trainable
+    variable, multiplies its learning rate (fine-tuning). Build the state with
+    `create_state` first.
     """
     variables = model.trainable_variables
-    forward_backward = _forward_backward(model, config, stats)
-    sum_ = tf.distribute.ReduceOp.SUM
+    lr_scales = lr_scales or [1.0] * len(variables)
+    forward_backward = _forward_backward(model, runtime, data, optim_config, stats, lr_scales)
+    strategy, sum_ = runtime.strategy, tf.distribute.ReduceOp.SUM
 
-    if update_in_xla(config, strategy):
+    if runtime.update_in_xla:
         # One device: forward, backward and the update in one XLA program, so the
         # update's elementwise ops fuse instead of running one kernel each.
         @tf.function(jit_compile=True)
@@ -163,7 +129,7 @@ def make_train_loop(
             return metrics
 
     else:
-        compiled = tf.function(forward_backward, jit_compile=config.train.jit_compile)
+        compiled = tf.function(forward_backward, jit_compile=runtime.jit)
 
         def replica_step(batch):
             # the all-reduce outside the compiled function, as the update (see above)
@@ -184,17 +150,16 @@ def make_train_loop(
     return train_loop
 
 
-def make_eval_step(model: keras.Model, strategy: tf.distribute.Strategy, config: Config, stats: dict):
+def make_eval_step(model: keras.Model, runtime: Runtime, data: DataConfig, stats: dict):
     """`eval_step(batch)`: summed `loss_sum`, `top1_correct`, `top5_correct` and `count`
     of one distributed eval batch (centre crops; weight-0 rows are padding or unreadable
     files and count for nothing)."""
-    call = model_call(model, config)
-    compute_dtype = keras.config.dtype_policy().compute_dtype
+    call = model_call(model, runtime)
+    compute_dtype = runtime.compute_dtype
 
-    @tf.function(jit_compile=config.train.jit_compile)
+    @tf.function(jit_compile=runtime.jit)
     def forward(batch):
-        images = data_lib.device_preprocess(batch, stats, config.data, compute_dtype)
-        logits = call(images, training=False)
+        logits = predict_lib.predict(call, batch, stats, data, output="logits", dtype=compute_dtype)
         labels, w = batch["label"], batch["weight"]
         per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
         return {"loss_sum": tf.reduce_sum(per_example * w), **correct(labels, logits, w), "count": tf.reduce_sum(w)}
@@ -204,7 +169,7 @@ def make_eval_step(model: keras.Model, strategy: tf.distribute.Strategy, config:
         # Through a Python function: a jit-compiled tf.function handed straight to
         # MirroredStrategy.run reads every replica's variables from the first device
         # ("Trying to access resource .../replica_1 located in device CPU:1 from CPU:0").
-        per_replica = strategy.run(lambda b: forward(b), args=(batch,))
-        return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
+        per_replica = runtime.strategy.run(lambda b: forward(b), args=(batch,))
+        return {k: runtime.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
 
     return eval_step

@@ -1,10 +1,11 @@
-"""Training: `python -m alexnet_tf.train RECIPE [--workdir DIR] [--data SPEC] [--set k=v ...]`.
+"""Training: `python -m alexnet_tf.train [RECIPE] [--workdir DIR] [--data SPEC] [--set k=v ...]`.
 
 `train_and_evaluate(config, workdir)` does the work; `main` only parses and calls it.
 A custom loop under a tf.distribute strategy: an XLA-compiled forward/backward per
 replica with the paper's SGD rule (inside the compiled program on one device, after it
 under MirroredStrategy), several steps per host call, checkpoints with automatic resume,
 TensorBoard scalars and a console progress line, a final evaluation in results.json.
+A workdir that holds a run resumes with its own config.json: the recipe may be left out.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import math
 import os
 import time
@@ -19,26 +21,73 @@ import time
 import tensorflow as tf
 
 from alexnet_tf import data as data_lib
-from alexnet_tf import optim
+from alexnet_tf import finetune, optim
 from alexnet_tf import steps as steps_lib
 from alexnet_tf.checkpoints import Checkpoints, StopRequest
 from alexnet_tf.config import Config, ConfigError, to_dict, validate
-from alexnet_tf.distribute import (
-    barrier,
-    check_same_step,
-    distributed_dataset,
-    dtype_policy,
-    is_chief,
-    make_strategy,
-    precision_name,
-    setup_runtime,
-    task_name,
-)
+from alexnet_tf.distribute import Runtime, barrier, check_same_step, distributed_dataset, make_runtime
 from alexnet_tf.drawing import conv1_grid
 from alexnet_tf.errors import Preempted, TrainingError
+from alexnet_tf.metrics import TRAIN_METRICS, accumulate, errors
 from alexnet_tf.model import model_variables
 from alexnet_tf.report import Reporter, Window, format_duration
 from alexnet_tf.runs import check_resume, resolve_data, run_stats, write_json
+
+log = logging.getLogger(__name__)
+
+
+class EpochSums(tf.Module):
+    """The running sums of the epoch in progress (float64 variables, so a checkpoint
+    holds them): summed loss over steps, weighted top-1/top-5 hits, examples, steps."""
+
+    KEYS = (*TRAIN_METRICS, "steps")
+
+    def __init__(self):
+        super().__init__(name="epoch_sums")
+        self.sums = {k: tf.Variable(0.0, dtype=tf.float64, trainable=False, name=k) for k in self.KEYS}
+
+    def reset(self) -> None:
+        for v in self.sums.values():
+            v.assign(0.0)
+
+    def add(self, totals: dict, steps: int) -> None:
+        for k in TRAIN_METRICS:
+            self.sums[k].assign_add(totals[k])
+        self.sums["steps"].assign_add(steps)
+
+    def values(self) -> dict:
+        """The epoch's mean training loss and its top-1/top-5 error (`steps.errors`)."""
+        s = {k: float(v.numpy()) for k, v in self.sums.items()}
+        return {"loss": s["loss"] / max(s["steps"], 1), **errors(s)}
+
+
+class ProfileWindow:
+    """`train.profile_steps` (first, last): the profiler traces steps first+1..last into
+    tb/profile, one step per host call, each marked as TensorFlow documents for custom
+    loops so that its overview shows step times."""
+
+    def __init__(self, steps: tuple, logdir: str):
+        self.first, self.last = steps or (0, 0)
+        self.logdir, self.active = logdir, False
+
+    def limit(self, step: int, n: int) -> int:
+        """At most `n` steps from `step` in one host call: one inside the window, and no
+        call across its start."""
+        if self.first <= step < self.last:
+            return 1
+        return min(n, self.first - step) if step < self.first else n
+
+    @contextlib.contextmanager
+    def trace(self, step: int, n: int):
+        if step == self.first < self.last:
+            tf.profiler.experimental.start(self.logdir)
+            self.active = True
+        inside = self.first <= step < self.last
+        with tf.profiler.experimental.Trace("train", step_num=step, _r=1) if inside else contextlib.nullcontext():
+            yield
+        if step + n == self.last and self.active:
+            tf.profiler.experimental.stop()
+            self.active = False
 
 
 class Trainer:
@@ -53,10 +102,9 @@ class Trainer:
     checkpoint of a run that never stopped.
     """
 
-    def __init__(self, config: Config, workdir: str, strategy: tf.distribute.Strategy, source: data_lib.Source):
+    def __init__(self, config: Config, workdir: str, runtime: Runtime, source: data_lib.Source):
         c = config
-        self.config, self.workdir, self.strategy, self.source = config, workdir, strategy, source
-        self.chief = is_chief(strategy)
+        self.config, self.workdir, self.runtime, self.source = config, workdir, runtime, source
         self.global_batch = c.train.batch_size
         self.eval_batch = c.train.eval_batch_size or c.train.batch_size
         self._check()
@@ -64,19 +112,23 @@ class Trainer:
         self.total_steps = c.train.epochs * self.steps_per_epoch
         if c.train.max_steps:
             self.total_steps = min(self.total_steps, c.train.max_steps)
-        self.reporter = Reporter(workdir, self.total_steps, chief=self.chief)
-        self.stats = self._stats()
-        self.model, self.optimizer, self.step = steps_lib.create_state(c, strategy, self.global_batch)
-        with strategy.scope():
+        self.reporter = Reporter(workdir, self.total_steps, chief=runtime.chief)
+        self.stats = run_stats(
+            source, c.data, workdir, runtime.chief, self.reporter.line, lambda: barrier(runtime.strategy)
+        )
+        frozen = c.finetune.freeze if c.finetune.init_from else ()
+        self.model, self.optimizer, self.step = steps_lib.create_state(
+            c.model, c.optim, c.train.seed, runtime, self.global_batch, frozen
+        )
+        with runtime.strategy.scope():
             self.schedule = optim.LearningRateSchedule(c.optim, self.global_batch, c.train.epochs)
             self.best_top1 = tf.Variable(float("inf"), trainable=False, name="best_top1_error")
             self.epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
-            # loss, top-1 and top-5 correct, count and steps of the epoch in progress
-            self.epoch_sums = tf.Variable(tf.zeros([5], tf.float64), trainable=False, name="epoch_sums")
+            self.epoch_sums = EpochSums()
         self.checkpoints = Checkpoints(
             workdir,
-            self.chief,
-            task_name(strategy),
+            runtime.chief,
+            runtime.task,
             c.train.keep_checkpoints,
             model=model_variables(self.model),
             optimizer=self.optimizer,
@@ -86,20 +138,30 @@ class Trainer:
             epochs_done=self.epochs_done,
             epoch_sums=self.epoch_sums,
         )
-        tensors = steps_lib.stats_tensors(self.stats)
-        self._train_loop = steps_lib.make_train_loop(self.model, self.optimizer, strategy, c, tensors, self.step)
-        self._eval_step = steps_lib.make_eval_step(self.model, strategy, c, tensors)
+        tensors = self.stats.tensors()
+        with runtime.policy():
+            self._train_loop = steps_lib.make_train_loop(
+                self.model,
+                self.optimizer,
+                self.step,
+                runtime,
+                c.data,
+                c.optim,
+                tensors,
+                finetune.lr_scales(self.model, c),
+            )
+            self._eval_step = steps_lib.make_eval_step(self.model, runtime, c.data, tensors)
         self.bad_files = data_lib.BadFiles()
         self.stop = StopRequest()
+        self.profile = ProfileWindow(c.train.profile_steps, os.path.join(workdir, "tb", "profile"))
         self.history = []
-        self._last_eval = None  # (step, metrics) of the latest evaluation
-        self._profiling = False
+        self.last_eval = None  # (step, metrics) of the latest evaluation
+        self.started, self.seconds_before = time.perf_counter(), 0.0
 
     # ---------------------------------------------------------------- setup
     def _check(self) -> None:
         """Everything about the data and devices that would otherwise fail later."""
-        c, source = self.config, self.source
-        replicas = self.strategy.num_replicas_in_sync
+        c, source, replicas = self.config, self.source, self.runtime.replicas
         for key, batch in (("train.batch_size", self.global_batch), ("train.eval_batch_size", self.eval_batch)):
             if batch % replicas:
                 raise ConfigError(f"{key}={batch} is not divisible by the {replicas} replicas")
@@ -109,25 +171,24 @@ class Trainer:
         if n_eval == 0:
             raise ConfigError(f"the eval split {c.data.eval_split!r} of {c.data.source} has no examples")
 
-    def _stats(self) -> data_lib.Stats:
-        """The mean image and RGB covariance of Sec. 2 and 4.1 (see `runs.run_stats`)."""
-        say = self.reporter.line
-        return run_stats(self.source, self.config.data, self.workdir, self.chief, say, lambda: barrier(self.strategy))
-
     def _dataset(self, split: str, training: bool, epoch: int = 0, skip_batches: int = 0):
+        c = self.config
         batch = self.global_batch if training else self.eval_batch
         # a tf.data service worker is another process: it cannot reach this table
-        bad_files = None if self.config.data.service_address else self.bad_files
+        bad_files = None if c.data.service_address else self.bad_files
         return distributed_dataset(
-            self.strategy, self.source, self.config, split, batch, training, epoch, skip_batches, bad_files
+            self.runtime, self.source, c.data, c.train.seed, split, batch, training, epoch, skip_batches, bad_files
         )
 
     def _restore(self) -> None:
-        """Resumes from the chief's newest checkpoint and history (all workers from one step)."""
+        """Resumes from the chief's newest readable checkpoint and history (all workers
+        from one step); a new run starts from `train.init_from`'s weights if it names any."""
         path = self.checkpoints.restore()
         if path:
             self.reporter.line(f"resumed from {path} at step {int(self.step.numpy())}")
-        check_same_step(self.strategy, int(self.step.numpy()))
+        elif self.config.finetune.init_from:
+            self.reporter.line(finetune.initialize(self.model, self.config))
+        check_same_step(self.runtime.strategy, int(self.step.numpy()))
         history = os.path.join(self.workdir, "history.json")
         if os.path.exists(history):
             with open(history) as f:
@@ -146,8 +207,7 @@ class Trainer:
             self.seconds_before = self.history[-1]["seconds"] if self.history else 0.0
             self.reporter.line(
                 f"training {self.total_steps} steps ({self.steps_per_epoch} per epoch, global batch "
-                f"{self.global_batch}, {self.strategy.num_replicas_in_sync} replica(s), "
-                f"{precision_name(self.config)}) in {self.workdir}"
+                f"{self.global_batch}, {self.runtime.describe()}) in {self.workdir}"
             )
             self._check_eval_step()
             while True:
@@ -185,20 +245,20 @@ class Trainer:
         lr = self.schedule.lr(epoch)
         self.optimizer.learning_rate.assign(lr)
         if in_epoch == 0:
-            self.epoch_sums.assign(tf.zeros([5], tf.float64))
+            self.epoch_sums.reset()
             self._epoch_summaries(step, epoch)
         iterator = iter(self._dataset(self.config.data.train_split, True, epoch, skip_batches=in_epoch))
         end = min((epoch + 1) * self.steps_per_epoch, self.total_steps)
-        window = Window(steps_lib.TRAIN_METRICS)
+        window = Window(TRAIN_METRICS)
         while step < end:
             n = self._call_size(step, end)
             totals = self._train_call(iterator, step, n)
             step += n
             window.add(totals, n)
-            self.epoch_sums.assign_add([totals[k] for k in steps_lib.TRAIN_METRICS] + [n])
+            self.epoch_sums.add(totals, n)
             if step % t.log_every == 0 or step == end:
                 self._log_train(epoch, step, lr, window)
-                window = Window(steps_lib.TRAIN_METRICS)
+                window = Window(TRAIN_METRICS)
             if totals["stop"]:
                 self._save()
                 raise Preempted(
@@ -212,32 +272,16 @@ class Trainer:
 
     def _call_size(self, step: int, end: int) -> int:
         """Steps in the host call from `step`: `train.steps_per_loop`, cut at the epoch's
-        (or run's) end, at log and checkpoint steps and at the profiler window's ends;
-        inside the window one step per call, so that the profiler sees each step."""
+        (or run's) end, at log and checkpoint steps and at the profiler window's ends."""
         t = self.config.train
-        first, last = t.profile_steps or (0, 0)
-        if first <= step < last:
-            return 1
         n = min(t.steps_per_loop, end - step, t.log_every - step % t.log_every)
-        n = min(n, t.checkpoint_every - step % t.checkpoint_every)
-        return min(n, first - step) if step < first else n
+        return self.profile.limit(step, min(n, t.checkpoint_every - step % t.checkpoint_every))
 
     def _train_call(self, iterator, step: int, n: int) -> dict:
-        """One host call of `n` steps from `step`; inside `train.profile_steps` (first,
-        last) traced by the profiler with each step marked, as TensorFlow documents for
-        custom loops, so that its overview shows step times. Stops the run on a
-        non-finite loss."""
-        first, last = self.config.train.profile_steps or (0, 0)
-        if step == first < last:
-            tf.profiler.experimental.start(os.path.join(self.workdir, "tb", "profile"))
-            self._profiling = True
-        mark = tf.profiler.experimental.Trace("train", step_num=step, _r=1) if first <= step < last else None
-        with mark or contextlib.nullcontext():
+        """One host call of `n` steps from `step`; stops the run on a non-finite loss."""
+        with self.profile.trace(step, n):
             stop = tf.constant(1.0 if self.stop.requested else 0.0)
             totals = {k: float(v) for k, v in self._train_loop(iterator, tf.constant(n), stop).items()}
-        if step + n == last and self._profiling:
-            tf.profiler.experimental.stop()
-            self._profiling = False
         if not math.isfinite(totals["loss"]):
             where = f"step {step + 1}" if n == 1 else f"steps {step + 1}..{step + n}"
             raise TrainingError(
@@ -265,21 +309,21 @@ class Trainer:
         self.schedule.end_epoch(metrics["top1_error"])
         if self.schedule.status:
             self.reporter.line(f"lr schedule: {self.schedule.status}")
-        loss, top1, _, count, steps = self.epoch_sums.numpy().tolist()
+        train = self.epoch_sums.values()
         self.history.append(
             {
                 "epoch": epoch + 1,
                 "step": step,
                 "seconds": round(self._elapsed(), 2),
                 "lr": lr,
-                "train_loss": loss / max(steps, 1),
-                "train_top1_error": 1 - top1 / max(count, 1),
+                "train_loss": train["loss"],
+                "train_top1_error": train["top1_error"],
                 "eval_top1_error": metrics["top1_error"],
                 "eval_top5_error": metrics["top5_error"],
             }
         )
         self.epochs_done.assign(epoch + 1)
-        if self.chief:
+        if self.runtime.chief:
             write_json(os.path.join(self.workdir, "history.json"), self.history)
 
     def evaluate(self) -> dict:
@@ -291,14 +335,14 @@ class Trainer:
             while (batch := iterator.get_next_as_optional()).has_value():
                 yield batch.get_value()
 
-        totals = steps_lib.accumulate(batches(), self._eval_step)
+        totals = accumulate(batches(), self._eval_step)
         if not totals["count"]:
             raise data_lib.DataError(f"no image of the eval split {self.config.data.eval_split!r} could be read")
-        return steps_lib.errors(totals)
+        return errors(totals)
 
     def _evaluate_and_log(self, step: int, label: str) -> dict:
         metrics = self.evaluate()
-        self._last_eval = (step, metrics)
+        self.last_eval = (step, metrics)
         self.reporter.scalars("eval", step, {k: metrics[k] for k in ("loss", "top1_error", "top5_error")})
         self.reporter.line(
             f"{label}: top-1 error {metrics['top1_error']:.4f}  top-5 error {metrics['top5_error']:.4f}  "
@@ -312,8 +356,8 @@ class Trainer:
         """The final evaluation (results.json): that of the last epoch's end, if the run
         ended there."""
         step = int(self.step.numpy())
-        if self._last_eval and self._last_eval[0] == step:
-            metrics = dict(self._last_eval[1])
+        if self.last_eval and self.last_eval[0] == step:
+            metrics = dict(self.last_eval[1])
         else:
             metrics = self._evaluate_and_log(step, "final eval")
         seconds = self._elapsed()
@@ -322,21 +366,20 @@ class Trainer:
             f"done: top-1 error {metrics['top1_error']:.4f}  top-5 error {metrics['top5_error']:.4f}  "
             f"in {format_duration(seconds)}"
         )
-        bad_files = self.bad_files.summary()
         return {
             **metrics,
             "step": step,
             "crops": "center",
             "train_seconds": round(seconds, 1),
             "history": self.history,
-            "bad_files": bad_files,
+            "bad_files": self.bad_files.summary(),
         }
 
     def _epoch_summaries(self, step: int, epoch: int) -> None:
         """At each epoch's start: weight histograms, the first images of the epoch's first
         batch as the net sees them (crop, flip and colour noise, with the mean image added
         back for display), the conv1 kernels (Fig. 3)."""
-        if not self.chief:
+        if not self.runtime.chief:
             return
         c = self.config
         self.reporter.histograms("train", step, {v.path: v for v in self.model.trainable_variables})
@@ -344,7 +387,7 @@ class Trainer:
         # the batch its first step trains on.
         first = data_lib.train_dataset(self.source, c.data, c.data.train_split, 4, c.train.seed, epoch)
         shown = dataclasses.replace(c.data, subtract_mean=False, input_scale=1.0)
-        images = data_lib.device_preprocess(next(iter(first)), steps_lib.stats_tensors(self.stats), shown)
+        images = data_lib.device_preprocess(next(iter(first)), self.stats.tensors(), shown)
         self.reporter.images("train", step, "inputs", tf.clip_by_value(images / 255.0, 0.0, 1.0), max_outputs=4)
         kernel = self.model.get_layer("conv1").kernel.numpy()  # (11, 11, 3, 96)
         grid = conv1_grid(kernel, 2 if c.model.two_columns else 1)
@@ -359,37 +402,44 @@ def train_and_evaluate(config: Config, workdir: str) -> dict:
     results.json; returns the results.
     """
     config = validate(config)
-    setup_runtime(config)
-    strategy = make_strategy(config.distribute)
-    chief = is_chief(strategy)
+    runtime = make_runtime(config)
     source = data_lib.open_source(config.data.source, config.data)
     config = resolve_data(config, source)
     os.makedirs(workdir, exist_ok=True)
+    if config.finetune.init_from:
+        config = _adopt_pretrained(config, workdir, runtime)
     check_resume(config, workdir)
-    if chief:
+    if runtime.chief:
         write_json(os.path.join(workdir, "config.json"), to_dict(config))
         write_json(os.path.join(workdir, "classes.json"), source.class_names)
-    with dtype_policy(config.train.precision):
-        results = Trainer(config, workdir, strategy, source).run()
-    if chief:
+    results = Trainer(config, workdir, runtime, source).run()
+    if runtime.chief:
         write_json(os.path.join(workdir, "results.json"), results)
     return results
+
+
+def _adopt_pretrained(config: Config, workdir: str, runtime: Runtime) -> Config:
+    """A fine-tuning run's config with the pretrained net's architecture and input
+    preparation (`finetune.adopt`), said once; its statistics become the run's."""
+    net = finetune.load_pretrained(config.finetune.init_from)
+    config, changed = finetune.adopt(config, net)
+    if runtime.chief and not os.path.exists(os.path.join(workdir, "config.json")):
+        finetune.write_stats(net, workdir)
+        if changed:
+            log.info("from %s: %s", config.finetune.init_from, "; ".join(changed))
+    return validate(config)
 
 
 def main(argv=None) -> int:
     from alexnet_tf import cli
 
-    parser = cli.recipe_parser("python -m alexnet_tf.train", __doc__.splitlines()[0])
-    args = parser.parse_args(argv)
-    return cli.run(lambda: _main(args))
+    return cli.main(cli.train_parser(), _main, argv)
 
 
-def _main(args) -> None:
+def _main(recipe: str | None, workdir: str | None, data: str | None, overrides: list[str]) -> None:
     from alexnet_tf import cli
 
-    config = cli.resolve_config(args)
-    workdir = args.workdir or os.path.join("runs", os.path.splitext(os.path.basename(args.recipe))[0])
-    print(json.dumps(to_dict(config), indent=1, sort_keys=True))
+    config, workdir = cli.run_config(recipe, workdir, data, overrides)
     train_and_evaluate(config, workdir)
 
 

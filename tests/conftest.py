@@ -36,10 +36,10 @@ def trained_workdir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def export_dir(trained_workdir, tmp_path_factory):
     from alexnet_tf.export import export
-    from alexnet_tf.runs import load_run
+    from alexnet_tf.runs import load_net
 
     out = str(tmp_path_factory.mktemp("export") / "alexnet" / "1")
-    export(load_run(trained_workdir, split_form=True), out, crops="center")
+    export(load_net(trained_workdir), out, crops="center")
     return out
 
 

@@ -1,7 +1,6 @@
 """What the tests share: small configs, generated image folders, runs' weights, the
 command line in a subprocess, TensorBoard event files."""
 
-import argparse
 import glob
 import json
 import os
@@ -36,10 +35,20 @@ def tiny(**extra):
 
 def folder_config(folder, **sets):
     """The quickstart recipe with `--data folder:FOLDER --set k=v ...`, as the command line resolves it."""
-    args = argparse.Namespace(
-        recipe=QUICKSTART, data=f"folder:{folder}", overrides=[f"{k}={v}" for k, v in sets.items()]
-    )
-    return cli.resolve_config(args)
+    return cli.recipe_config(QUICKSTART, f"folder:{folder}", [f"{k}={v}" for k, v in sets.items()])
+
+
+def train_loop(config, strategy, global_batch):
+    """(model, loop) of `config` as training builds them, the statistics ImageNet's."""
+    from alexnet_tf import data as data_lib
+    from alexnet_tf import steps as steps_lib
+    from alexnet_tf.distribute import make_runtime
+
+    c = config
+    runtime = make_runtime(config, strategy)
+    model, optimizer, step = steps_lib.create_state(c.model, c.optim, c.train.seed, runtime, global_batch)
+    stats = data_lib.Stats.imagenet(c.data.resize_size).tensors()
+    return model, steps_lib.make_train_loop(model, optimizer, step, runtime, c.data, c.optim, stats)
 
 
 def make_image_folder(root, classes=("a", "b", "c"), train_per_class=16, val_per_class=4, size=(36, 44), seed=0):

@@ -151,7 +151,7 @@ def test_generated_jpegs_prepared_feed_the_train_bench(tmp_path, capsys):
     files = sorted(glob.glob(os.path.join(gen, "train", "*", "*.JPEG")))
     assert len(files) == 40 and len({os.path.dirname(f) for f in files}) == 4
     assert tf.image.extract_jpeg_shape(tf.io.read_file(files[0])).numpy().tolist() == [256, 256, 3]
-    assert prepare.main([gen, rec, "--size", "76", "--shard-size", "16"]) == 0
+    assert prepare.main(["--data", gen, "--out", rec, "--size", "76", "--shard-size", "16"]) == 0
     capsys.readouterr()
     # --repeat plays the split several times in one epoch, the same files each time.
     source = data_lib.open_source("tfrecord:" + rec)

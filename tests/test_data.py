@@ -13,7 +13,6 @@ import tensorflow as tf
 from PIL import Image
 
 from alexnet_tf import data as data_lib
-from alexnet_tf import steps as steps_lib
 from alexnet_tf.config import DataConfig
 
 R, C = 32, 27  # small stand-ins for 256 and 227; the geometry is the same
@@ -155,7 +154,7 @@ def test_eval_crop_is_central():
 
 def test_ten_crops_corners_exactly():
     img = ramp_image()
-    out = data_lib.ten_crop_example(tf.constant(img), 7, CFG)
+    out = data_lib.batch.ten_crops(tf.constant(img), CFG, 7)
     m = R - C
     expected = [(0, 0), (0, m), (m, 0), (m, m), (m // 2, m // 2)]
     assert out["image"].shape == (10, C, C, 3)
@@ -195,7 +194,7 @@ def test_pca_noise_statistics():
         "alpha": alpha,
     }
     cfg = DataConfig(resize_size=R, crop_size=1, subtract_mean=False)
-    tensors = steps_lib.stats_tensors(stats)
+    tensors = stats.tensors()
     shift = data_lib.device_preprocess(batch, tensors, cfg).numpy().reshape(n, 3) / 255.0  # [0, 1] units
     # Zero-mean shift.
     assert np.all(np.abs(shift.mean(0)) < 4 * 0.1 * 0.2175 / np.sqrt(n) + 1e-4)
@@ -621,8 +620,8 @@ def test_stats_command_matches_numpy(tmp_path, capsys):
 def test_prepare_and_stats_commands_report_errors_in_one_line(tmp_path, capsys):
     from alexnet_tf import prepare, stats
 
-    assert prepare.main([str(tmp_path / "missing"), str(tmp_path / "out")]) == 2
-    assert stats.main(["folder:" + str(tmp_path / "missing"), str(tmp_path / "s.npz")]) == 2
+    assert prepare.main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 2
+    assert stats.main(["--data", "folder:" + str(tmp_path / "missing"), "--out", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("error: folder") for line in err)
 

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import TINY, assert_same_weights, model_weights, train_command, workers
+from helpers import TINY, assert_same_weights, model_weights, train_command, train_loop, workers
 from helpers import tiny as tiny_config
 
 from alexnet_tf.errors import TrainingError
@@ -49,8 +49,7 @@ def test_two_replicas_match_one_device(tmp_path):
 def test_update_inside_xla_matches_update_outside(tmp_path):
     """With XLA on one device the SGD update runs in the compiled step; the weights after
     3 steps equal those of the update run outside it, on one device and on two replicas."""
-    from alexnet_tf import steps as steps_lib
-    from alexnet_tf.distribute import make_strategy
+    from alexnet_tf.distribute import make_runtime
 
     runs = {
         "inside": {"distribute.strategy": "one_device"},
@@ -60,13 +59,13 @@ def test_update_inside_xla_matches_update_outside(tmp_path):
     weights = {}
     for name, extra in runs.items():
         config = tiny(**{"train.max_steps": 3, "train.jit_compile": True, "train.deterministic": False, **extra})
-        assert steps_lib.update_in_xla(config, make_strategy(config.distribute)) == (name == "inside")
+        assert make_runtime(config).update_in_xla == (name == "inside")
         train_and_evaluate(config, str(tmp_path / name))
         weights[name] = model_weights(str(tmp_path / name))
     assert_same_weights(weights["inside"], weights["outside"], rtol=1e-4, atol=1e-6)
     assert_same_weights(weights["inside"], weights["mirrored"], rtol=1e-4, atol=1e-6)
     no_jit = tiny(**{"train.jit_compile": False, "distribute.strategy": "one_device"})
-    assert not steps_lib.update_in_xla(no_jit, make_strategy(no_jit.distribute))
+    assert not make_runtime(no_jit).update_in_xla
 
 
 @pytest.mark.slow
@@ -102,7 +101,8 @@ def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path):
     train_and_evaluate(tiny(**{"train.max_steps": 2}), workdir)
     good = model_weights(workdir)
     with pytest.raises(TrainingError, match=r"non-finite loss at step 4"):
-        train_and_evaluate(tiny(**{"train.max_steps": 4, "optim.lr": 1e30}), workdir)
+        # an infinite rate: step 3 makes the weights non-finite, so step 4's loss is
+        train_and_evaluate(tiny(**{"train.max_steps": 4, "optim.lr": float("inf")}), workdir)
     assert_same_weights(good, model_weights(workdir))
 
 
@@ -247,18 +247,15 @@ def test_weight_zero_rows_do_not_train():
     """An unreadable file's row (weight 0) changes neither the update nor the metrics;
     the same row with weight 1 does."""
     from alexnet_tf import data as data_lib
-    from alexnet_tf import steps as steps_lib
 
     config = tiny(**{"train.jit_compile": False})
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
-    stats_tensors = steps_lib.stats_tensors(data_lib.Stats.imagenet(config.data.resize_size))
     base = data_lib.synthetic_batch(config, 8, seed=3)
     other = data_lib.synthetic_batch(config, 8, seed=4)
     zero_last = tf.constant([1.0] * 6 + [0.0] * 2)
 
     def one_step(batch):
-        model, optimizer, step = steps_lib.create_state(config, strategy, 8)
-        loop = steps_lib.make_train_loop(model, optimizer, strategy, config, stats_tensors, step)
+        model, loop = train_loop(config, strategy, 8)
         totals = loop(iter([batch]), tf.constant(1))
         return [v.numpy() for v in model.trainable_variables], {k: float(v) for k, v in totals.items()}
 
@@ -283,19 +280,17 @@ def test_unreadable_rows_do_not_shrink_the_step():
     one device and with the 8 rows split over two replicas (the 2 on one replica), and
     the logged loss is the mean cross-entropy of the 6 (computed here by Keras)."""
     from alexnet_tf import data as data_lib
-    from alexnet_tf import steps as steps_lib
     from alexnet_tf.model import build_model
 
     config = tiny(**{"train.jit_compile": False})
-    stats_tensors = steps_lib.stats_tensors(data_lib.Stats.imagenet(config.data.resize_size))
+    stats_tensors = data_lib.Stats.imagenet(config.data.resize_size).tensors()
     batch = data_lib.synthetic_batch(config, 8, seed=3)
     with_bad = {**batch, "weight": tf.constant([1.0] * 6 + [0.0] * 2)}
     readable = {k: v[:6] for k, v in batch.items()}
 
     def one_step(strategy, batch):
-        model, optimizer, step = steps_lib.create_state(config, strategy, 8)  # the same lr for both batches
+        model, loop = train_loop(config, strategy, 8)  # the same lr for both batches
         before = model(data_lib.device_preprocess(batch, stats_tensors, config.data), training=False)
-        loop = steps_lib.make_train_loop(model, optimizer, strategy, config, stats_tensors, step)
         n = int(batch["label"].shape[0])
         dataset = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensor_slices(batch).batch(n))
         totals = loop(iter(dataset), tf.constant(1))

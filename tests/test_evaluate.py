@@ -11,12 +11,12 @@ import tensorflow as tf
 from alexnet_tf import data as data_lib
 from alexnet_tf.config import load_json, override
 from alexnet_tf.evaluate import evaluate, main
-from alexnet_tf.runs import load_run
+from alexnet_tf.runs import load_net
 
 
 def numpy_ten_crop_probs(path, images):
     """Softmax averaged over the four corners, the centre and their flips (Sec. 4.1)."""
-    run = load_run(path)
+    run = load_net(path)
     d = run.config.data
     r, c = d.resize_size, d.crop_size
     mean = run.stats.mean_image  # (R, R, 3)
@@ -39,12 +39,12 @@ def errors(probs, labels):
 def test_center_crop_matches_training_eval(trained_workdir, tmp_path, capsys):
     with open(os.path.join(trained_workdir, "results.json")) as f:
         trained = json.load(f)
-    out = str(tmp_path / "eval.json")
+    out = str(tmp_path / "eval")
     recipe = os.path.join(os.path.dirname(os.path.dirname(__file__)), "recipes", "quickstart.py")
     argv = [recipe, "--workdir", trained_workdir, "--crops", "center", "--out", out]
     argv += ["--set", "data.eval_examples=64", "--set", "train.batch_size=32", "--set", "train.jit_compile=False"]
     assert main(argv) == 0
-    with open(out) as f:
+    with open(os.path.join(out, "evaluation.json")) as f:
         results = json.load(f)
     assert results["examples"] == trained["examples"] == 64
     assert results["top1_error"] == pytest.approx(trained["top1_error"])
@@ -69,11 +69,12 @@ def test_ten_crops_and_model_averaging(trained_workdir):
     probs = [numpy_ten_crop_probs(p, images) for p in ckpts]
     assert not np.allclose(probs[0], probs[1], atol=1e-3)  # two distinct models
 
-    single = evaluate(config, ckpts[1:], crops="ten", stream=None)
+    nets = [load_net(p) for p in ckpts]
+    single = evaluate(nets[1:], config.data, crops="ten", batch_size=40, stream=None)
     assert single["examples"] == n and single["crops"] == "ten"
     assert (single["top1_error"], single["top5_error"]) == pytest.approx(errors(probs[1], labels))
 
-    both = evaluate(config, ckpts, crops="ten", stream=None)
+    both = evaluate(nets, config.data, crops="ten", batch_size=40, stream=None)
     assert (both["top1_error"], both["top5_error"]) == pytest.approx(errors((probs[0] + probs[1]) / 2, labels))
     assert both["models"] == ckpts
 

@@ -9,19 +9,18 @@ import pytest
 import tensorflow as tf
 
 from alexnet_tf import data as data_lib
-from alexnet_tf import steps as steps_lib
 from alexnet_tf.export import export, main
-from alexnet_tf.runs import load_run
+from alexnet_tf.runs import load_net
 
 N = 6
 
 
 def reference(workdir, crops):
     """Softmax of the training-time (grouped-conv) model on the eval pipeline's batches."""
-    run = load_run(workdir)
+    run = load_net(workdir)
     source = data_lib.open_source(run.config.data.source)
     batch = next(iter(data_lib.eval_dataset(source, run.config.data, "test", N, crops=crops)))
-    x = data_lib.device_preprocess(batch, steps_lib.stats_tensors(run.stats), run.config.data)
+    x = data_lib.device_preprocess(batch, run.stats.tensors(), run.config.data)
     probs = tf.nn.softmax(run.model(x, training=False)).numpy()
     probs = probs.reshape(N, -1, probs.shape[-1]).mean(1)  # (N, classes), 10 crops averaged
     raw = np.stack([img for _, img, _, _ in source.examples("test").take(N).as_numpy_iterator()])  # (N, 28, 28, 3)
@@ -56,7 +55,7 @@ def test_export_matches_training_model(trained_workdir, export_dir):
 @pytest.mark.slow
 def test_ten_crop_export(trained_workdir, tmp_path):
     run, probs, raw = reference(trained_workdir, "ten")
-    out_dir = export(load_run(trained_workdir, split_form=True), str(tmp_path / "ten"), crops="ten")
+    out_dir = export(load_net(trained_workdir), str(tmp_path / "ten"), crops="ten")
     loaded = tf.saved_model.load(out_dir)
     pngs = tf.constant([tf.io.encode_png(img).numpy() for img in raw])
     check_top5(loaded.signatures["serving_default"](images=pngs), probs, run.class_names)

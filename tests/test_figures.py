@@ -10,10 +10,9 @@ import pytest
 import tensorflow as tf
 
 from alexnet_tf import data as data_lib
-from alexnet_tf import steps as steps_lib
 from alexnet_tf.drawing import COLUMN_GAP, GAP, TILE, conv1_grid
 from alexnet_tf.figures import main, make_figures, nearest
-from alexnet_tf.runs import load_run
+from alexnet_tf.runs import load_net
 
 
 def test_conv1_grid_layout():
@@ -55,9 +54,9 @@ def test_nearest_is_euclidean():
 
 def test_make_figures(trained_workdir, tmp_path):
     out = str(tmp_path / "figs")
-    result = make_figures(trained_workdir, out, queries=3, neighbours=4, train_examples=100, stream=None)
+    run = load_net(trained_workdir)
+    result = make_figures(run, out, queries=3, neighbours=4, train_examples=100, stream=None)
     fig3 = tf.io.decode_png(tf.io.read_file(result["fig3"])).numpy()
-    run = load_run(trained_workdir)
     np.testing.assert_array_equal(fig3, conv1_grid(run.model.get_layer("conv1").kernel.numpy()))
     fig4 = tf.io.decode_png(tf.io.read_file(result["fig4"])).numpy()
     assert fig4.shape[2] == 3 and fig4.shape[0] > 3 * 96 and fig4.shape[1] > 5 * 96  # 3 rows, 1 + 4 columns
@@ -69,7 +68,7 @@ def test_make_figures(trained_workdir, tmp_path):
 
     def fc7(split, n):
         b = next(iter(data_lib.eval_dataset(source, d, split, n)))
-        return features(data_lib.device_preprocess(b, steps_lib.stats_tensors(run.stats), d), training=False).numpy()
+        return features(data_lib.device_preprocess(b, run.stats.tensors(), d), training=False).numpy()
 
     q, p = fc7(d.eval_split, 3), fc7(d.train_split, 100)
     dist = np.linalg.norm(q[:, None] - p[None], axis=-1)  # (3, 100)

@@ -44,24 +44,24 @@ def test_class_count_mismatch_is_explained(tmp_path):
         train_and_evaluate(tiny(**{"model.num_classes": 1000}), str(tmp_path / "run"))
 
 
-def test_load_run_reads_the_trained_weights(tmp_path):
+def test_load_net_reads_the_trained_weights(tmp_path):
     import numpy as np
     import tensorflow as tf
 
     from alexnet_tf.model import build_model
-    from alexnet_tf.runs import load_run
+    from alexnet_tf.runs import load_net
 
     workdir = str(tmp_path / "run")
     config = tiny(**{"train.max_steps": 2})
     train_and_evaluate(config, workdir)
     fresh = build_model(config.model).get_layer("fc8").kernel.numpy()
-    run = load_run(workdir)
-    saved = tf.train.load_checkpoint(run.checkpoint).get_tensor("model/fc8/kernel/.ATTRIBUTES/VARIABLE_VALUE")
-    np.testing.assert_array_equal(run.model.get_layer("fc8").kernel.numpy(), saved)
+    net = load_net(workdir)
+    saved = tf.train.load_checkpoint(net.origin).get_tensor("model/fc8/kernel/.ATTRIBUTES/VARIABLE_VALUE")
+    np.testing.assert_array_equal(net.model.get_layer("fc8").kernel.numpy(), saved)
     assert not np.array_equal(fresh, saved)
     os.makedirs(tmp_path / "empty")
-    with pytest.raises(ConfigError, match="no checkpoint"):
-        load_run(str(tmp_path / "empty"))
+    with pytest.raises(ConfigError, match="no readable checkpoint"):
+        load_net(str(tmp_path / "empty"))
 
 
 @pytest.mark.slow
@@ -149,9 +149,7 @@ def test_tensorboard_shows_settings_inputs_and_curves(image_folder, tmp_path):
     assert {"loss", "top1_error", "lr"} <= set(train) and "elapsed_seconds" not in train
     # what the net sees: the first 4 examples of each epoch, cropped, flipped and
     # colour-noised as that epoch's first batch of 8 has them, without the mean image
-    from alexnet_tf import steps as steps_lib
-
-    stats = steps_lib.stats_tensors(data_lib.Stats.load(os.path.join(workdir, "stats.npz")))
+    stats = data_lib.Stats.load(os.path.join(workdir, "stats.npz")).tensors()
     seen = {}
     for step, value in train["inputs"]:
         pngs = tf.make_ndarray(value.tensor)[2:]  # width, height, then the images
@@ -216,12 +214,15 @@ def test_encoded_source_gets_its_own_mean_image_once(tmp_path, capsys, monkeypat
     assert "computing the mean image" not in capsys.readouterr().out
 
 
-def test_a_folder_in_the_readme_layout_trains_with_a_shipped_recipe(image_folder, tmp_path, capsys):
+def test_a_folder_in_the_readme_layout_trains_with_a_shipped_recipe(image_folder, tmp_path, caplog):
     """`--data folder:DIR` and nothing else: the folder's classes and its own val split."""
+    import logging
+
     workdir = str(tmp_path / "run")
-    results = train_and_evaluate(folder_config(image_folder, **{"train.batch_size": 8, "train.epochs": 1}), workdir)
-    out = capsys.readouterr().out
-    assert "split 'val'" in out and "3 classes" in out
+    with caplog.at_level(logging.INFO, logger="alexnet_tf"):
+        config = folder_config(image_folder, **{"train.batch_size": 8, "train.epochs": 1})
+        results = train_and_evaluate(config, workdir)
+    assert "split 'val'" in caplog.text and "3 classes" in caplog.text
     assert results["examples"] == 12 and len(results["history"]) == 1  # 3 classes x 4 val images
     with open(os.path.join(workdir, "config.json")) as f:
         saved = json.load(f)
@@ -310,8 +311,8 @@ def test_sigterm_near_an_epochs_end_loses_nothing(image_folder, tmp_path, monkey
 
     make_train_loop, fired = steps.make_train_loop, []
 
-    def sigterm_during_a_call(model, optimizer, strategy, config, stats, step):
-        loop = make_train_loop(model, optimizer, strategy, config, stats, step)
+    def sigterm_during_a_call(model, optimizer, step, *args):
+        loop = make_train_loop(model, optimizer, step, *args)
 
         def call(iterator, n, stop):
             if (int(step.numpy()) + 1, int(step.numpy()) + int(n)) == during and not fired:

@@ -94,10 +94,12 @@ def run_steps(train_loop, feed: Feed, steps: int, per_call: int) -> float:
     return loss / max(steps, 1)
 
 
-def _make_feed(kind: str, strategy, config, source, global_batch: int) -> Feed:
+def _make_feed(kind: str, runtime, config, source, global_batch: int) -> Feed:
     import tensorflow as tf
 
     from alexnet_tf import distribute
+
+    strategy = runtime.strategy
 
     if kind == "pipeline":  # training's input: train_dataset per replica, one epoch at a time
         split = config.data.train_split
@@ -108,7 +110,7 @@ def _make_feed(kind: str, strategy, config, source, global_batch: int) -> Feed:
             raise ConfigError(f"--batch {global_batch} exceeds the {source.sizes[split]} training examples")
         return Feed(
             make_iterator=lambda epoch: distribute.distributed_dataset(
-                strategy, source, config, split, global_batch, True, epoch=epoch
+                runtime, source, config.data, config.train.seed, split, global_batch, True, epoch=epoch
             ),
             steps_per_epoch=steps_per_epoch,
         )
@@ -133,13 +135,13 @@ def time_train_step(
     from alexnet_tf import distribute
     from alexnet_tf import steps as steps_lib
 
-    batch = config.train.batch_size
-    distribute.setup_runtime(config)
+    c, batch = config, config.train.batch_size
+    runtime = distribute.make_runtime(config, strategy)
     _gpu_peak_memory(strategy, reset=True)
-    with distribute.dtype_policy(config.train.precision):
-        model, optimizer, step = steps_lib.create_state(config, strategy, batch)
-        train_loop = steps_lib.make_train_loop(model, optimizer, strategy, config, stats_tensors, step)
-        feed = _make_feed(feed_kind, strategy, config, source, batch)
+    with runtime.policy():
+        model, optimizer, step = steps_lib.create_state(c.model, c.optim, c.train.seed, runtime, batch)
+        train_loop = steps_lib.make_train_loop(model, optimizer, step, runtime, c.data, c.optim, stats_tensors)
+        feed = _make_feed(feed_kind, runtime, config, source, batch)
         start = time.perf_counter()
         run_steps(train_loop, feed, 1, 1)
         compile_seconds = time.perf_counter() - start
@@ -208,7 +210,7 @@ def _settings(args: argparse.Namespace):
     from alexnet_tf import cli
     from alexnet_tf.config import ConfigError, override
 
-    base = cli.resolve_config(args)
+    base = cli.recipe_config(args.recipe, args.data, args.overrides)
     if args.no_jit:
         base = override(base, {"train.jit_compile": False})
     if args.data and args.feed != "device":
@@ -288,7 +290,7 @@ def bench_train(args: argparse.Namespace) -> list:
     import tensorflow as tf
 
     from alexnet_tf import data as data_lib
-    from alexnet_tf import runs, steps
+    from alexnet_tf import runs
     from alexnet_tf.config import ConfigError, override
     from alexnet_tf.distribute import make_strategy
     from alexnet_tf.errors import TrainingError
@@ -306,7 +308,7 @@ def bench_train(args: argparse.Namespace) -> list:
         base = runs.resolve_data(base, source, evaluate=False)  # the benchmark only trains
         if args.repeat > 1:
             source = repeated(source, base.data.train_split, args.repeat)
-    stats = steps.stats_tensors(data_lib.Stats.imagenet(base.data.resize_size))  # values do not change the work
+    stats = data_lib.Stats.imagenet(base.data.resize_size).tensors()  # values do not change the work
     feed_kind = "pipeline" if args.data else args.feed
     results, failed = [], []
     for precision in precisions:

@@ -4,6 +4,7 @@
               in-memory arrays
     records   the sources of sharded record files (prepare's TFRecords, TFDS)
     specs     `open_source("folder:PATH")` and the splits a run uses
+    batch     what a batch is (`batch.make`, `batch.center`, `batch.ten_crops`, ...)
     ops       decode, resize, crop and the random choices (host), `device_preprocess`
               (inside the compiled step)
     pipeline  `train_dataset`, `eval_dataset` (batches with weights; unreadable files
@@ -15,6 +16,7 @@ coefficients beside them, a quarter of the bytes of float32; every pixel operati
 the crop runs on the device, fused by XLA, and leaves the host CPUs to decoding.
 """
 
+from alexnet_tf.data import batch
 from alexnet_tf.data.ops import (
     DRAWS,
     apply_flips,
@@ -26,11 +28,8 @@ from alexnet_tf.data.ops import (
     random_draws,
     random_label,
     resize_central,
-    ten_crop_example,
-    ten_crop_offsets,
 )
 from alexnet_tf.data.pipeline import (
-    AUTOTUNE,
     BadFiles,
     decoded_examples,
     eval_dataset,
@@ -45,7 +44,6 @@ from alexnet_tf.data.stats import Stats, compute_stats, dataset_stats
 
 __all__ = [
     "DRAWS",
-    "AUTOTUNE",
     "METADATA_FILE",
     "REASONS",
     "TFRECORD_FEATURES",
@@ -54,6 +52,7 @@ __all__ = [
     "Source",
     "Stats",
     "apply_flips",
+    "batch",
     "compute_stats",
     "crop_example",
     "dataset_stats",
@@ -70,7 +69,5 @@ __all__ = [
     "resized_images",
     "resolve_splits",
     "synthetic_batch",
-    "ten_crop_example",
-    "ten_crop_offsets",
     "train_dataset",
 ]

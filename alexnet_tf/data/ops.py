@@ -15,6 +15,7 @@ import functools
 import tensorflow as tf
 
 from alexnet_tf.config import DataConfig
+from alexnet_tf.data import batch as batch_lib
 
 
 @functools.cache
@@ -115,7 +116,7 @@ def random_choices(indices, config: DataConfig, training: bool, seed: int = 0, e
     4.1) from `random_draws` (alpha through the inverse normal CDF). Evaluation: the
     central crop, no flip, no noise.
     """
-    r, c = config.resize_size, config.pad_crop or config.crop_size
+    r, c = config.resize_size, batch_lib.cut_size(config)
     shape = tf.shape(indices)
     if training:
         u = random_draws(indices, seed, epoch)
@@ -140,47 +141,13 @@ def crop_example(image, label, choices, config: DataConfig, encoded: bool = Fals
     `image` is the resized (R, R, 3) uint8 image, or its encoded bytes with `encoded`. The
     crop is returned as cut: `device_preprocess` (or `apply_flips`) mirrors it.
     """
-    c = config.pad_crop or config.crop_size
+    c = batch_lib.cut_size(config)
     offset, flip, alpha = choices
     if encoded:
         crop = decode_crop(image, offset, c, config.resize_size)
     else:
         crop = tf.slice(image, [offset[0], offset[1], 0], [c, c, 3])
-    return {
-        "image": crop,
-        "offset": offset,
-        "flip": flip,
-        "alpha": alpha,
-        "label": tf.cast(label, tf.int32),
-        "weight": tf.constant(1.0),
-    }
-
-
-def ten_crop_offsets(resize_size: int, crop_size: int) -> list:
-    """Sec. 4.1 test crops: the four corners and the centre, (top, left) each."""
-    m = resize_size - crop_size
-    return [(0, 0), (0, m), (m, 0), (m, m), (m // 2, m // 2)]
-
-
-def ten_crop_example(image, label, config: DataConfig):
-    """Ten crops of one image (five patches, each twice: as cut and with its flip bit set
-    for its reflection), stacked (10, ...)."""
-    c = config.pad_crop or config.crop_size
-    crops, offsets, flips = [], [], []
-    for top, left in ten_crop_offsets(config.resize_size, c):
-        crop = image[top : top + c, left : left + c, :]
-        for flip in (False, True):
-            crops.append(crop)
-            offsets.append((top, left))
-            flips.append(flip)
-    return {
-        "image": tf.stack(crops),
-        "offset": tf.constant(offsets, tf.int32),
-        "flip": tf.constant(flips),
-        "alpha": tf.zeros((10, 3), tf.float32),
-        "label": tf.fill([10], tf.cast(label, tf.int32)),
-        "weight": tf.ones((10,), tf.float32),
-    }
+    return batch_lib.make(crop, offset, flip, alpha, label)
 
 
 def apply_flips(images: tf.Tensor, flips: tf.Tensor) -> tf.Tensor:
@@ -194,7 +161,7 @@ def device_preprocess(batch: dict, stats: dict, config: DataConfig, dtype=tf.flo
     `stats` holds tensors: mean_image (R, R, 3), eigval (3,), eigvec (3, 3). The mean
     image's crop is subtracted before the flip, so each pixel loses its own mean.
     """
-    image = tf.cast(batch["image"], tf.float32)  # (B, c, c, 3), c = pad_crop or crop_size
+    image = tf.cast(batch["image"], tf.float32)  # (B, c, c, 3), c = batch.cut_size
     pc = image.shape[1]
     if config.subtract_mean:
         ar = tf.range(pc)

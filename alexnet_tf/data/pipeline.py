@@ -17,10 +17,9 @@ from __future__ import annotations
 import tensorflow as tf
 
 from alexnet_tf.config import DataConfig
+from alexnet_tf.data import batch as batch_lib
 from alexnet_tf.data import ops
 from alexnet_tf.data.sources import REASONS, Source
-
-AUTOTUNE = tf.data.AUTOTUNE
 
 
 class BadFiles:
@@ -90,7 +89,7 @@ def train_dataset(
     steps = source.sizes[split] // global_batch - skip_batches  # global steps left
     ds = ds.batch(batch_size, drop_remainder=True).take(max(steps * (width // batch_size), 0))
     decode = _batch_decoder(source, config, batch_size, "center", True, seed, epoch, bad_files)
-    ds = ds.interleave(decode, num_parallel_calls=AUTOTUNE, deterministic=config.deterministic)
+    ds = ds.interleave(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=config.deterministic)
     if config.service_address:
         ds = ds.apply(
             tf.data.experimental.service.distribute(
@@ -124,10 +123,12 @@ def eval_dataset(
     if pipelines > 1:
         ds = ds.shard(pipelines, pipeline)
     decode = _batch_decoder(source, config, batch_size, crops, False, 0, 0, bad_files)
-    ds = ds.batch(batch_size).interleave(decode, num_parallel_calls=AUTOTUNE, deterministic=config.deterministic)
+    ds = ds.batch(batch_size).interleave(
+        decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=config.deterministic
+    )
     ds = ds.map(lambda b: _pad_batch(b, batch_size))
     if crops == "ten":
-        ds = ds.map(lambda b: {k: tf.reshape(v, [-1, *v.shape[2:]]) for k, v in b.items()})
+        ds = ds.map(batch_lib.flatten_views)
     return _finish(ds, config)
 
 
@@ -135,7 +136,7 @@ def _finish(ds: tf.data.Dataset, config: DataConfig) -> tf.data.Dataset:
     options = tf.data.Options()
     options.deterministic = config.deterministic
     options.experimental_optimization.map_parallelization = True
-    return ds.with_options(options).prefetch(AUTOTUNE)
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
 def _batch_decoder(source, config, batch_size, crops, training, seed, epoch, bad_files):
@@ -148,12 +149,14 @@ def _batch_decoder(source, config, batch_size, crops, training, seed, epoch, bad
     def row(index, data, label, name, choices):
         data = source.read(data)
         if crops == "ten":
-            return ops.ten_crop_example(ops.decode_and_resize(data, config.resize_size, source.encoded), label, config)
+            return batch_lib.ten_crops(ops.decode_and_resize(data, config.resize_size, source.encoded), config, label)
         if training and config.random_labels:
             label = ops.random_label(name, seed, source.num_classes)
         if not source.encoded:
             data = ops.resize_central(data, config.resize_size)
         return ops.crop_example(data, label, choices, config, encoded=source.encoded)
+
+    views = 10 if crops == "ten" else 1
 
     def decode(indices, raws):
         data, labels, names = source.parse(raws)
@@ -176,7 +179,7 @@ def _batch_decoder(source, config, batch_size, crops, training, seed, epoch, bad
             def fill():
                 out = {
                     k: tf.concat([good[k], v], 0)
-                    for k, v in _placeholders(tf.gather(labels, missing), config, crops).items()
+                    for k, v in batch_lib.placeholders(tf.gather(labels, missing), config, views).items()
                 }
                 if bad_files is not None and source.encoded:  # arrays in memory are never unreadable
                     why = source.why_unreadable(tf.gather(data, missing))
@@ -194,23 +197,6 @@ def _batch_decoder(source, config, batch_size, crops, training, seed, epoch, bad
         return ok.map(finish)
 
     return decode
-
-
-def _placeholders(labels: tf.Tensor, config: DataConfig, crops: str) -> dict:
-    """Weight-0 stand-ins (centre crop offsets, black) for examples that could not be decoded."""
-    c = config.pad_crop or config.crop_size
-    m = (config.resize_size - c) // 2
-    n = tf.shape(labels)[0]
-    shape = [n, 10] if crops == "ten" else [n]
-    labels = tf.cast(labels, tf.int32)
-    return {
-        "image": tf.zeros(shape + [c, c, 3], tf.uint8),
-        "offset": tf.fill(shape + [2], tf.constant(m, tf.int32)),
-        "flip": tf.zeros(shape, tf.bool),
-        "alpha": tf.zeros(shape + [3], tf.float32),
-        "label": tf.repeat(labels[:, None], 10, axis=1) if crops == "ten" else labels,
-        "weight": tf.zeros(shape, tf.float32),
-    }
 
 
 def _pad_batch(batch: dict, batch_size: int) -> dict:
@@ -235,7 +221,9 @@ def decoded_examples(
     before anything is read."""
     ds = source.examples(split, order, read=False).skip(skip)  # read where a failure is caught
     if not source.encoded:
-        return ds.map(lambda i, x, y, name: (ops.resize_central(x, size), y, name, -1), num_parallel_calls=AUTOTUNE)
+        return ds.map(
+            lambda i, x, y, name: (ops.resize_central(x, size), y, name, -1), num_parallel_calls=tf.data.AUTOTUNE
+        )
 
     def decoded(data, label, name):
         return ops.decode_and_resize(source.read(data), size, True), label, name, -1
@@ -252,7 +240,7 @@ def decoded_examples(
         bad = tf.data.Dataset.from_tensors((data, label, name)).map(unreadable)
         return ok.concatenate(bad).take(1)
 
-    return ds.interleave(safe, block_length=1, num_parallel_calls=AUTOTUNE, deterministic=True)
+    return ds.interleave(safe, block_length=1, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def resized_images(source: Source, split: str, size: int, bad_files: BadFiles | None = None) -> tf.data.Dataset:
@@ -271,14 +259,12 @@ def synthetic_batch(config, batch_size: int, seed: int = 0) -> dict:
     """A random training batch as `train_dataset` hands them out (uint8 crops, crop
     offsets, flips, colour-noise coefficients, labels, weights), made where it runs."""
     d, b = config.data, batch_size
-    c = d.pad_crop or d.crop_size
+    c = batch_lib.cut_size(d)
     seeds = [tf.constant([seed, i], tf.int32) for i in range(5)]
-    image = tf.random.stateless_uniform((b, c, c, 3), seeds[0], 0, 256, dtype=tf.int32)
-    return {
-        "image": tf.cast(image, tf.uint8),  # (B, c, c, 3)
-        "offset": tf.random.stateless_uniform((b, 2), seeds[1], 0, d.resize_size - c + 1, dtype=tf.int32),
-        "flip": (tf.random.stateless_uniform((b,), seeds[2]) < 0.5) & d.random_flip,  # (B,) bool
-        "alpha": tf.random.stateless_normal((b, 3), seeds[3], stddev=d.pca_noise_std),  # (B, 3)
-        "label": tf.random.stateless_uniform((b,), seeds[4], 0, config.model.num_classes, dtype=tf.int32),
-        "weight": tf.ones((b,), tf.float32),
-    }
+    return batch_lib.make(
+        tf.cast(tf.random.stateless_uniform((b, c, c, 3), seeds[0], 0, 256, dtype=tf.int32), tf.uint8),
+        tf.random.stateless_uniform((b, 2), seeds[1], 0, d.resize_size - c + 1, dtype=tf.int32),
+        (tf.random.stateless_uniform((b,), seeds[2]) < 0.5) & d.random_flip,
+        tf.random.stateless_normal((b, 3), seeds[3], stddev=d.pca_noise_std),
+        tf.random.stateless_uniform((b,), seeds[4], 0, config.model.num_classes, dtype=tf.int32),
+    )

@@ -18,7 +18,6 @@ import os
 import numpy as np
 import tensorflow as tf
 
-AUTOTUNE = tf.data.AUTOTUNE
 ASSETS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets")
 BUILTIN_FASHION_MNIST = os.path.join(ASSETS, "fashion_mnist_subset.npz")
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
@@ -91,7 +90,7 @@ class Source:
             data, label, name = self.parse(raw)
             return index, self.read(data) if read else data, label, name
 
-        return self.raw(split, order).map(example, num_parallel_calls=AUTOTUNE)
+        return self.raw(split, order).map(example, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _why_unreadable(data: tf.Tensor) -> tf.Tensor:
@@ -119,7 +118,9 @@ class ArraySource(Source):
         images, labels = self.arrays[split]
         prefix = f"{self.name}:{split}#"
         ds = tf.data.Dataset.from_tensor_slices((images, labels)).enumerate()
-        return ds.map(lambda i, ex: (i, (ex[0], ex[1], prefix + tf.strings.as_string(i))), num_parallel_calls=AUTOTUNE)
+        return ds.map(
+            lambda i, ex: (i, (ex[0], ex[1], prefix + tf.strings.as_string(i))), num_parallel_calls=tf.data.AUTOTUNE
+        )
 
 
 def fashion_mnist_source(folder: str = "builtin") -> Source:

@@ -45,6 +45,12 @@ class Stats:
                 f["mean_image"].astype(np.float32), f["eigval"].astype(np.float32), f["eigvec"].astype(np.float32)
             )
 
+    def tensors(self) -> dict:
+        """The statistics as the constants `device_preprocess` reads (eager tensors, made
+        outside any function being traced, so that every function may capture them)."""
+        with tf.init_scope():
+            return {k: tf.constant(getattr(self, k)) for k in ("mean_image", "eigval", "eigvec")}
+
     @classmethod
     def imagenet(cls, size: int) -> Stats:
         mean = np.broadcast_to(np.asarray(IMAGENET_MEAN_RGB, np.float32), (size, size, 3)).copy()

@@ -1,0 +1,99 @@
+"""A trained net as a value: what evaluation, export, the figures, serving and fine-tuning
+take, wherever the net came from (a training run's folder, imported weights, a test, a
+notebook).
+
+    net = alexnet_tf.load_net("runs/paper")            # a run folder or one checkpoint
+    probs = net.predict_images(images)                   # uint8 (B, H, W, 3) or encoded bytes
+    feats = net.predict_images(images, output="features")  # fc7, Sec. 6.1
+
+A `TrainedNet` holds the Keras model, the config it was built and trained with (its
+`model` section builds the net; its `data` section says how images are prepared for it:
+resize, crop, mean image, channel order), the statistics of its training set (Sec. 2's
+mean image, Sec. 4.1's RGB covariance) and its class names. `alexnet_tf.runs` reads and
+writes it as a run folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from alexnet_tf import predict as predict_lib
+from alexnet_tf.config import Config
+from alexnet_tf.data import Stats, decode_and_resize
+from alexnet_tf.data import batch as batch_lib
+from alexnet_tf.model import to_split_form
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TrainedNet:
+    """A trained net and what it needs to see images as it saw them in training.
+
+    config: the run's Config (model: the net; data: its preprocessing)
+    model: the Keras model (inputs (B, c, c, 3) float, outputs fc8 logits)
+    stats: the mean image and RGB covariance of its training set (`data.Stats`)
+    class_names: one string per output, in output order
+    origin: where it came from, for messages (a checkpoint path, a file)
+    """
+
+    config: Config
+    model: keras.Model
+    stats: Stats
+    class_names: tuple
+    origin: str = ""
+
+    def __post_init__(self):
+        object.__setattr__(self, "class_names", tuple(str(c) for c in self.class_names))
+        outputs = self.model.output.shape[-1]
+        if outputs != len(self.class_names):
+            raise ValueError(f"the model has {outputs} outputs but {len(self.class_names)} class names were given")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def split_form(self) -> TrainedNet:
+        """The same net with its grouped convolutions as two convolutions + concat, which
+        run without XLA (TF Serving's default), the form export writes."""
+        if self.config.model.conv_form == "split":
+            return self
+        model = to_split_form(self.model, self.config.model)
+        config = dataclasses.replace(self.config, model=dataclasses.replace(self.config.model, conv_form="split"))
+        return dataclasses.replace(self, config=config, model=model)
+
+    @functools.cached_property
+    def stats_tensors(self) -> dict:
+        return self.stats.tensors()
+
+    @functools.cached_property
+    def features_model(self) -> keras.Model:
+        """The model up to fc7's activations (Sec. 6.1), with the same weights."""
+        return predict_lib.features_model(self.model)
+
+    def caller(self, output: predict_lib.Output = "probabilities"):
+        """What `predict` calls: the model, or for features the model up to fc7."""
+        return self.features_model if output == "features" else self.model
+
+    def predict(self, batch: dict, views: int = 1, output: predict_lib.Output = "probabilities") -> tf.Tensor:
+        """The net on a prepared batch (`alexnet_tf.data.batch`): see `alexnet_tf.predict`."""
+        return predict_lib.predict(self.caller(output), batch, self.stats_tensors, self.config.data, views, output)
+
+    def predict_images(self, images, crops: str = "center", output: predict_lib.Output = "probabilities") -> np.ndarray:
+        """Probabilities (B, classes), logits (B * views, classes) or fc7 features (B, 4096)
+        of images of any size: uint8 (B, H, W, 3) RGB, or a list of encoded JPEG/PNG/GIF/BMP
+        bytes. Each is prepared as in evaluation: Sec. 2's resize and central square, the
+        centre crop or Sec. 4.1's ten crops, the training set's mean subtracted."""
+        size = self.config.data.resize_size
+        encoded = isinstance(images, (list, tuple)) and images and isinstance(images[0], bytes)
+        images = tf.constant(images) if encoded else tf.convert_to_tensor(np.asarray(images, np.uint8))
+        resized = tf.map_fn(
+            lambda x: decode_and_resize(x, size, encoded),
+            images,
+            fn_output_signature=tf.TensorSpec((size, size, 3), tf.uint8),
+        )
+        batch, views = batch_lib.views(resized, self.config.data, crops)
+        return self.predict(batch, views, output).numpy()

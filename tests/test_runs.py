@@ -1,0 +1,212 @@
+"""Run folders and trained nets as values: resuming, evaluating and exporting a workdir
+with no recipe; checkpoints that cannot be read; a net built in memory taken by every
+consumer; fine-tuning from a trained net."""
+
+import dataclasses
+import glob
+import json
+import os
+import shutil
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from helpers import QUICKSTART, assert_same_weights, folder_config, model_weights, tiny
+
+from alexnet_tf import data as data_lib
+from alexnet_tf.config import ConfigError, load_recipe, override
+from alexnet_tf.model import build_model
+from alexnet_tf.nets import TrainedNet
+from alexnet_tf.runs import load_net
+from alexnet_tf.train import main as train_main
+from alexnet_tf.train import train_and_evaluate
+
+
+def test_a_workdir_resumes_with_its_own_config(tmp_path, capsys):
+    """`train --workdir W` with no recipe resumes W from its config.json (--set may
+    extend it); a recipe with the same workdir keeps working."""
+    workdir = str(tmp_path / "run")
+    train_and_evaluate(tiny(**{"train.max_steps": 2}), workdir)
+    capsys.readouterr()
+    assert train_main(["--workdir", workdir, "--set", "train.max_steps=3"]) == 0
+    out = capsys.readouterr().out
+    assert f"config: {os.path.join(workdir, 'config.json')} with train.max_steps=3" in out
+    assert "resumed from" in out and "at step 2" in out and "step 3/3" in out
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert json.load(f)["train"]["max_steps"] == 3
+    sets = [f"{k}={v}" for k, v in {**TINY_SETS, "train.max_steps": 4}.items()]
+    assert train_main([QUICKSTART, "--workdir", workdir, *sum((["--set", s] for s in sets), [])]) == 0
+    assert "at step 3" in capsys.readouterr().out
+    # no recipe and no run: one line that says what to give
+    assert train_main(["--workdir", str(tmp_path / "none")]) == 2
+    assert "holds no run (no config.json); give a recipe" in capsys.readouterr().err
+
+
+TINY_SETS = {"train.batch_size": 32, "train.log_every": 1, "train.jit_compile": False, "data.eval_examples": 64}
+
+
+def _break(path, how):
+    data = glob.glob(path + ".data-*")[0]
+    raw = open(data, "rb").read()
+    if how == "truncated":  # a copy cut short
+        raw = raw[: len(raw) // 2]
+    else:  # a disk fault: bytes changed in place, the size as it was
+        raw = raw[: len(raw) // 2] + bytes(64) + raw[len(raw) // 2 + 64 :]
+    with open(data, "wb") as f:
+        f.write(raw)
+
+
+@pytest.mark.parametrize("how", ["truncated", "corrupted"])
+def test_an_unreadable_checkpoint_is_set_aside(tmp_path, how, caplog):
+    """The newest checkpoint cut short or with changed bytes: training names it in one
+    line, moves it to checkpoints/unreadable/ (never deletes it) and resumes from the
+    newest readable one; load_net (evaluate, export) passes over it the same way."""
+    workdir = str(tmp_path / "run")
+    train_and_evaluate(tiny(**{"train.max_steps": 2, "train.checkpoint_every": 1}), workdir)
+    one = os.path.join(workdir, "checkpoints", "ckpt-1")
+    good = model_weights(workdir)  # ckpt-2
+    with caplog.at_level("WARNING", logger="alexnet_tf"):
+        shutil.copytree(workdir, str(tmp_path / "copy"))
+        _break(os.path.join(workdir, "checkpoints", "ckpt-2"), how)
+        assert load_net(workdir).origin == one  # read only: nothing moved
+        assert os.path.exists(os.path.join(workdir, "checkpoints", "ckpt-2.index"))
+        assert "ckpt-2 cannot be read" in caplog.text and "left where it is" in caplog.text
+        caplog.clear()
+        results = train_and_evaluate(tiny(**{"train.max_steps": 3, "train.checkpoint_every": 1}), workdir)
+    assert results["step"] == 3
+    assert "ckpt-2 cannot be read" in caplog.text and "moved to" in caplog.text
+    aside = sorted(os.listdir(os.path.join(workdir, "checkpoints", "unreadable")))
+    assert aside and all(name.startswith("ckpt-2.") for name in aside)
+    assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith("ckpt-3")
+    # it resumed from step 1: the same weights as the whole copy resumed from its step 1
+    copy = str(tmp_path / "copy")
+    for f in glob.glob(os.path.join(copy, "checkpoints", "ckpt-2.*")):
+        os.remove(f)
+    tf.compat.v1.train.update_checkpoint_state(
+        os.path.join(copy, "checkpoints"), os.path.join(copy, "checkpoints", "ckpt-1")
+    )
+    train_and_evaluate(tiny(**{"train.max_steps": 3, "train.checkpoint_every": 1}), copy)
+    assert_same_weights(model_weights(workdir), model_weights(copy))
+    assert any(not np.array_equal(good[k], model_weights(workdir)[k]) for k in good)
+    with pytest.raises(ConfigError, match="cannot be read"):  # named explicitly: refused
+        shutil.copytree(os.path.join(workdir, "checkpoints", "unreadable"), str(tmp_path / "bad"))
+        load_net(str(tmp_path / "bad" / "ckpt-2"))
+
+
+def _net_in_memory(form="paper"):
+    """A quickstart-size net made in memory, with no run folder: random weights, the
+    bundled Fashion-MNIST's classes, ImageNet's statistics."""
+    config = override(load_recipe(QUICKSTART), {"model.dropout_form": form})
+    model = build_model(config.model, seed=3)
+    stats = data_lib.Stats.imagenet(config.data.resize_size)
+    names = [f"class {i}" for i in range(config.model.num_classes)]
+    return TrainedNet(config, model, stats, names, origin=f"memory ({form})")
+
+
+def test_a_net_in_memory_predicts_as_its_definition_says():
+    """predict_images: Sec. 2's resize and centre crop, the mean subtracted, the net,
+    the softmax; ten crops average the ten views' softmax (Sec. 4.1). Checked against
+    the model called on crops cut here with NumPy."""
+    net = _net_in_memory()
+    d = net.config.data
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (3, 76, 76, 3), dtype=np.uint8)  # already 76 x 76: no resize
+    c, m = d.crop_size, (d.resize_size - d.crop_size) // 2
+    x = (images.astype(np.float32) - net.stats.mean_image) * d.input_scale
+    expected = tf.nn.softmax(net.model(x[:, m : m + c, m : m + c], training=False)).numpy()
+    np.testing.assert_allclose(net.predict_images(images), expected, rtol=1e-5, atol=1e-6)
+    views = []
+    for top, left in [(0, 0), (0, 9), (9, 0), (9, 9), (4, 4)]:
+        patch = x[:, top : top + c, left : left + c]
+        views += [patch, patch[:, :, ::-1]]
+    probs = np.mean([tf.nn.softmax(net.model(v, training=False)).numpy() for v in views], axis=0)
+    np.testing.assert_allclose(net.predict_images(images, crops="ten"), probs, rtol=1e-5, atol=1e-6)
+    feats = net.predict_images(images, output="features")
+    assert feats.shape == (3, net.model.get_layer("fc7").units) and (feats >= 0).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("form", ["paper", "inverted"])
+def test_export_of_a_net_in_memory_equals_the_keras_model(tmp_path, form):
+    """Either dropout form (Sec. 4.2's x0.5 at test, or none): the SavedModel answers as
+    the Keras model does; no run folder is involved."""
+    from alexnet_tf.export import export
+
+    net = _net_in_memory(form)
+    images = np.random.default_rng(1).integers(0, 256, (4, 50, 60, 3), dtype=np.uint8)
+    probs = net.predict_images(images)
+    loaded = tf.saved_model.load(export(net, str(tmp_path / form)))
+    out = loaded.signatures["serve_uint8"](images=tf.constant(images))
+    top = np.argsort(-probs, axis=1)[:, :5]
+    np.testing.assert_array_equal(out["classes"].numpy(), top)
+    np.testing.assert_allclose(out["probabilities"].numpy(), np.take_along_axis(probs, top, 1), rtol=1e-4)
+    # the two forms give different test-time functions only through the 0.5 of Sec. 4.2
+    other = _net_in_memory("inverted" if form == "paper" else "paper")
+    assert not np.allclose(other.predict_images(images), probs, atol=1e-6)
+
+
+def test_evaluate_takes_a_net_in_memory():
+    from alexnet_tf.evaluate import evaluate
+
+    net = _net_in_memory()
+    data = dataclasses.replace(net.config.data, eval_examples=20)
+    result = evaluate([net], data, crops="center", batch_size=10, stream=None)
+    source = data_lib.open_source(data.source)
+    images, labels = zip(*[(x, y) for _, x, y, _ in source.examples("test").take(20).as_numpy_iterator()])
+    top1 = np.argmax(net.predict_images(np.stack(images)), axis=1)
+    assert result["examples"] == 20 and result["models"] == ["memory (paper)"]
+    assert result["top1_error"] == pytest.approx(np.mean(top1 != np.asarray(labels)))
+
+
+def test_finetuning_copies_freezes_and_scales(image_folder, trained_workdir, tmp_path, capsys):
+    """From the session's trained quickstart run to the 3 classes of a folder: every
+    layer copied but fc8 (drawn afresh for 3 classes); frozen layers keep the loaded
+    weights; copied layers learn at lr_factor times the rate (lr_factor 0: unchanged)."""
+    pretrained = load_net(trained_workdir)
+    sets = {
+        "finetune.init_from": trained_workdir,
+        "finetune.freeze": ("conv1", "conv2"),
+        "finetune.lr_factor": 0.0,
+        "train.batch_size": 8,
+        "train.max_steps": 2,
+        "data.eval_examples": 8,
+    }
+    workdir = str(tmp_path / "tuned")
+    train_and_evaluate(folder_config(image_folder, **sets), workdir)
+    assert "fine-tuning from" in capsys.readouterr().out
+    tuned = load_net(workdir)
+    assert tuned.num_classes == 3 and tuned.model.get_layer("fc8").kernel.shape[-1] == 3
+    for name in ("conv1", "conv2", "conv3", "fc6", "fc7"):  # frozen, or copied at rate 0
+        np.testing.assert_array_equal(
+            tuned.model.get_layer(name).kernel.numpy(), pretrained.model.get_layer(name).kernel.numpy()
+        )
+    fresh = build_model(tuned.config.model, seed=tuned.config.train.seed).get_layer("fc8").kernel.numpy()
+    assert not np.allclose(tuned.model.get_layer("fc8").kernel.numpy(), fresh)  # trained
+    np.testing.assert_array_equal(tuned.stats.mean_image, pretrained.stats.mean_image)  # its statistics
+
+    # one step at lr_factor f moves a copied layer by f times the step at factor 1 (a
+    # large rate, so that the steps stand well above float32's rounding of the weights)
+    moved = {}
+    for f in (1.0, 0.1):
+        w = str(tmp_path / f"f{f}")
+        one = {**sets, "finetune.lr_factor": f, "train.max_steps": 1, "optim.lr": 10.0}
+        train_and_evaluate(folder_config(image_folder, **one), w)
+        moved[f] = load_net(w).model.get_layer("fc6").kernel.numpy() - pretrained.model.get_layer("fc6").kernel.numpy()
+    assert np.abs(moved[1.0]).max() > 1e-3
+    np.testing.assert_allclose(moved[0.1], 0.1 * moved[1.0], rtol=1e-3, atol=1e-7)
+
+
+def test_finetuning_errors_name_what_to_change(image_folder, trained_workdir, tmp_path):
+    sets = {"finetune.init_from": trained_workdir, "train.batch_size": 8, "train.max_steps": 1}
+    with pytest.raises(ConfigError, match="finetune.freeze names no layer 'conv9'"):
+        train_and_evaluate(folder_config(image_folder, **sets, **{"finetune.freeze": ("conv9",)}), str(tmp_path / "a"))
+    with pytest.raises(ConfigError, match="add it to finetune.new_layers"):
+        train_and_evaluate(folder_config(image_folder, **sets, **{"finetune.new_layers": ()}), str(tmp_path / "b"))
+
+
+def test_a_net_checks_its_class_names():
+    net = _net_in_memory()
+    with pytest.raises(ValueError, match="10 outputs but 3 class names"):
+        TrainedNet(net.config, net.model, net.stats, ["a", "b", "c"])
+    assert isinstance(net.model, keras.Model) and net.num_classes == 10
