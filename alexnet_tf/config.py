@@ -30,6 +30,10 @@ class DataConfig:
     train_split: str = "train"
     eval_split: str = "validation"  # "" = the source's own: validation, val or test, the first it has
     resize_size: int = 256  # Sec. 2: shorter side to 256, then the central 256x256 patch
+    # Sec. 2: "shorter_side" rescales the shorter side to resize_size and takes the central
+    # square; "warp" rescales both sides to resize_size, ignoring the aspect ratio, as Caffe's
+    # ImageNet data were made (convert_imageset --resize_height=256 --resize_width=256)
+    resize: str = "shorter_side"
     crop_size: int = 227  # Sec. 4.1 says 224; 227 is what gives 55x55 after conv1
     pad_crop: int = 0  # >0: take crops of this size and zero-pad to crop_size (224 + 3)
     random_flip: bool = True  # Sec. 4.1: horizontal reflections
@@ -38,6 +42,10 @@ class DataConfig:
     # multiplies the centred pixels (0..255 scale) the net sees; Sec. 2 feeds them as they
     # are (1.0); about 1/64 gives them unit spread, as model.init="fan_in" expects
     input_scale: float = 1.0
+    # the order of the colour channels the net takes: RGB here; nets trained in Caffe take
+    # BGR (OpenCV's order). The mean image and the colour noise stay RGB: the swap is the
+    # last step of data.device_preprocess
+    channel_order: str = "rgb"
     stats_path: str = ""  # .npz from `python -m alexnet_tf.stats`; "" = dataset or ImageNet
     shuffle_buffer: int = 10_000
     service_address: str = ""  # tf.data service dispatcher, e.g. grpc://host:5000
@@ -68,6 +76,8 @@ class ModelConfig:
     # Sec. 4.2 zeroes the outputs of fc6 and fc7 ("outputs", Caffe's drop6/drop7);
     # "inputs" drops the inputs of fc6 and fc7 instead, as torchvision's AlexNet does
     dropout_placement: str = "outputs"
+    # "inverted" (Caffe, Keras): the kept outputs divided by 1 - p in training, unchanged at test
+    dropout_form: str = "paper"  # Sec. 4.2: no rescaling in training, every output times 1 - p at test
     # Sec. 5: weights ~ N(0, 0.01) ("paper"); "fan_in": N(0, 2 / fan-in) per layer (He et
     # al. 2015), which keeps the signal's scale through every layer and starts learning
     # on data where the paper's init sits at chance for many epochs
@@ -144,6 +154,9 @@ CHOICES = {
     "model.activation": ("relu", "tanh"),
     "model.conv_form": ("grouped", "split"),
     "model.dropout_placement": ("outputs", "inputs"),
+    "model.dropout_form": ("paper", "inverted"),
+    "data.resize": ("shorter_side", "warp"),
+    "data.channel_order": ("rgb", "bgr"),
     "model.init": ("paper", "fan_in"),
     "optim.schedule": ("plateau", "step", "constant"),
     "train.precision": ("float32", "mixed_bfloat16"),

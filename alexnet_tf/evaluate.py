@@ -39,7 +39,7 @@ PAPER_TABLE2 = (
 
 def _check_compatible(config: Config, run: TrainedRun, num_classes: int) -> None:
     d, m = config.data, run.config.data
-    for key in ("resize_size", "crop_size", "pad_crop"):
+    for key in ("resize_size", "resize", "crop_size", "pad_crop"):
         if getattr(d, key) != getattr(m, key):
             raise ConfigError(
                 f"{run.workdir} was trained with data.{key}={getattr(m, key)} but the recipe has "

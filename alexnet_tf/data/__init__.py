@@ -26,6 +26,8 @@ from alexnet_tf.data.ops import (
     random_draws,
     random_label,
     resize_central,
+    resize_square,
+    resize_warp,
     ten_crop_example,
     ten_crop_offsets,
 )
@@ -67,6 +69,8 @@ __all__ = [
     "random_draws",
     "random_label",
     "resize_central",
+    "resize_square",
+    "resize_warp",
     "resized_images",
     "resolve_splits",
     "synthetic_batch",
