@@ -267,14 +267,19 @@ def import_caffemodel(path: str, mean: str | None = None) -> ImportedNet:
     return ImportedNet(config, model, imagenet_class_names(), stats, path, net.sha1, net.format)
 
 
+def check_new_workdir(workdir: str) -> None:
+    """Raises unless `workdir` is new or empty: an imported run never overwrites a run."""
+    if os.path.exists(workdir) and (not os.path.isdir(workdir) or os.listdir(workdir)):
+        raise CaffeError(f"{workdir} exists and is not empty: give a new --workdir")
+
+
 def write_run(imported: ImportedNet, workdir: str) -> str:
     """Writes `imported` as a run folder (config.json, classes.json, stats.npz,
     checkpoints/ckpt-0) in `workdir`, which must be new or empty; returns the checkpoint.
     Written beside it and renamed: a failure leaves no half folder."""
     from alexnet_tf.runs import write_json
 
-    if os.path.exists(workdir) and (not os.path.isdir(workdir) or os.listdir(workdir)):
-        raise CaffeError(f"{workdir} exists and is not empty: give a new --workdir")
+    check_new_workdir(workdir)
     parent = os.path.dirname(os.path.abspath(workdir))
     os.makedirs(parent, exist_ok=True)
     tmp = os.path.join(parent, f".{os.path.basename(os.path.abspath(workdir))}.convert-{os.getpid()}")

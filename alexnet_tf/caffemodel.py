@@ -154,10 +154,17 @@ def _blob_array(blob: message.Message, where: str) -> np.ndarray:
     return values.astype(np.float32, copy=False).reshape(shape)
 
 
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise CaffeError(f"cannot read {path}: {e.strerror or e}") from e
+
+
 def read_caffemodel(path: str) -> CaffeNet:
     """The layers of a .caffemodel (a binary NetParameter), V1 or V2, with their blobs."""
-    with open(path, "rb") as f:
-        data = f.read()
+    data = _read(path)
     sha1 = hashlib.sha1(data).hexdigest()
     try:
         net = message_classes()["NetParameter"].FromString(data)
@@ -184,8 +191,7 @@ def read_caffemodel(path: str) -> CaffeNet:
 
 def read_mean(path: str) -> np.ndarray:
     """Caffe's mean image (a BlobProto, 1 x 3 x H x W, BGR) as our (H, W, 3) RGB float32."""
-    with open(path, "rb") as f:
-        data = f.read()
+    data = _read(path)
     try:
         blob = message_classes()["BlobProto"].FromString(data)
     except message.DecodeError as e:

@@ -31,6 +31,7 @@ def main(argv=None) -> int:
     def _main():
         from alexnet_tf import caffe
 
+        caffe.check_new_workdir(args.workdir)  # before the import's seconds, not after
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", caffe.ChecksumWarning)
             imported = caffe.import_caffemodel(args.caffemodel, args.mean)

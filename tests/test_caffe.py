@@ -219,6 +219,8 @@ def test_files_that_are_not_caffemodels(tmp_path):
         (tmp_path / name).write_bytes(content)
         with pytest.raises(caffe.CaffeError, match="is not a caffemodel"):
             caffe.read_caffemodel(str(tmp_path / name))
+    with pytest.raises(caffe.CaffeError, match="cannot read"):
+        caffe.read_caffemodel(str(tmp_path / "missing.caffemodel"))
     with pytest.raises(caffe.CaffeError, match="not a 1x3xHxW mean image|not a Caffe mean image"):
         caffe.read_mean(str(tmp_path / "photo.jpg"))
 
