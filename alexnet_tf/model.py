@@ -122,38 +122,21 @@ class SplitConv2D(layers.Conv2D):
 
 @keras.saving.register_keras_serializable(package="alexnet_tf")
 class Dropout(layers.Dropout):
-    """keras.layers.Dropout in the paper's form or the inverted one, with masks that
-    differ across replicas.
-
-    `form="paper"` (Sec. 4.2): in training each output is zeroed with probability `rate`
-    and the others pass unchanged; at test every output is multiplied by 1 - rate.
-    `form="inverted"` (Keras, Caffe): the kept outputs are divided by 1 - rate in
-    training and the layer is the identity at test. Both have the same expected output.
+    """keras.layers.Dropout with masks that differ across replicas.
 
     Under MirroredStrategy the seed state of Keras' Dropout is mirrored, so every
     replica draws the same mask. Folding the replica id into the seed gives each
     replica its own masks, as one device with the whole batch would.
     """
 
-    def __init__(self, rate, form="paper", **kwargs):
-        super().__init__(rate, **kwargs)
-        if form not in ("paper", "inverted"):
-            raise ValueError(f"form must be 'paper' or 'inverted', got {form!r}")
-        self.form = form
-
     def call(self, inputs, training=False):
-        keep = 1.0 - self.rate
         if not training or self.rate == 0:
-            return inputs * keep if self.form == "paper" and self.rate else inputs
+            return inputs
         seed = tf.cast(self.seed_generator.next(), tf.int64)
         ctx = tf.distribute.get_replica_context()
         replica = ctx.replica_id_in_sync_group if ctx is not None else 0
         seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(replica, tf.int64))
-        out = tf.nn.experimental.stateless_dropout(inputs, self.rate, seed=seed, noise_shape=self.noise_shape)
-        return out * keep if self.form == "paper" else out
-
-    def get_config(self):
-        return {**super().get_config(), "form": self.form}
+        return tf.nn.experimental.stateless_dropout(inputs, self.rate, seed=seed, noise_shape=self.noise_shape)
 
 
 def _widths(config: ModelConfig) -> dict:
@@ -217,8 +200,7 @@ class _Layers:
         return layers.Dense(units, activation, kernel_initializer=init, bias_initializer=bias, name=name)(x)
 
     def dropout(self, x, name: str):
-        c = self.config
-        return Dropout(c.dropout, c.dropout_form, seed=layer_seed(self.seed, name), name=name)(x)
+        return Dropout(self.config.dropout, seed=layer_seed(self.seed, name), name=name)(x)
 
 
 def build_model(config: ModelConfig, seed: int = 0, name: str = "alexnet") -> keras.Model:

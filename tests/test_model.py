@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from alexnet_tf.config import ModelConfig
-from alexnet_tf.model import Dropout, LocalResponseNormalization, build_model, to_split_form
+from alexnet_tf.model import LocalResponseNormalization, build_model, to_split_form
 
 SMALL = ModelConfig(input_size=67, width=0.25, num_classes=10)
 
@@ -209,7 +209,7 @@ def test_init_is_the_same_under_mirrored_strategy():
 def test_dropout_placement(placement):
     """Sec. 4.2: dropout zeroes the outputs of fc6 and fc7 ("outputs"); torchvision's
     placement drops their inputs (pool5's output and fc6's)."""
-    model = build_model(dataclasses.replace(SMALL, dropout_placement=placement, dropout_form="inverted"))
+    model = build_model(dataclasses.replace(SMALL, dropout_placement=placement))
     get = model.get_layer
     if placement == "outputs":
         assert get("dropout6").input is get("fc6").output
@@ -229,24 +229,6 @@ def test_dropout_placement(placement):
     dropped = (after == 0) & live
     assert 0.4 < dropped.sum() / live.sum() < 0.6
     np.testing.assert_allclose(after[live & ~dropped], 2 * before[live & ~dropped], rtol=1e-6)
-
-
-def test_dropout_forms():
-    """Sec. 4.2 ("paper"): in training the kept outputs pass unchanged, at test every output
-    is halved; "inverted" (Caffe): the kept ones doubled in training, the identity at test."""
-    x = np.random.default_rng(0).normal(size=(64, 512)).astype("float32")
-    paper = Dropout(0.5, "paper", seed=1)
-    inverted = Dropout(0.5, "inverted", seed=1)
-    np.testing.assert_allclose(paper(x, training=False).numpy(), 0.5 * x, rtol=1e-7)
-    np.testing.assert_array_equal(inverted(x, training=False).numpy(), x)
-    for layer, factor in ((paper, 1.0), (inverted, 2.0)):
-        out = layer(x, training=True).numpy()
-        kept = out != 0
-        assert 0.45 < kept.mean() < 0.55
-        np.testing.assert_allclose(out[kept], factor * x[kept], rtol=1e-6)
-    again = Dropout.from_config(paper.get_config())
-    assert again.form == "paper" and again.rate == 0.5
-    assert build_model(SMALL).get_layer("dropout6").form == "paper"  # Sec. 4.2 by default
 
 
 def test_ablation_switches():
