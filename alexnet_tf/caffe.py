@@ -286,7 +286,7 @@ def write_run(imported: ImportedNet, workdir: str) -> str:
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     try:
-        config_lib.save(imported.config, os.path.join(tmp, "config.json"))
+        write_json(os.path.join(tmp, "config.json"), config_lib.to_dict(imported.config))  # as train writes it
         write_json(os.path.join(tmp, "classes.json"), imported.class_names)
         imported.stats.save(os.path.join(tmp, "stats.npz"))
         checkpoint = tf.train.Checkpoint(model=model_variables(imported.model))
