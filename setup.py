@@ -23,12 +23,22 @@ setup(
         "tensorboard>=2.21,<2.22",
         "tensorflow-datasets>=4.9",
         "numpy>=1.26",
+        "protobuf",  # alexnet_tf.caffemodel reads .caffemodel files with its runtime
     ],
     extras_require={
         "plots": ["matplotlib>=3.7"],  # the ablations' Fig. 1 plot
         "profile": ["tensorboard-plugin-profile>=2.19"],  # TensorBoard's Profile tab (train.profile_steps)
         # pillow: the input benchmark's baseline; matplotlib: the ablation test draws Fig. 1;
-        # setuptools, wheel: the packaging test builds a wheel without build isolation
-        "dev": ["pytest>=8", "ruff~=0.17.6", "pillow>=10", "matplotlib>=3.7", "setuptools>=68", "wheel"],
+        # setuptools, wheel: the packaging test builds a wheel without build isolation;
+        # grpcio-tools: protoc, with which the Caffe tests write caffemodels independently of the reader
+        "dev": [
+            "pytest>=8",
+            "ruff~=0.17.6",
+            "pillow>=10",
+            "matplotlib>=3.7",
+            "setuptools>=68",
+            "wheel",
+            "grpcio-tools>=1.85",
+        ],
     },
 )

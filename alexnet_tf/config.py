@@ -30,6 +30,10 @@ class DataConfig:
     train_split: str = "train"
     eval_split: str = "validation"  # "" = the source's own: validation, val or test, the first it has
     resize_size: int = 256  # Sec. 2: shorter side to 256, then the central 256x256 patch
+    # Sec. 2: "shorter_side" rescales the shorter side to resize_size and takes the central
+    # square; "warp" rescales both sides to resize_size, ignoring the aspect ratio, as Caffe's
+    # ImageNet data were made (convert_imageset --resize_height=256 --resize_width=256)
+    resize: Literal["shorter_side", "warp"] = "shorter_side"
     crop_size: int = 227  # Sec. 4.1 says 224; 227 is what gives 55x55 after conv1
     pad_crop: int = 0  # >0: take crops of this size and zero-pad to crop_size (224 + 3)
     random_flip: bool = True  # Sec. 4.1: horizontal reflections
@@ -38,6 +42,10 @@ class DataConfig:
     # multiplies the centred pixels (0..255 scale) the net sees; Sec. 2 feeds them as they
     # are (1.0); about 1/64 gives them unit spread, as model.init="fan_in" expects
     input_scale: float = 1.0
+    # the order of the colour channels the net takes: RGB here; nets trained in Caffe take
+    # BGR (OpenCV's order). The mean image and the colour noise stay RGB: the swap is the
+    # last step of data.device_preprocess
+    channel_order: Literal["rgb", "bgr"] = "rgb"
     stats_path: str = ""  # .npz from `python -m alexnet_tf.stats`; "" = dataset or ImageNet
     shuffle_buffer: int = 10_000
     service_address: str = ""  # tf.data service dispatcher, e.g. grpc://host:5000

@@ -39,7 +39,7 @@ CROPPING = ("resize_size", "crop_size", "pad_crop", "resize")
 
 def cropping(data: DataConfig) -> dict:
     """The settings of `data` that say what the host cuts from an image (CROPPING)."""
-    return {k: getattr(data, k) for k in CROPPING if hasattr(data, k)}
+    return {k: getattr(data, k) for k in CROPPING}
 
 
 def _check_cropping(nets: list[TrainedNet], data: DataConfig) -> None:

@@ -8,8 +8,9 @@ Signatures (both return the top-5 classes, best first):
   outputs          classes int32 (B, 5), class_names string (B, 5), probabilities float32 (B, 5)
 
 The preprocessing of training is inside: shorter side to `data.resize_size` and the
-central square (Sec. 2), the centre crop or the ten crops of Sec. 4.1 (softmax
-averaged), minus the training set's mean image. Class names and the mean image are
+central square (Sec. 2; or the whole image warped to that square, `data.resize`), the
+centre crop or the ten crops of Sec. 4.1 (softmax averaged), minus the training set's
+mean image, the channels in the net's order. Class names and the mean image are
 baked in. The grouped convolutions are exported as two convolutions + concat, so the
 model runs without XLA (TF Serving's default). An existing SavedModel at EXPORT_DIR is
 replaced only with --overwrite.
@@ -35,7 +36,7 @@ def resized(images: tf.Tensor, net: TrainedNet, encoded: bool) -> tf.Tensor:
     images (B, R, R, 3) (Sec. 2)."""
     size = net.config.data.resize_size
     return tf.map_fn(
-        lambda x: data_lib.decode_and_resize(x, size, encoded=encoded),
+        lambda x: data_lib.decode_and_resize(x, size, encoded, net.config.data.resize),
         images,
         fn_output_signature=tf.TensorSpec((size, size, 3), tf.uint8),
     )

@@ -96,6 +96,8 @@ def make_figures(
     `queries` against its train split's first `train_examples`."""
     os.makedirs(out, exist_ok=True)
     kernel = net.model.get_layer("conv1").kernel.numpy()  # (11, 11, 3, 96)
+    if net.config.data.channel_order == "bgr":  # drawn in RGB whatever order the net reads
+        kernel = kernel[:, :, ::-1]
     fig3 = os.path.join(out, "fig3_conv1_kernels.png")
     write_png(fig3, conv1_grid(kernel, columns=2 if net.config.model.two_columns else 1))
 

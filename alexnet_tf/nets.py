@@ -91,7 +91,7 @@ class TrainedNet:
         encoded = isinstance(images, (list, tuple)) and images and isinstance(images[0], bytes)
         images = tf.constant(images) if encoded else tf.convert_to_tensor(np.asarray(images, np.uint8))
         resized = tf.map_fn(
-            lambda x: decode_and_resize(x, size, encoded),
+            lambda x: decode_and_resize(x, size, encoded, self.config.data.resize),
             images,
             fn_output_signature=tf.TensorSpec((size, size, 3), tf.uint8),
         )

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import sys
 
 import tensorflow as tf
@@ -74,19 +75,37 @@ def load_net(path: str, best: bool = False) -> TrainedNet:
     return TrainedNet(config, model, stats, class_names, origin=checkpoint)
 
 
+def check_new_workdir(workdir: str) -> None:
+    """Raises unless `workdir` is new or empty: a net written as a run never overwrites one."""
+    if os.path.exists(workdir) and (not os.path.isdir(workdir) or os.listdir(workdir)):
+        raise ConfigError(f"{workdir} exists and is not empty: give a new --workdir")
+
+
 def write_net(net: TrainedNet, workdir: str, step: int = 0) -> str:
     """Writes `net` as a run folder (config.json, classes.json, stats.npz, a checkpoint
     at `step`) that evaluate, export, figures, serve and fine-tuning take; returns the
-    checkpoint's path. Refuses a folder that already holds a run."""
-    if os.path.exists(os.path.join(workdir, "config.json")):
-        raise ConfigError(f"{workdir} already holds a run; give a new --workdir")
-    os.makedirs(workdir, exist_ok=True)
-    write_json(os.path.join(workdir, "config.json"), to_dict(net.config))
-    write_json(os.path.join(workdir, "classes.json"), list(net.class_names))
-    net.stats.save(os.path.join(workdir, "stats.npz"))
-    checkpoint = tf.train.Checkpoint(model=model_variables(net.model))
-    manager = tf.train.CheckpointManager(checkpoint, os.path.join(workdir, "checkpoints"), max_to_keep=1)
-    return manager.save(checkpoint_number=step)
+    checkpoint's path. `workdir` must be new or empty; the folder is written beside it and
+    renamed, so a failure leaves no half folder."""
+    check_new_workdir(workdir)
+    parent, name = os.path.split(os.path.abspath(workdir))
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{name}.writing-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    try:
+        write_json(os.path.join(tmp, "config.json"), to_dict(net.config))
+        write_json(os.path.join(tmp, "classes.json"), list(net.class_names))
+        net.stats.save(os.path.join(tmp, "stats.npz"))
+        checkpoint = tf.train.Checkpoint(model=model_variables(net.model))
+        manager = tf.train.CheckpointManager(checkpoint, os.path.join(tmp, "checkpoints"), max_to_keep=1)
+        prefix = manager.save(checkpoint_number=step)
+        if os.path.isdir(workdir):
+            os.rmdir(workdir)  # empty (checked above)
+        os.replace(tmp, workdir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return os.path.join(workdir, os.path.relpath(prefix, tmp))  # the manager's list is relative
 
 
 # What a resumed run must share with the run that wrote the workdir: the net, and
@@ -100,6 +119,8 @@ RESUME_KEYS = (
     "data.shuffle_buffer",
     "data.random_labels",
     "data.resize_size",
+    "data.resize",
+    "data.channel_order",
     "data.crop_size",
     "data.pad_crop",
     "data.stats_path",

@@ -386,7 +386,7 @@ class Trainer:
         # An epoch's order does not depend on the batch size: these are the first rows of
         # the batch its first step trains on.
         first = data_lib.train_dataset(self.source, c.data, c.data.train_split, 4, c.train.seed, epoch)
-        shown = dataclasses.replace(c.data, subtract_mean=False, input_scale=1.0)
+        shown = dataclasses.replace(c.data, subtract_mean=False, input_scale=1.0, channel_order="rgb")
         images = data_lib.device_preprocess(next(iter(first)), self.stats.tensors(), shown)
         self.reporter.images("train", step, "inputs", tf.clip_by_value(images / 255.0, 0.0, 1.0), max_outputs=4)
         kernel = self.model.get_layer("conv1").kernel.numpy()  # (11, 11, 3, 96)

@@ -603,10 +603,10 @@ def test_stats_command_matches_numpy(tmp_path, capsys):
     root = make_folder(str(tmp_path / "src"), per_class=2, classes=("a", "b"))
     (tmp_path / "src/train/a/junk.JPEG").write_bytes(b"junk")
     (tmp_path / "src/train/a/gone.JPEG").symlink_to(tmp_path / "nowhere")
-    out = str(tmp_path / "stats.npz")
-    assert stats_cli.main([root, out, "--size", str(R)]) == 0
+    out = str(tmp_path / "stats")
+    assert stats_cli.main(["--data", root, "--out", out, "--size", str(R)]) == 0
     assert "skipped 2 unreadable image file(s)" in capsys.readouterr().out
-    loaded = data_lib.Stats.load(out)
+    loaded = data_lib.Stats.load(os.path.join(out, "stats.npz"))
     good = sorted(glob.glob(os.path.join(root, "train", "*", "[!jg]*.JPEG")))
     images = np.stack([data_lib.decode_and_resize(tf.io.read_file(p), R, True).numpy() for p in good]).astype(
         np.float64

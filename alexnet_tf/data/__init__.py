@@ -28,6 +28,8 @@ from alexnet_tf.data.ops import (
     random_draws,
     random_label,
     resize_central,
+    resize_square,
+    resize_warp,
 )
 from alexnet_tf.data.pipeline import (
     BadFiles,
@@ -66,6 +68,8 @@ __all__ = [
     "random_draws",
     "random_label",
     "resize_central",
+    "resize_square",
+    "resize_warp",
     "resized_images",
     "resolve_splits",
     "synthetic_batch",

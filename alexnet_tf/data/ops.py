@@ -1,10 +1,11 @@
 """The per-example and per-batch operations of Sec. 2 and 4.1, eager or in tf.data.
 
 Host side (in tf.data): decode, rescale the shorter side to `resize_size` and take the
-central square (Sec. 2), cut the crop that `random_choices` names, keep its flip bit and
+central square (Sec. 2; or warp the whole image to that square, `data.resize`), cut the crop that `random_choices` names, keep its flip bit and
 colour-noise coefficients beside it (Sec. 4.1); or the ten test crops. Device side,
 inside the compiled step (`device_preprocess`): cast, subtract the same crop of the
-mean image, add the colour noise, mirror the flipped rows. Every random choice is a pure
+mean image, add the colour noise, mirror the flipped rows (and put the channels in the
+net's order, `data.channel_order`). Every random choice is a pure
 function of (seed, epoch, example index).
 """
 
@@ -52,16 +53,41 @@ def resize_central(image: tf.Tensor, size: int) -> tf.Tensor:
     return image
 
 
-def decode_and_resize(image: tf.Tensor, size: int, encoded: bool) -> tf.Tensor:
-    """Decoded (any of JPEG incl. CMYK and grey, PNG, GIF, BMP) and `resize_central`-ed.
+def resize_warp(image: tf.Tensor, size: int) -> tf.Tensor:
+    """Both sides rescaled to `size`, whatever the aspect ratio: the whole image, squeezed.
+
+    Caffe's ImageNet data were made so (its tutorial: `convert_imageset --resize_height=256
+    --resize_width=256`, or ImageMagick's `convert -resize 256x256!`), and bvlc_alexnet was
+    trained and measured on them: its mean image is 256x256, which Caffe's
+    `compute_image_mean` only makes from images of one size. The filter is ours (the
+    antialiased bilinear one of `resize_central`), not OpenCV's.
+    """
+    image = tf.image.resize(image, (size, size), antialias=True)
+    image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+    image.set_shape((size, size, 3))
+    return image
+
+
+RESIZE = {"shorter_side": resize_central, "warp": resize_warp}  # data.resize
+
+
+def resize_square(image: tf.Tensor, size: int, resize: str = "shorter_side") -> tf.Tensor:
+    """The size x size image of Sec. 2 (`resize_central`) or Caffe's warped one (`resize_warp`)."""
+    if resize not in RESIZE:
+        raise ValueError(f"resize must be one of {', '.join(RESIZE)}, got {resize!r}")
+    return RESIZE[resize](image, size)
+
+
+def decode_and_resize(image: tf.Tensor, size: int, encoded: bool, resize: str = "shorter_side") -> tf.Tensor:
+    """Decoded (any of JPEG incl. CMYK and grey, PNG, GIF, BMP) and `resize_square`-d.
 
     A JPEG that is already size x size is only decoded.
     """
     if not encoded:
-        return resize_central(image, size)
+        return resize_square(image, size, resize)
 
     def general():
-        return resize_central(tf.io.decode_image(image, channels=3, expand_animations=False), size)
+        return resize_square(tf.io.decode_image(image, channels=3, expand_animations=False), size, resize)
 
     def square():
         out = tf.io.decode_jpeg(image, channels=3)
@@ -71,7 +97,7 @@ def decode_and_resize(image: tf.Tensor, size: int, encoded: bool) -> tf.Tensor:
     return tf.cond(_is_square_jpeg(image, size), square, general)
 
 
-def decode_crop(data: tf.Tensor, offset: tf.Tensor, crop: int, size: int) -> tf.Tensor:
+def decode_crop(data: tf.Tensor, offset: tf.Tensor, crop: int, size: int, resize: str = "shorter_side") -> tf.Tensor:
     """The `crop` x `crop` patch at `offset` of the resized image, decoding only that
     window when the file is already a size x size JPEG (decode_and_crop_jpeg)."""
 
@@ -81,7 +107,7 @@ def decode_crop(data: tf.Tensor, offset: tf.Tensor, crop: int, size: int) -> tf.
         return out
 
     def general():
-        image = decode_and_resize(data, size, True)
+        image = decode_and_resize(data, size, True, resize)
         return tf.slice(image, [offset[0], offset[1], 0], [crop, crop, 3])
 
     return tf.cond(_is_square_jpeg(data, size), fused, general)
@@ -144,7 +170,7 @@ def crop_example(image, label, choices, config: DataConfig, encoded: bool = Fals
     c = batch_lib.cut_size(config)
     offset, flip, alpha = choices
     if encoded:
-        crop = decode_crop(image, offset, c, config.resize_size)
+        crop = decode_crop(image, offset, c, config.resize_size, config.resize)
     else:
         crop = tf.slice(image, [offset[0], offset[1], 0], [c, c, 3])
     return batch_lib.make(crop, offset, flip, alpha, label)
@@ -158,8 +184,9 @@ def apply_flips(images: tf.Tensor, flips: tf.Tensor) -> tf.Tensor:
 def device_preprocess(batch: dict, stats: dict, config: DataConfig, dtype=tf.float32) -> tf.Tensor:
     """uint8 crops -> mean-subtracted, colour-noised, flipped float images (runs on the device).
 
-    `stats` holds tensors: mean_image (R, R, 3), eigval (3,), eigvec (3, 3). The mean
-    image's crop is subtracted before the flip, so each pixel loses its own mean.
+    `stats` holds tensors: mean_image (R, R, 3), eigval (3,), eigvec (3, 3), all RGB. The
+    mean image's crop is subtracted before the flip, so each pixel loses its own mean; the
+    channels are put in the net's order (`data.channel_order`) last.
     """
     image = tf.cast(batch["image"], tf.float32)  # (B, c, c, 3), c = batch.cut_size
     pc = image.shape[1]
@@ -180,4 +207,6 @@ def device_preprocess(batch: dict, stats: dict, config: DataConfig, dtype=tf.flo
     if config.pad_crop:
         extra = config.crop_size - pc
         image = tf.pad(image, [[0, 0], [extra // 2, extra - extra // 2], [extra // 2, extra - extra // 2], [0, 0]])
+    if config.channel_order == "bgr":  # nets trained in Caffe
+        image = tf.reverse(image, [-1])
     return tf.cast(image, dtype)

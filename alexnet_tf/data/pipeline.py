@@ -149,11 +149,12 @@ def _batch_decoder(source, config, batch_size, crops, training, seed, epoch, bad
     def row(index, data, label, name, choices):
         data = source.read(data)
         if crops == "ten":
-            return batch_lib.ten_crops(ops.decode_and_resize(data, config.resize_size, source.encoded), config, label)
+            image = ops.decode_and_resize(data, config.resize_size, source.encoded, config.resize)
+            return batch_lib.ten_crops(image, config, label)
         if training and config.random_labels:
             label = ops.random_label(name, seed, source.num_classes)
         if not source.encoded:
-            data = ops.resize_central(data, config.resize_size)
+            data = ops.resize_square(data, config.resize_size, config.resize)
         return ops.crop_example(data, label, choices, config, encoded=source.encoded)
 
     views = 10 if crops == "ten" else 1
@@ -212,21 +213,29 @@ def _pad_batch(batch: dict, batch_size: int) -> dict:
 
 
 def decoded_examples(
-    source: Source, split: str, size: int, order=None, skip: int = 0, bad_files: BadFiles | None = None
+    source: Source,
+    split: str,
+    size: int,
+    order=None,
+    skip: int = 0,
+    bad_files: BadFiles | None = None,
+    resize: str = "shorter_side",
 ) -> tf.data.Dataset:
     """(image uint8 (size, size, 3), label, name, reason) for every example of `split` in
-    its order (`order`: see `Source.raw`), after Sec. 2's resize and central crop; reason
+    its order (`order`: see `Source.raw`), after Sec. 2's resize and central crop (or the
+    warp that `resize` names, see `ops.resize_square`); reason
     is -1 for an image that decoded, else an index into REASONS (the image is then zeros,
     and the file is recorded in `bad_files`). The first `skip` examples are left out
     before anything is read."""
     ds = source.examples(split, order, read=False).skip(skip)  # read where a failure is caught
     if not source.encoded:
         return ds.map(
-            lambda i, x, y, name: (ops.resize_central(x, size), y, name, -1), num_parallel_calls=tf.data.AUTOTUNE
+            lambda i, x, y, name: (ops.resize_square(x, size, resize), y, name, -1),
+            num_parallel_calls=tf.data.AUTOTUNE,
         )
 
     def decoded(data, label, name):
-        return ops.decode_and_resize(source.read(data), size, True), label, name, -1
+        return ops.decode_and_resize(source.read(data), size, True, resize), label, name, -1
 
     def unreadable(data, label, name):
         reason = source.why_unreadable(data[None])[0]
@@ -243,8 +252,10 @@ def decoded_examples(
     return ds.interleave(safe, block_length=1, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def resized_images(source: Source, split: str, size: int, bad_files: BadFiles | None = None) -> tf.data.Dataset:
-    """Every readable image of a split as uint8 (size, size, 3) (Sec. 2)."""
+def resized_images(
+    source: Source, split: str, size: int, bad_files: BadFiles | None = None, resize: str = "shorter_side"
+) -> tf.data.Dataset:
+    """Every readable image of a split as uint8 (size, size, 3) (Sec. 2, or `resize`)."""
 
     def readable(image, label, name, reason):
         return reason < 0
@@ -252,7 +263,7 @@ def resized_images(source: Source, split: str, size: int, bad_files: BadFiles | 
     def image_of(image, label, name, reason):
         return image
 
-    return decoded_examples(source, split, size, bad_files=bad_files).filter(readable).map(image_of)
+    return decoded_examples(source, split, size, bad_files=bad_files, resize=resize).filter(readable).map(image_of)
 
 
 def synthetic_batch(config, batch_size: int, seed: int = 0) -> dict:

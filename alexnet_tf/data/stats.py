@@ -100,5 +100,5 @@ def dataset_stats(
                 f"but data.resize_size is {config.resize_size}"
             )
         return stats
-    images = resized_images(source, split, config.resize_size, bad_files)
+    images = resized_images(source, split, config.resize_size, bad_files, config.resize)
     return compute_stats(images, config.resize_size, progress)
