@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import tensorflow as tf
@@ -18,6 +19,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = os.path.join(ROOT, "recipes", "quickstart.py")
 PAPER = os.path.join(ROOT, "recipes", "paper.py")
 
+
+
+def _bundled_stats() -> str:
+    """The bundled Fashion-MNIST subset's mean image and colour statistics, computed once
+    per test session (each tiny run would otherwise compute them again)."""
+    from alexnet_tf import data as data_lib
+
+    path = os.path.join(tempfile.mkdtemp(prefix="alexnet_tf_tests_"), "stats.npz")
+    config = load_recipe(QUICKSTART)
+    data_lib.dataset_stats(data_lib.open_source(config.data.source), config.data).save(path)
+    return path
+
+
 # The quickstart recipe cut to a few steps on a CPU.
 TINY = {
     "train.max_steps": 3,
@@ -25,6 +39,7 @@ TINY = {
     "train.log_every": 1,
     "train.jit_compile": False,
     "data.eval_examples": 64,
+    "data.stats_path": _bundled_stats(),
 }
 
 
