@@ -5,7 +5,8 @@
 Signatures (both return the top-5 classes, best first):
   serving_default  images: tf.string (B,), JPEG/PNG/GIF/BMP bytes of any size
   serve_uint8      images: tf.uint8 (B, H, W, 3), RGB pixels of any size
-  outputs          classes int32 (B, 5), class_names string (B, 5), probabilities float32 (B, 5)
+  outputs          classes int32 (B, 5), class_names string (B, 5), probabilities float32 (B, 5),
+                   and for ImageNet's synsets class_descriptions string (B, 5) ("tench, Tinca tinca")
 
 The preprocessing of training is inside: shorter side to `data.resize_size` and the
 central square (Sec. 2), the centre crop or the ten crops of Sec. 4.1 (softmax
@@ -72,20 +73,29 @@ def _crop_and_normalize(images: tf.Tensor, run: TrainedRun, crops: str) -> tuple
     return data_lib.device_preprocess(batch, steps_lib.stats_tensors(run.stats), d, tf.float32), views
 
 
+def class_outputs(run: TrainedRun, indices: tf.Tensor) -> dict:
+    """`class_names` of the classes at `indices` and, where the run has them (ImageNet's
+    synsets), `class_descriptions`: the synset stays the class id, as in Keras'
+    `decode_predictions` (class_name, class_description, score)."""
+    out = {"class_names": tf.gather(tf.constant(run.class_names), indices)}
+    if run.class_descriptions:
+        out["class_descriptions"] = tf.gather(tf.constant(run.class_descriptions), indices)
+    return out
+
+
 def export(run: TrainedRun, out: str, crops: str = "center") -> str:
     """Writes `run` (restored in split form, see `load_run`) as a SavedModel in `out`."""
     if crops not in ("center", "ten"):
         raise ValueError(f"crops must be 'center' or 'ten', got {crops!r}")
     model = run.model
     k = min(TOP_K, len(run.class_names))
-    class_names = tf.constant(run.class_names)
 
     def predict(x: tf.Tensor, views: int) -> dict:
         probs = steps_lib.average_views(tf.nn.softmax(model(x, training=False)), views)  # (B, classes)
         top = tf.math.top_k(probs, k=k)
         return {
             "classes": top.indices,  # (B, k) int32
-            "class_names": tf.gather(class_names, top.indices),  # (B, k) string
+            **class_outputs(run, top.indices),  # (B, k) string each
             "probabilities": top.values,  # (B, k) float32
         }
 

@@ -1,7 +1,7 @@
 """A run's folder: the checks before a run resumes in it, the config it resolves from
 its data, and the one loader of a trained run that evaluate, export and figures use.
 
-A run folder holds what `train` wrote: config.json, classes.json, stats.npz (the mean
+A run folder holds what `train` wrote: config.json, classes.json (`write_classes`), stats.npz (the mean
 image and colour statistics) and checkpoints/ (the newest few, and best/ with the lowest
 validation error).
 """
@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from alexnet_tf import data as data_lib
 from alexnet_tf.config import Config, ConfigError, DataConfig, load_json, to_dict, validate
+from alexnet_tf.data.records import imagenet_class_descriptions
 from alexnet_tf.model import build_model, model_variables, to_split_form
 from alexnet_tf.report import Progress
 
@@ -32,6 +33,7 @@ class TrainedRun:
     class_names: list
     stats: data_lib.Stats
     model: keras.Model
+    class_descriptions: list | None = None  # readable names, for ImageNet's synsets (`read_classes`)
 
 
 def resolve_checkpoint(path: str, best: bool = False) -> tuple[str, str]:
@@ -62,12 +64,7 @@ def load_run(path: str, split_form: bool = False, best: bool = False) -> Trained
     if not os.path.isfile(config_path):
         raise ConfigError(f"{workdir!r} has no config.json; is it a run folder of `python -m alexnet_tf.train`?")
     config = load_json(config_path)
-    classes_path = os.path.join(workdir, "classes.json")
-    if os.path.isfile(classes_path):
-        with open(classes_path) as f:
-            class_names = [str(c) for c in json.load(f)]
-    else:
-        class_names = [str(i) for i in range(config.model.num_classes)]
+    class_names, descriptions = read_classes(workdir, config.model.num_classes)
     stats = data_lib.Stats.load(os.path.join(workdir, "stats.npz"))
     # Variables are float32 under every precision policy, so a float32 model restores them.
     model = build_model(config.model)
@@ -75,7 +72,31 @@ def load_run(path: str, split_form: bool = False, best: bool = False) -> Trained
     restored.expect_partial().assert_existing_objects_matched()
     if split_form:
         model = to_split_form(model, config.model)
-    return TrainedRun(workdir, checkpoint, config, class_names, stats, model)
+    return TrainedRun(workdir, checkpoint, config, class_names, stats, model, descriptions)
+
+
+def write_classes(workdir: str, class_names: list) -> None:
+    """WORKDIR/classes.json: the class names in label order; ImageNet's synsets each with
+    its readable name beside it (["n01440764", "tench, Tinca tinca"])."""
+    descriptions = imagenet_class_descriptions(class_names)
+    write_json(
+        os.path.join(workdir, "classes.json"), list(zip(class_names, descriptions)) if descriptions else class_names
+    )
+
+
+def read_classes(workdir: str, num_classes: int) -> tuple[list, list | None]:
+    """(class names, readable names or None) of a run folder, from its classes.json
+    (either form `write_classes` writes; ImageNet's synsets written without their names
+    get them here); numbers for a run without one."""
+    path = os.path.join(workdir, "classes.json")
+    if not os.path.isfile(path):
+        return [str(i) for i in range(num_classes)], None
+    with open(path) as f:
+        entries = json.load(f)
+    if entries and all(isinstance(e, list) for e in entries):
+        return [str(e[0]) for e in entries], [str(e[1]) for e in entries]
+    names = [str(e) for e in entries]
+    return names, imagenet_class_descriptions(names)
 
 
 # What a resumed run must share with the run that wrote the workdir: the net, and

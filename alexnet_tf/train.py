@@ -37,7 +37,7 @@ from alexnet_tf.drawing import conv1_grid
 from alexnet_tf.errors import Preempted, TrainingError
 from alexnet_tf.model import model_variables
 from alexnet_tf.report import Reporter, Window, format_duration
-from alexnet_tf.runs import check_resume, resolve_data, run_stats, write_json
+from alexnet_tf.runs import check_resume, resolve_data, run_stats, write_classes, write_json
 
 
 class Trainer:
@@ -370,7 +370,7 @@ def train_and_evaluate(config: Config, workdir: str) -> dict:
     check_resume(config, workdir)
     if chief:
         write_json(os.path.join(workdir, "config.json"), to_dict(config))
-        write_json(os.path.join(workdir, "classes.json"), source.class_names)
+        write_classes(workdir, source.class_names)
     with dtype_policy(config.train.precision):
         results = Trainer(config, workdir, strategy, source).run()
     if chief:
