@@ -1,9 +1,9 @@
 """A run's folder: the checks before a run resumes in it, the config it resolves from
 its data, and the one loader of a trained run that evaluate, export and figures use.
 
-A run folder holds what `train` wrote: config.json, classes.json (`write_classes`), stats.npz (the mean
-image and colour statistics) and checkpoints/ (the newest few, and best/ with the lowest
-validation error).
+A run folder holds what `train` wrote: config.json, classes.json (`write_classes`),
+stats.npz (the mean image and colour statistics) and checkpoints/ (the newest few, and
+best/ with the lowest validation error).
 """
 
 from __future__ import annotations
