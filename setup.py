@@ -22,6 +22,9 @@ setup(
         "keras>=3.10,<4",
         "tensorboard>=2.21,<2.22",
         "tensorflow-datasets>=4.9",
+        # TFDS 4.9.10 imports it to prepare any dataset but does not declare it
+        # (tensorflow/datasets#11212): without it no tfds: source that is not yet prepared works
+        "importlib_resources>=5.10",
         "numpy>=1.26",
         "protobuf",  # alexnet_tf.caffemodel reads .caffemodel files with its runtime
     ],

@@ -23,6 +23,7 @@ from google.protobuf import message
 from alexnet_tf import config as config_lib
 from alexnet_tf.caffemodel import CaffeError, CaffeLayer, CaffeNet, read_caffemodel, read_mean
 from alexnet_tf.config import Config
+from alexnet_tf.data.records import imagenet_class_descriptions
 from alexnet_tf.data.stats import IMAGENET_EIGVAL, IMAGENET_EIGVEC, Stats
 from alexnet_tf.model import build_model
 from alexnet_tf.nets import TrainedNet
@@ -252,4 +253,5 @@ def load_net(path: str, mean: str | None = None) -> TrainedNet:
     for name, values in keras_weights(blobs).items():
         model.get_layer(name).set_weights(values)
     origin = f"{path} ({net.format} format, sha1 {net.sha1})"
-    return TrainedNet(config, model, stats, imagenet_class_names(), origin=origin)
+    names = imagenet_class_names()
+    return TrainedNet(config, model, stats, names, origin, imagenet_class_descriptions(names) or ())

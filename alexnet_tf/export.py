@@ -5,7 +5,8 @@
 Signatures (both return the top-5 classes, best first):
   serving_default  images: tf.string (B,), JPEG/PNG/GIF/BMP bytes of any size
   serve_uint8      images: tf.uint8 (B, H, W, 3), RGB pixels of any size
-  outputs          classes int32 (B, 5), class_names string (B, 5), probabilities float32 (B, 5)
+  outputs          classes int32 (B, 5), class_names string (B, 5), probabilities float32 (B, 5),
+                   and for ImageNet's synsets class_descriptions string (B, 5) ("tench, Tinca tinca")
 
 The preprocessing of training is inside: shorter side to `data.resize_size` and the
 central square (Sec. 2; or the whole image warped to that square, `data.resize`), the
@@ -42,6 +43,16 @@ def resized(images: tf.Tensor, net: TrainedNet, encoded: bool) -> tf.Tensor:
     )
 
 
+def class_outputs(net: TrainedNet, indices: tf.Tensor) -> dict:
+    """`class_names` of the classes at `indices` and, where the net has them (ImageNet's
+    synsets), `class_descriptions`: the synset stays the class id, as in Keras'
+    `decode_predictions` (class_name, class_description, score)."""
+    out = {"class_names": tf.gather(tf.constant(list(net.class_names)), indices)}
+    if net.class_descriptions:
+        out["class_descriptions"] = tf.gather(tf.constant(list(net.class_descriptions)), indices)
+    return out
+
+
 def export(net: TrainedNet, out: str, crops: str = "center", overwrite: bool = False) -> str:
     """Writes `net` (in its split form, which needs no XLA) as a SavedModel in `out`."""
     if crops not in ("center", "ten"):
@@ -52,14 +63,13 @@ def export(net: TrainedNet, out: str, crops: str = "center", overwrite: bool = F
         shutil.rmtree(out)
     net = net.split_form()
     k = min(TOP_K, net.num_classes)
-    class_names = tf.constant(list(net.class_names))
 
     def serve(images, encoded: bool) -> dict:
         batch, views = data_lib.batch.views(resized(images, net, encoded), net.config.data, crops)
         top = tf.math.top_k(net.predict(batch, views), k=k)  # of the probabilities (B, classes)
         return {
             "classes": top.indices,  # (B, k) int32
-            "class_names": tf.gather(class_names, top.indices),  # (B, k) string
+            **class_outputs(net, top.indices),  # (B, k) string each
             "probabilities": top.values,  # (B, k) float32
         }
 

@@ -38,6 +38,8 @@ class TrainedNet:
     stats: the mean image and RGB covariance of its training set (`data.Stats`)
     class_names: one string per output, in output order
     origin: where it came from, for messages (a checkpoint path, a file)
+    class_descriptions: readable names beside the class names, or () (ImageNet's synsets
+        "n01440764" come with "tench, Tinca tinca")
     """
 
     config: Config
@@ -45,9 +47,13 @@ class TrainedNet:
     stats: Stats
     class_names: tuple
     origin: str = ""
+    class_descriptions: tuple = ()
 
     def __post_init__(self):
         object.__setattr__(self, "class_names", tuple(str(c) for c in self.class_names))
+        object.__setattr__(self, "class_descriptions", tuple(str(c) for c in self.class_descriptions or ()))
+        if self.class_descriptions and len(self.class_descriptions) != len(self.class_names):
+            raise ValueError("class_descriptions must have one entry per class name")
         outputs = self.model.output.shape[-1]
         if outputs != len(self.class_names):
             raise ValueError(f"the model has {outputs} outputs but {len(self.class_names)} class names were given")

@@ -1,8 +1,8 @@
 """A run's folder: the checks before a run resumes in it, the config it resolves from
 its data, and reading and writing a trained net (`nets.TrainedNet`) as a run folder.
 
-A run folder holds what `train` wrote: config.json, classes.json, stats.npz (the mean
-image and colour statistics) and checkpoints/ (the newest few, and best/ with the lowest
+A run folder holds what `train` wrote: config.json, classes.json (`write_classes`),
+stats.npz (the mean image and colour statistics) and checkpoints/ (the newest few, and best/ with the lowest
 validation error). `load_net` reads the net of any run folder or checkpoint in it;
 `write_net` writes a net made elsewhere (imported weights) as a run folder that every
 command takes.
@@ -22,6 +22,7 @@ import tensorflow as tf
 from alexnet_tf import data as data_lib
 from alexnet_tf.checkpoints import newest_readable, problem
 from alexnet_tf.config import Config, ConfigError, DataConfig, load_json, to_dict, validate
+from alexnet_tf.data.records import imagenet_class_descriptions
 from alexnet_tf.model import build_model, model_variables
 from alexnet_tf.nets import TrainedNet
 from alexnet_tf.report import Progress
@@ -61,18 +62,13 @@ def load_net(path: str, best: bool = False) -> TrainedNet:
     if not os.path.isfile(config_path):
         raise ConfigError(f"{workdir!r} has no config.json; is it a run folder of `python -m alexnet_tf.train`?")
     config = load_json(config_path)
-    classes_path = os.path.join(workdir, "classes.json")
-    if os.path.isfile(classes_path):
-        with open(classes_path) as f:
-            class_names = [str(c) for c in json.load(f)]
-    else:
-        class_names = [str(i) for i in range(config.model.num_classes)]
+    class_names, descriptions = read_classes(workdir, config.model.num_classes)
     stats = data_lib.Stats.load(os.path.join(workdir, "stats.npz"))
     # Variables are float32 under every precision policy, so a float32 model restores them.
     model = build_model(config.model)
     restored = tf.train.Checkpoint(model=model_variables(model)).restore(checkpoint)
     restored.expect_partial().assert_existing_objects_matched()
-    return TrainedNet(config, model, stats, class_names, origin=checkpoint)
+    return TrainedNet(config, model, stats, class_names, origin=checkpoint, class_descriptions=descriptions or ())
 
 
 def check_new_workdir(workdir: str) -> None:
@@ -94,7 +90,7 @@ def write_net(net: TrainedNet, workdir: str, step: int = 0) -> str:
     os.makedirs(tmp)
     try:
         write_json(os.path.join(tmp, "config.json"), to_dict(net.config))
-        write_json(os.path.join(tmp, "classes.json"), list(net.class_names))
+        write_classes(tmp, list(net.class_names), list(net.class_descriptions) or None)
         net.stats.save(os.path.join(tmp, "stats.npz"))
         checkpoint = tf.train.Checkpoint(model=model_variables(net.model))
         manager = tf.train.CheckpointManager(checkpoint, os.path.join(tmp, "checkpoints"), max_to_keep=1)
@@ -106,6 +102,30 @@ def write_net(net: TrainedNet, workdir: str, step: int = 0) -> str:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return os.path.join(workdir, os.path.relpath(prefix, tmp))  # the manager's list is relative
+
+
+def write_classes(workdir: str, class_names: list, descriptions: list | None = None) -> None:
+    """WORKDIR/classes.json: the class names in label order; ImageNet's synsets each with
+    its readable name beside it (["n01440764", "tench, Tinca tinca"])."""
+    descriptions = descriptions or imagenet_class_descriptions(class_names)
+    write_json(
+        os.path.join(workdir, "classes.json"), list(zip(class_names, descriptions)) if descriptions else class_names
+    )
+
+
+def read_classes(workdir: str, num_classes: int) -> tuple[list, list | None]:
+    """(class names, readable names or None) of a run folder, from its classes.json
+    (either form `write_classes` writes; ImageNet's synsets written without their names
+    get them here); numbers for a run without one."""
+    path = os.path.join(workdir, "classes.json")
+    if not os.path.isfile(path):
+        return [str(i) for i in range(num_classes)], None
+    with open(path) as f:
+        entries = json.load(f)
+    if entries and all(isinstance(e, list) for e in entries):
+        return [str(e[0]) for e in entries], [str(e[1]) for e in entries]
+    names = [str(e) for e in entries]
+    return names, imagenet_class_descriptions(names)
 
 
 # What a resumed run must share with the run that wrote the workdir: the net, and

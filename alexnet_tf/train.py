@@ -31,7 +31,7 @@ from alexnet_tf.errors import Preempted, TrainingError
 from alexnet_tf.metrics import TRAIN_METRICS, accumulate, errors
 from alexnet_tf.model import model_variables
 from alexnet_tf.report import Reporter, Window, format_duration
-from alexnet_tf.runs import check_resume, resolve_data, run_stats, write_json
+from alexnet_tf.runs import check_resume, resolve_data, run_stats, write_classes, write_json
 
 log = logging.getLogger(__name__)
 
@@ -411,7 +411,7 @@ def train_and_evaluate(config: Config, workdir: str) -> dict:
     check_resume(config, workdir)
     if runtime.chief:
         write_json(os.path.join(workdir, "config.json"), to_dict(config))
-        write_json(os.path.join(workdir, "classes.json"), source.class_names)
+        write_classes(workdir, source.class_names)
     results = Trainer(config, workdir, runtime, source).run()
     if runtime.chief:
         write_json(os.path.join(workdir, "results.json"), results)

@@ -20,7 +20,6 @@ QUICKSTART = os.path.join(ROOT, "recipes", "quickstart.py")
 PAPER = os.path.join(ROOT, "recipes", "paper.py")
 
 
-
 def _bundled_stats() -> str:
     """The bundled Fashion-MNIST subset's mean image and colour statistics, computed once
     per test session (each tiny run would otherwise compute them again)."""

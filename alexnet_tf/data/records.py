@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 
 import numpy as np
 import tensorflow as tf
@@ -21,6 +23,16 @@ TFRECORD_FEATURES = {
     "image/filename": tf.io.FixedLenFeature([], tf.string, default_value=""),
 }
 IMAGENET_TARS = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
+IMAGENET_TAR_SIZES = ("138 GiB", "6.3 GiB")
+# TFDS's imagenet2012 preparation as measured on generated ImageNet-sized JPEGs in the official
+# tars (docs/input.md, "ImageNet through TFDS"): it keeps each JPEG's bytes as they are, takes
+# 5.4 s of CPU per GB of tars on a 2-core VM (0.56 ms per image), and reads every byte twice
+# and writes it twice (tars, its shuffle's temporary files, shards), at that VM's disk 1.1 GB/s.
+PREPARED_BYTES_PER_TAR_BYTE = 0.993
+PREPARE_SECONDS_PER_GB = 5.4
+PREPARE_DISK_PASSES = 4
+MEASURED_DISK_BYTES_PER_SECOND = 1.1e9
+SLOW_DISK_BYTES_PER_SECOND = 150e6  # a hard disk's: the estimate's second figure
 
 
 # --------------------------------------------------------------------------- TFRecords
@@ -132,7 +144,9 @@ class TFDSSource(Source):
 
 def tfds_source(name: str, train_split: str = "", data_dir: str = "", manual_dir: str = "") -> Source:
     """Any TFDS image-classification dataset; `train_split` (e.g. `train[:10%]`) replaces
-    the train split. ImageNet is prepared from its manual download (named if missing)."""
+    the train split. A dataset TFDS has not prepared yet is prepared first, in `data_dir`
+    (TFDS's default: ~/tensorflow_datasets); one from a manual download (ImageNet) from
+    `tfds_manual_dir(builder, manual_dir)`, with an estimate of time and disk said first."""
     import tensorflow_datasets as tfds  # heavy; only imported for tfds sources
 
     try:
@@ -153,25 +167,134 @@ def tfds_source(name: str, train_split: str = "", data_dir: str = "", manual_dir
     return TFDSSource(name, builder, exprs)
 
 
+def tfds_manual_dir(builder, manual_dir: str = "") -> str:
+    """The folder TFDS reads `builder`'s manual download from: `manual_dir`, else TFDS's
+    default, `DownloadConfig.manual_dir`'s `<download_dir>/manual` under
+    `download_and_prepare`'s `<data_dir>/downloads` (`builder.data_dir_root`).
+
+    TFDS 4.9 has no public accessor for that default (its download manager is made by a
+    private method, and `DownloadManager.manual_dir` raises while the folder is missing),
+    so `_ensure_prepared` passes this folder to TFDS as `DownloadConfig(manual_dir=...)`:
+    the folder checked is the folder read.
+    """
+    return os.fspath(manual_dir or builder.data_dir_root / "downloads" / "manual")
+
+
 def _ensure_prepared(tfds, builder, name: str, manual_dir: str) -> None:
-    """Prepares the dataset if TFDS has not yet; for ImageNet, names the missing tars."""
+    """Prepares the dataset if TFDS has not yet: a manual download's files are checked
+    (named if missing), ImageNet's preparation is estimated and said first."""
     try:
         builder.as_dataset(split=list(builder.info.splits)[0] if builder.info.splits else "train")
         return
-    except (AssertionError, Exception) as e:  # TFDS raises AssertionError when not generated
-        not_prepared = e
-    if name.split("/")[0].split(":")[0] == "imagenet2012":
-        root = os.path.dirname(os.path.dirname(os.path.dirname(builder.data_dir)))
-        manual = manual_dir or os.path.join(root, "downloads", "manual")
-        missing = [t for t in IMAGENET_TARS if not os.path.isfile(os.path.join(manual, t))]
-        if missing:
-            raise DataError(
-                f"imagenet2012 is not prepared in {root} and {', '.join(missing)} "
-                f"{'is' if len(missing) == 1 else 'are'} not in {manual}; download "
-                f"{' and '.join(IMAGENET_TARS)} from https://image-net.org (login needed) into {manual} "
-                "(or set data.tfds_manual_dir), then run again; TFDS prepares them once (hours)"
-            ) from not_prepared
+    except Exception:  # TFDS raises AssertionError when not generated
+        pass
+    manual = tfds_manual_dir(builder, manual_dir)
+    if builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
+        files = _manual_files(builder, name, manual)
+        if files and _base_name(name) == "imagenet2012":
+            print(_imagenet_estimate(builder, manual, sum(os.path.getsize(f) for f in files)), flush=True)
     try:
-        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir or None))
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual))
+    except ModuleNotFoundError as e:
+        raise DataError(f"TFDS could not prepare {name!r}: it needs the module {e.name!r}: pip install {e.name}") from e
     except Exception as e:
         raise DataError(f"TFDS could not prepare {name!r}: {type(e).__name__}: {str(e)[:300]}") from e
+
+
+def _base_name(name: str) -> str:
+    return name.split("/")[0].split(":")[0]
+
+
+def _manual_files(builder, name: str, manual: str) -> list:
+    """The files of a manual download TFDS will read (ImageNet's two tars); DataError
+    naming the folder and the files when one is missing."""
+    if _base_name(name) != "imagenet2012":
+        if not os.path.isdir(manual) or not os.listdir(manual):
+            instructions = " ".join(builder.MANUAL_DOWNLOAD_INSTRUCTIONS.split())
+            raise DataError(
+                f"TFDS prepares {name!r} from a manual download in {manual}, which is missing or empty: "
+                f"{instructions} (or set data.tfds_manual_dir=DIR)"
+            )
+        return []
+    missing = [t for t in IMAGENET_TARS if not os.path.isfile(os.path.join(manual, t))]
+    if missing:
+        raise DataError(
+            f"imagenet2012 is not prepared in {builder.data_dir_root}, and TFDS prepares it from "
+            f"{' and '.join(IMAGENET_TARS)} ({' and '.join(IMAGENET_TAR_SIZES)}) in {manual}, where "
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing; download them from "
+            "https://image-net.org (login needed) into that folder, or set data.tfds_manual_dir=DIR to the "
+            "folder that holds them"
+        )
+    return [os.path.join(manual, t) for t in IMAGENET_TARS]
+
+
+def _imagenet_estimate(builder, manual: str, tar_bytes: int) -> str:
+    """What preparing ImageNet will take, said before TFDS starts: time and disk from
+    the tars' size and the measured rates; DataError if the disk is surely too small."""
+    need = tar_bytes * PREPARED_BYTES_PER_TAR_BYTE
+    root = os.fspath(builder.data_dir_root)
+    free = _free_bytes(root)
+    if free is not None and free < need:
+        raise DataError(
+            f"preparing imagenet2012 needs about {_bytes(need)} in {root} (TFDS keeps every JPEG of the "
+            f"{_bytes(tar_bytes)} of tars) but {_bytes(free)} are free there; free some space, or set "
+            "data.tfds_data_dir=DIR to a folder on a disk with room"
+        )
+
+    def seconds(disk_rate: float) -> float:
+        return tar_bytes / 1e9 * PREPARE_SECONDS_PER_GB + PREPARE_DISK_PASSES * tar_bytes / disk_rate
+
+    where = f" ({_bytes(free)} free there)" if free is not None else ""
+    return (
+        f"TFDS prepares imagenet2012 once, now: from the {_bytes(tar_bytes)} of tars in {manual} into "
+        f"{builder.data_dir} (an interrupted preparation starts over).\n"
+        f"Estimate: {_rough(seconds(MEASURED_DISK_BYTES_PER_SECOND))} and {_bytes(need)} of disk{where}; "
+        f"with a {SLOW_DISK_BYTES_PER_SECOND / 1e6:.0f} MB/s disk {_rough(seconds(SLOW_DISK_BYTES_PER_SECOND))}. "
+        f"As measured on ImageNet-sized JPEGs on a 2-core VM: {PREPARE_SECONDS_PER_GB:g} s of CPU per GB of "
+        f"tars, every byte read twice and written twice, its disk {MEASURED_DISK_BYTES_PER_SECOND / 1e9:g} GB/s "
+        "(docs/input.md)"
+    )
+
+
+def _free_bytes(path: str) -> int | None:
+    """Free bytes on the disk of `path` (or of its nearest existing parent); None for a
+    path that is not local (gs://...)."""
+    if "://" in path:
+        return None
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return shutil.disk_usage(path).free
+
+
+def _bytes(n: float) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
+def _rough(seconds: float) -> str:
+    """A duration as an estimate says it: minutes, or hours to a tenth."""
+    if seconds < 60:
+        return "under a minute"
+    return f"about {round(seconds / 60)} min" if seconds < 5400 else f"about {seconds / 3600:.1f} h"
+
+
+def imagenet_class_descriptions(class_names: list) -> list | None:
+    """The readable names of ImageNet's classes ("n01440764" -> "tench, Tinca tinca"),
+    one for each of `class_names`, from the lists TFDS ships (imagenet2012's synsets and
+    the 1000 names in the same class order); None unless every class name is one of
+    ImageNet's 1000 synsets (e.g. a folder source's class folders) or TFDS is missing."""
+    if not class_names or not all(re.fullmatch(r"n\d{8}", str(c)) for c in class_names):
+        return None
+    try:
+        import tensorflow_datasets as tfds
+        from tensorflow_datasets.datasets.siscore.labels import IMAGENET_LABELS_LIST
+    except ImportError:
+        return None
+    with open(tfds.core.tfds_path("datasets/imagenet2012/labels.txt")) as f:
+        synsets = f.read().split()
+    if len(synsets) != len(IMAGENET_LABELS_LIST):
+        return None
+    described = dict(zip(synsets, IMAGENET_LABELS_LIST))
+    if not all(c in described for c in class_names):
+        return None
+    return [described[c] for c in class_names]
