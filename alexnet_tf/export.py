@@ -73,8 +73,10 @@ def export(net: TrainedNet, out: str, crops: str = "center", overwrite: bool = F
             "probabilities": top.values,  # (B, k) float32
         }
 
+    # The endpoints' variables are tracked by add_endpoint itself; `archive.track(model)`
+    # would store every weight a second time (keras-team/keras#23553: twice the disk and
+    # twice the memory of every server that loads it).
     archive = keras.export.ExportArchive()
-    archive.track(net.model)
     archive.add_endpoint(
         "serving_default", lambda images: serve(images, True), [tf.TensorSpec([None], tf.string, name="images")]
     )
