@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from alexnet_tf import cli
 from alexnet_tf import data as data_lib
+from alexnet_tf.config import Config, DataConfig, override
 from alexnet_tf.report import Progress
 
 PROGRESS_DIR = ".progress"  # per-shard records: a shard is finished when its record exists
@@ -46,12 +47,18 @@ def example_record(jpeg: bytes, label: int, name: bytes) -> bytes:
 
 
 def prepare(
-    spec: str, out: str, size: int = 256, shard_size: int = 1024, quality: int = 95, quiet: bool = False
+    spec: str,
+    out: str,
+    size: int = 256,
+    shard_size: int = 1024,
+    quality: int = 95,
+    quiet: bool = False,
+    data: DataConfig | None = None,
 ) -> dict:
     """Writes `spec` as shards under `out`; returns a report of what was written and skipped."""
     if ":" not in spec or os.path.isdir(spec):
         spec = "folder:" + spec
-    source = data_lib.open_source(spec)
+    source = data_lib.open_source(spec, data)  # `data`: a folder's label file, TFDS's folders
     if not source.encoded:
         raise data_lib.DataError(
             f"{spec} holds in-memory arrays; prepare writes image files (folder: or tfds: sources)"
@@ -143,13 +150,14 @@ def main(argv=None) -> int:
     p.add_argument("--shard-size", type=int, default=1024, help="images per shard")
     p.add_argument("--quality", type=int, default=95, help="JPEG quality of the stored images")
     cli.add_out(p, "folder for the shards and metadata.json (an interrupted run there resumes)")
+    cli.add_overrides(p)  # data.label_file, data.tfds_data_dir, data.tfds_manual_dir
     return cli.main(p, _main, argv)
 
 
-def _main(data: str | None, size: int, shard_size: int, quality: int, out: str) -> None:
+def _main(data: str | None, size: int, shard_size: int, quality: int, out: str, overrides: list[str]) -> None:
     if not data:
         raise data_lib.DataError("give --data SPEC (folder:PATH, tfds:NAME[:SPLIT], ...) to prepare")
-    report = prepare(data, out, size, shard_size, quality)
+    report = prepare(data, out, size, shard_size, quality, data=override(Config(), overrides).data)
     total = sum(report["written"].values())
     print(
         f"wrote {total} images ({', '.join(f'{k} {v}' for k, v in report['written'].items())}) to {out}; "
