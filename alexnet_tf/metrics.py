@@ -42,3 +42,28 @@ def errors(totals: dict) -> dict:
     if "loss_sum" in totals:
         out["loss"] = totals["loss_sum"] / count
     return out
+
+
+class EpochSums(tf.Module):
+    """The running sums of the epoch in progress (float64 variables, so a checkpoint
+    holds them): summed loss over steps, weighted top-1/top-5 hits, examples, steps."""
+
+    KEYS = (*TRAIN_METRICS, "steps")
+
+    def __init__(self):
+        super().__init__(name="epoch_sums")
+        self.sums = {k: tf.Variable(0.0, dtype=tf.float64, trainable=False, name=k) for k in self.KEYS}
+
+    def reset(self) -> None:
+        for v in self.sums.values():
+            v.assign(0.0)
+
+    def add(self, totals: dict, steps: int) -> None:
+        for k in TRAIN_METRICS:
+            self.sums[k].assign_add(totals[k])
+        self.sums["steps"].assign_add(steps)
+
+    def values(self) -> dict:
+        """The epoch's mean training loss and its top-1/top-5 error (`errors`)."""
+        s = {k: float(v.numpy()) for k, v in self.sums.items()}
+        return {"loss": s["loss"] / max(s["steps"], 1), **errors(s)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -172,3 +173,32 @@ class Reporter:
     def flush(self) -> None:
         for w in self._writers.values():
             w.flush()
+
+
+class ProfileWindow:
+    """`train.profile_steps` (first, last): the profiler traces steps first+1..last into
+    tb/profile, one step per host call, each marked as TensorFlow documents for custom
+    loops so that its overview shows step times."""
+
+    def __init__(self, steps: tuple, logdir: str):
+        self.first, self.last = steps or (0, 0)
+        self.logdir, self.active = logdir, False
+
+    def limit(self, step: int, n: int) -> int:
+        """At most `n` steps from `step` in one host call: one inside the window, and no
+        call across its start."""
+        if self.first <= step < self.last:
+            return 1
+        return min(n, self.first - step) if step < self.first else n
+
+    @contextlib.contextmanager
+    def trace(self, step: int, n: int):
+        if step == self.first < self.last:
+            tf.profiler.experimental.start(self.logdir)
+            self.active = True
+        inside = self.first <= step < self.last
+        with tf.profiler.experimental.Trace("train", step_num=step, _r=1) if inside else contextlib.nullcontext():
+            yield
+        if step + n == self.last and self.active:
+            tf.profiler.experimental.stop()
+            self.active = False

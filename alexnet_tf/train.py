@@ -10,7 +10,6 @@ A workdir that holds a run resumes with its own config.json: the recipe may be l
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -28,66 +27,12 @@ from alexnet_tf.config import Config, ConfigError, to_dict, validate
 from alexnet_tf.distribute import Runtime, barrier, check_same_step, distributed_dataset, make_runtime
 from alexnet_tf.drawing import conv1_grid
 from alexnet_tf.errors import Preempted, TrainingError
-from alexnet_tf.metrics import TRAIN_METRICS, accumulate, errors
+from alexnet_tf.metrics import TRAIN_METRICS, EpochSums, accumulate, errors
 from alexnet_tf.model import model_variables
-from alexnet_tf.report import Reporter, Window, format_duration
+from alexnet_tf.report import ProfileWindow, Reporter, Window, format_duration
 from alexnet_tf.runs import check_resume, resolve_data, run_stats, write_classes, write_json
 
 log = logging.getLogger(__name__)
-
-
-class EpochSums(tf.Module):
-    """The running sums of the epoch in progress (float64 variables, so a checkpoint
-    holds them): summed loss over steps, weighted top-1/top-5 hits, examples, steps."""
-
-    KEYS = (*TRAIN_METRICS, "steps")
-
-    def __init__(self):
-        super().__init__(name="epoch_sums")
-        self.sums = {k: tf.Variable(0.0, dtype=tf.float64, trainable=False, name=k) for k in self.KEYS}
-
-    def reset(self) -> None:
-        for v in self.sums.values():
-            v.assign(0.0)
-
-    def add(self, totals: dict, steps: int) -> None:
-        for k in TRAIN_METRICS:
-            self.sums[k].assign_add(totals[k])
-        self.sums["steps"].assign_add(steps)
-
-    def values(self) -> dict:
-        """The epoch's mean training loss and its top-1/top-5 error (`steps.errors`)."""
-        s = {k: float(v.numpy()) for k, v in self.sums.items()}
-        return {"loss": s["loss"] / max(s["steps"], 1), **errors(s)}
-
-
-class ProfileWindow:
-    """`train.profile_steps` (first, last): the profiler traces steps first+1..last into
-    tb/profile, one step per host call, each marked as TensorFlow documents for custom
-    loops so that its overview shows step times."""
-
-    def __init__(self, steps: tuple, logdir: str):
-        self.first, self.last = steps or (0, 0)
-        self.logdir, self.active = logdir, False
-
-    def limit(self, step: int, n: int) -> int:
-        """At most `n` steps from `step` in one host call: one inside the window, and no
-        call across its start."""
-        if self.first <= step < self.last:
-            return 1
-        return min(n, self.first - step) if step < self.first else n
-
-    @contextlib.contextmanager
-    def trace(self, step: int, n: int):
-        if step == self.first < self.last:
-            tf.profiler.experimental.start(self.logdir)
-            self.active = True
-        inside = self.first <= step < self.last
-        with tf.profiler.experimental.Trace("train", step_num=step, _r=1) if inside else contextlib.nullcontext():
-            yield
-        if step + n == self.last and self.active:
-            tf.profiler.experimental.stop()
-            self.active = False
 
 
 class Trainer:
