@@ -13,6 +13,7 @@ import importlib.util
 import json
 import os
 import sys
+import types
 import typing
 from typing import Any
 
@@ -74,7 +75,10 @@ class ModelConfig:
     init: str = "paper"
     init_std: float = 0.01  # Sec. 5, for init="paper"
     bias_one: bool = True  # Sec. 5: biases 1 in conv2, conv4, conv5, fc6, fc7
-    conv_form: str = "grouped"  # grouped (Conv2D groups=2) | split (two convs + concat)
+    # How conv2/4/5's two groups and the LRN are computed: the same numbers, the speed
+    # differs by device. auto = alexnet_tf.forms' choice for the device and precision.
+    conv_form: str = "auto"  # auto | grouped (Conv2D groups=2) | split (two convs + concat)
+    lrn_impl: str = "auto"  # auto | ops | matmul | tf_op (see model.LocalResponseNormalization)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +103,8 @@ class OptimConfig:
     plateau_cooldown: int = 0  # epochs after a cut that do not count (Keras' ReduceLROnPlateau cooldown)
     step_epochs: tuple = ()  # for schedule=step: epochs at which lr *= lr_factor
     scale_lr: bool = True  # lr * global_batch / 128 when the batch differs from Sec. 5's
+    # auto | keras (Keras' SGD ops) | fused (one fused kernel per variable, optim.FusedSGD)
+    update_op: str = "auto"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +114,9 @@ class TrainConfig:
     max_steps: int = 0  # stop after this many steps; 0 = no limit
     eval_batch_size: int = 0  # 0 = batch_size
     precision: str = "float32"  # float32 | mixed_bfloat16
-    jit_compile: bool = True
+    # XLA for the step: True | False | "auto" (alexnet_tf.forms: on for GPUs, off on CPUs,
+    # where TensorFlow's oneDNN kernels outrun XLA's convolutions)
+    jit_compile: bool | str = "auto"
     # the SGD update in the same XLA program as forward/backward; one device only
     # (MirroredStrategy needs it outside, see alexnet_tf.steps.make_train_loop)
     fused_update: bool = True
@@ -142,7 +150,9 @@ class Config:
 CHOICES = {
     "model.lrn_convention": ("paper", "cuda-convnet", "caffe"),
     "model.activation": ("relu", "tanh"),
-    "model.conv_form": ("grouped", "split"),
+    "model.conv_form": ("auto", "grouped", "split"),
+    "model.lrn_impl": ("auto", "ops", "matmul", "tf_op"),
+    "optim.update_op": ("auto", "keras", "fused"),
     "model.dropout_placement": ("outputs", "inputs"),
     "model.init": ("paper", "fan_in"),
     "optim.schedule": ("plateau", "step", "constant"),
@@ -158,6 +168,8 @@ def validate(config: Config) -> Config:
         value = getattr(getattr(config, section), name)
         if value not in allowed:
             raise ConfigError(f"{key}={value!r}; valid values: {', '.join(allowed)}")
+    if config.train.jit_compile not in (True, False, "auto"):
+        raise ConfigError(f"train.jit_compile={config.train.jit_compile!r}; valid values: True, False, auto")
     if config.train.batch_size <= 0:
         raise ConfigError("train.batch_size must be positive")
     if config.model.input_size != config.data.crop_size:
@@ -170,12 +182,12 @@ def validate(config: Config) -> Config:
     if config.distribute.strategy == "columns":  # Sec. 3.2's placement, see alexnet_tf.columns
         if not config.model.two_columns:
             raise ConfigError("distribute.strategy=columns places the two columns: it needs model.two_columns=True")
-        if config.train.jit_compile:
+        if config.train.jit_compile is True:
             raise ConfigError(
                 "distribute.strategy=columns runs on two devices, which one XLA cluster cannot span: "
                 "set train.jit_compile=False"
             )
-    if config.train.deterministic and config.train.jit_compile:
+    if config.train.deterministic and config.train.jit_compile is True:
         raise ConfigError(
             "train.deterministic=True needs train.jit_compile=False: XLA has no deterministic "
             "max-pooling gradient (TensorFlow refuses it at the first step)"
@@ -267,6 +279,12 @@ def _parse_value(text: str) -> Any:
 
 def _coerce(key: str, kind: Any, value: Any) -> Any:
     """Checks `value` against the field type `kind`, converting only where lossless."""
+    if isinstance(kind, types.UnionType):  # e.g. bool | str: True, False or "auto"
+        for option in kind.__args__:
+            try:
+                return _coerce(key, option, value)
+            except ConfigError:
+                continue
     if kind is bool:
         if isinstance(value, bool):
             return value

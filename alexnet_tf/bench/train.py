@@ -288,7 +288,7 @@ def bench_train(args: argparse.Namespace) -> list:
     import tensorflow as tf
 
     from alexnet_tf import data as data_lib
-    from alexnet_tf import runs, steps
+    from alexnet_tf import forms, runs, steps
     from alexnet_tf.config import ConfigError, override
     from alexnet_tf.distribute import make_strategy
     from alexnet_tf.errors import TrainingError
@@ -312,6 +312,7 @@ def bench_train(args: argparse.Namespace) -> list:
     for precision in precisions:
         for batch in batches:
             config = override(base, {"train.batch_size": batch, "train.precision": PRECISIONS[precision]})
+            config, chosen = forms.apply(config, forms.device_kind(strategy))
             tf32 = bool(gpu_name) and tf.config.experimental.tensor_float_32_execution_enabled()
             dtype = precision if precision == "bf16" or not tf32 else "tf32"
             common = {
@@ -319,6 +320,7 @@ def bench_train(args: argparse.Namespace) -> list:
                 **{"feed": feed_kind, "batch": batch, "dtype": dtype, "precision": config.train.precision},
                 **{"jit": config.train.jit_compile, "replicas": replicas, "device": device},
                 "overrides": list(args.overrides),
+                "forms": chosen.as_dict(),
             }
             try:
                 timing = time_train_step(
