@@ -90,8 +90,10 @@ def test_bad_choice_lists_choices():
 
 def test_deterministic_xla_is_refused_with_the_reason():
     with pytest.raises(ConfigError, match="jit_compile=False"):
-        override(Config(), ["train.deterministic=True"])  # the paper recipe compiles with XLA
+        override(Config(), ["train.deterministic=True", "train.jit_compile=True"])
     assert override(Config(), ["train.deterministic=True", "train.jit_compile=False"]).train.deterministic
+    # jit_compile="auto" (the default) resolves to no XLA for a deterministic run (alexnet_tf.forms)
+    assert override(Config(), ["train.deterministic=True"]).train.jit_compile == "auto"
 
 
 def test_determinism_does_not_leak_into_the_next_run():

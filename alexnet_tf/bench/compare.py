@@ -47,6 +47,8 @@ def _rates(runs: list, key: str = "img_per_s") -> str:
 
 def _net(row: dict) -> str:
     """The net a line times: the peer's `model`, or our recipe's file name (paper, quickstart)."""
+    if row.get("net"):
+        return row["net"]
     if "model" in row:
         return row["model"].split("_")[0]
     return os.path.splitext(os.path.basename(row.get("recipe", "")))[0]
