@@ -76,7 +76,8 @@ def bench_export(args: argparse.Namespace) -> list:
         if not os.path.isdir(path):
             raise ConfigError(f"{path!r} is not a SavedModel folder")
         serve = tf.saved_model.load(path).signatures[SIGNATURE]
-        device, _ = _device_description(tf.distribute.get_strategy())
+        gpus = tf.config.list_logical_devices("GPU")
+        device, _ = _device_description(tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0"))
         results = []
         for batch in args.batch:
             images = tf.constant(np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), np.uint8))
