@@ -187,6 +187,7 @@ def _train_parser(sub) -> None:
         "generated set does not time an epoch restart every few steps",
     )
     p.add_argument("--no-jit", action="store_true", help="train.jit_compile=False")
+    p.add_argument("--threads", type=int, default=0, help="TensorFlow intra- and inter-op threads (default: all cores)")
     p.add_argument(
         "--peak-tflops", type=float, help="peak TFLOP/s of one device for the mfu (default: table, H100/H200)"
     )

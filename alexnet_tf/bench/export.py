@@ -56,17 +56,12 @@ def bench_export(args: argparse.Namespace) -> list:
     signature on uint8 batches of each --batch; one JSON line per batch."""
     import tensorflow as tf
 
-    from alexnet_tf.bench.train import _device_description
+    from alexnet_tf.bench.train import _device_description, set_threads
     from alexnet_tf.config import ConfigError
 
     if bool(args.export_dir) == bool(args.recipe):
         raise ConfigError("give an EXPORT_DIR or --recipe RECIPE (an untrained net of that recipe), not both")
-    if args.threads:
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-            tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-        except RuntimeError as e:  # the runtime has started: too late in this process
-            raise ConfigError(f"--threads {args.threads}: TensorFlow's runtime has already started") from e
+    set_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="alexnet_tf_bench_") as tmp:
         if args.recipe:
             path, size = fresh_export(args.recipe, os.path.join(tmp, "1"))

@@ -203,6 +203,22 @@ def _gpu_peak_memory(strategy, reset: bool = False) -> int | None:
     return max(tf.config.experimental.get_memory_info(g)["peak"] for g in gpus)
 
 
+def set_threads(threads: int) -> None:
+    """TensorFlow's intra- and inter-op threads (0: its default, all cores); before its
+    runtime starts."""
+    import tensorflow as tf
+
+    from alexnet_tf.config import ConfigError
+
+    if not threads:
+        return
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError as e:  # the runtime has started: too late in this process
+        raise ConfigError(f"--threads {threads}: TensorFlow's runtime has already started") from e
+
+
 def _settings(args: argparse.Namespace):
     """(base config, batches, precisions, steps per loop) of the command line, checked."""
     from alexnet_tf import cli
@@ -294,6 +310,7 @@ def bench_train(args: argparse.Namespace) -> list:
     from alexnet_tf.errors import TrainingError
 
     base, batches, precisions, steps_per_loop = _settings(args)
+    set_threads(args.threads)
     strategy = make_strategy(base.distribute)
     replicas = strategy.num_replicas_in_sync
     for batch in batches:
@@ -319,6 +336,7 @@ def bench_train(args: argparse.Namespace) -> list:
                 **{"bench": "train", "recipe": args.recipe, "input": config.data.source if args.data else "synthetic"},
                 **{"feed": feed_kind, "batch": batch, "dtype": dtype, "precision": config.train.precision},
                 **{"jit": config.train.jit_compile, "replicas": replicas, "device": device},
+                "threads": args.threads or usable_cores(),
                 "overrides": list(args.overrides),
                 "forms": chosen.as_dict(),
             }
