@@ -154,14 +154,20 @@ def time_infer(args, model: str, batch: int, dtype: str, mode: str, device: torc
     mean = torch.full((1, 3, size, size), 120.0, device=device)
 
     def predict(images):  # (B, R, R, 3) uint8
-        with torch.inference_mode(), autocast:
+        with autocast:
             x = images[:, top : top + size, top : top + size, :].permute(0, 3, 1, 2).float() - mean
             if args.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             probs = torch.softmax(net(x).float(), dim=-1)
             return torch.topk(probs, min(5, classes))
 
-    fn = torch.compile(predict) if mode == "compile" else predict
+    # no_grad around the call: torch.compile cannot trace into inference_mode
+    compiled = torch.compile(predict) if mode == "compile" else predict
+
+    def fn(images):
+        with torch.no_grad():
+            return compiled(images)
+
     images = torch.randint(0, 256, (batch, resize, resize, 3), dtype=torch.uint8, device=device)
     start = time.perf_counter()
     fn(images)

@@ -37,7 +37,9 @@ def _read_results(path: str) -> list:
 
 
 def _rate(value: float | None) -> str:
-    return f"{value:,.0f}" if value else ""
+    if not value:
+        return ""
+    return f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
 
 
 def _rates(runs: list, key: str = "img_per_s") -> str:
