@@ -252,7 +252,7 @@ def test_compare_sets_each_setting_beside_the_peer(tmp_path, capsys):
     # every run of both sides; the ratio of the bests: 2,300 / 2,500
     line = rows["quickstart, 128, fp32"]
     assert "| 2,100 (1), 2,300 (1) | split, LRN matmul, update fused, no XLA |" in line
-    assert "| 1,900, 1,950 | 2,500, 2,400 | 0.92x (below 1.3x) |" in line
+    assert "| 1,900, 1,950 | 2,500, 2,400 | 0.92x (below 1.3x); per round 0.84, 0.96 |" in line
     assert "| 128, bf16 | 13,000 (20) | 1.08x of 12,000 |" in rows["tfrecord:/tmp/gen-256"]
     assert any(k.startswith("Failed: paper batch 512 bf16: OOM") for k in rows)
     assert bench.main(["compare", str(tmp_path / "missing.jsonl")]) == 2

@@ -89,6 +89,17 @@ def _verdict(best: float, peers: list, target: float) -> str:
     return f"{ratio:.2f}x " + ("(meets" if ratio >= target else "(below") + f" {target}x)"
 
 
+def _per_round(runs: list, eager: list, compiled: list) -> str:
+    """With alternating runs (as many of ours as of each peer mode): the i-th run of ours
+    against the faster of the peer's i-th runs, the ratios of a shared machine's quiet and
+    busy spells apart."""
+    peers = [m for m in (eager, compiled) if m]
+    if len(runs) < 2 or not peers or any(len(m) != len(runs) for m in peers):
+        return ""
+    ratios = [r["img_per_s"] / max(m[i]["img_per_s"] for m in peers) for i, r in enumerate(runs)]
+    return "; per round " + ", ".join(f"{x:.2f}" for x in ratios)
+
+
 def _forms(row: dict) -> str:
     f = row.get("forms")
     if not f:
@@ -107,6 +118,8 @@ def _synthetic_row(key: tuple, runs: list, peer: list, target: float) -> str:
     mfu = f"{best['mfu']:.1%}" if best.get("mfu") is not None else ""
     memory = f"{best['peak_memory_bytes'] / 2**30:.1f} GiB" if best.get("peak_memory_bytes") else ""
     verdict = _verdict(best["img_per_s"], eager + compiled, target)
+    if len({r["steps_per_loop"] for r in runs}) == 1:
+        verdict += _per_round(runs, eager, compiled)
     return (
         f"| {label} | {per_call} | {_forms(best)} | {mfu} | {memory} | {_rates(eager)} | {_rates(compiled)} "
         f"| {verdict} |"
