@@ -32,17 +32,23 @@ def test_bench_input_prints_json_lines(tmp_path, capsys):
 QUICKSTART = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes", "quickstart.py")
 
 
-def _train_lines(capsys, argv):
+def _train_lines(capsys, argv, log=None):
+    """The JSON lines of `bench train` on the quickstart recipe; its stderr appended to `log`."""
     assert bench.main(["train", QUICKSTART, "--batch", "8", "--no-jit", *argv]) == 0
-    return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    captured = capsys.readouterr()
+    if log is not None:
+        log.append(captured.err)
+    return [json.loads(line) for line in captured.out.splitlines() if line.startswith("{")]
 
 
 @pytest.mark.slow
 def test_bench_train_synthetic(tmp_path, capsys):
     out = tmp_path / "train.jsonl"
     argv = "--synthetic --steps 3 --warmup 2 --steps-per-loop 1 2 --peak-tflops 0.001 --out".split()
-    lines = _train_lines(capsys, [*argv, str(out)])
+    log = []
+    lines = _train_lines(capsys, [*argv, str(out)], log)
     assert [r["bench"] for r in lines] == ["train", "train", "train_host_overhead"]
+    assert "forms on cpu, float32: conv_form=split, lrn_impl=matmul (auto), update_op=fused (auto)" in log[0]
     assert [r["steps_per_loop"] for r in lines[:2]] == [1, 2]
     macs = bench.forward_macs(_quickstart_model())
     for r in lines[:2]:
@@ -54,6 +60,11 @@ def test_bench_train_synthetic(tmp_path, capsys):
             "float32",
         )
         assert r["jit"] is False and r["replicas"] == 1 and r["device"].startswith("CPU")
+        # the forms that ran: the recipe's split convolutions, the CPU's choices for the rest
+        assert r["forms"] == {
+            **{"device_kind": "cpu", "precision": "float32", "conv_form": "split", "lrn_impl": "matmul"},
+            **{"update_op": "fused", "jit_compile": False, "fused_update": False, "auto": ["lrn_impl", "update_op"]},
+        }
         assert r["steps"] == 3 and r["steps_run"] == 2 + 3 + 3  # warm-up, then 3 steps per setting
         assert r["img_per_s"] > 0 and r["step_ms"] > 0
         assert abs(r["img_per_s"] * r["step_ms"] / 1000 - 8) < 0.01  # batch / step time

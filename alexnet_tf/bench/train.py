@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import numpy as np
@@ -330,6 +331,7 @@ def bench_train(args: argparse.Namespace) -> list:
         for batch in batches:
             config = override(base, {"train.batch_size": batch, "train.precision": PRECISIONS[precision]})
             config, chosen = forms.apply(config, forms.device_kind(strategy))
+            print(chosen.describe(), file=sys.stderr, flush=True)
             tf32 = bool(gpu_name) and tf.config.experimental.tensor_float_32_execution_enabled()
             dtype = precision if precision == "bf16" or not tf32 else "tf32"
             common = {
