@@ -3,7 +3,7 @@
     python -m alexnet_tf.bench input [--data SPEC] [--out FILE] [--seconds N] [--rounds N] [--cores N]
     python -m alexnet_tf.bench train [RECIPE] [--batch N ...] [--precision fp32 bf16]
         [--synthetic | --data SPEC [--repeat K]] [--steps N] [--warmup N] [--steps-per-loop N ...]
-        [--no-jit] [--set KEY=VALUE] [--peak-tflops T] [--out FILE]
+        [--no-jit] [--threads N] [--set KEY=VALUE] [--peak-tflops T] [--out FILE]
     python -m alexnet_tf.bench jpegs OUT [--images N] [--classes N | --from fashion_mnist[:DIR] | digits [--size 48]]
     python -m alexnet_tf.bench compare FILE [FILE ...] [--target 1.3] [--input-target 12000]
     python -m alexnet_tf.bench serve EXPORT_DIR [--clients 32] [--seconds 30] [--server FLAG ...]
