@@ -137,7 +137,7 @@ def run_config(base, setting: str, seed: int, epochs: int, stats_path: str):
             "train.seed": seed,
             "train.epochs": epochs,
             # Reproducible runs where TensorFlow allows it (not under XLA: see config.validate).
-            "train.deterministic": not base.train.jit_compile,
+            "train.deterministic": base.train.jit_compile is not True,
             "data.stats_path": stats_path,
         }
     )

@@ -13,6 +13,7 @@ import importlib.util
 import json
 import os
 import sys
+import types
 import typing
 from typing import Any, Literal
 
@@ -88,7 +89,10 @@ class ModelConfig:
     init: Literal["paper", "fan_in"] = "paper"
     init_std: float = 0.01  # Sec. 5, for init="paper"
     bias_one: bool = True  # Sec. 5: biases 1 in conv2, conv4, conv5, fc6, fc7
-    conv_form: Literal["grouped", "split"] = "grouped"  # grouped (Conv2D groups=2) | split (two convs + concat)
+    # How conv2/4/5's two groups and the LRN are computed: the same numbers, the speed
+    # differs by device. auto = alexnet_tf.forms' choice for the device and precision.
+    conv_form: Literal["auto", "grouped", "split"] = "auto"  # grouped (Conv2D groups=2) | split (two convs + concat)
+    lrn_impl: Literal["auto", "ops", "matmul", "tf_op"] = "auto"  # see model.LocalResponseNormalization
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +121,8 @@ class OptimConfig:
     plateau_max_epochs: int = 0
     step_epochs: tuple = ()  # for schedule=step: epochs at which lr *= lr_factor
     scale_lr: bool = True  # lr * global_batch / 128 when the batch differs from Sec. 5's
+    # auto | keras (Keras' SGD ops) | fused (one fused kernel per variable, optim.FusedSGD)
+    update_op: Literal["auto", "keras", "fused"] = "auto"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,7 +135,9 @@ class TrainConfig:
     # float32 matmuls and convolutions as TF32 (10-bit mantissa) on Ampere and newer GPUs,
     # TensorFlow's default there; off, float32 is float32 (Sec. 5 trained in float32)
     tf32: bool = False
-    jit_compile: bool = True
+    # XLA for the step: True | False | "auto" (alexnet_tf.forms: on for GPUs, off on CPUs,
+    # where TensorFlow's oneDNN kernels outrun XLA's convolutions)
+    jit_compile: bool | Literal["auto"] = "auto"
     # the SGD update in the same XLA program as forward/backward; one device only
     # (MirroredStrategy needs it outside, see alexnet_tf.steps.make_train_loop)
     fused_update: bool = True
@@ -190,7 +198,7 @@ def validate(config: Config) -> Config:
     if config.distribute.strategy == "columns":  # Sec. 3.2's placement, see alexnet_tf.columns
         if not config.model.two_columns:
             raise ConfigError("distribute.strategy=columns places the two columns: it needs model.two_columns=True")
-        if config.train.jit_compile:
+        if config.train.jit_compile is True:
             raise ConfigError(
                 "distribute.strategy=columns runs on two devices, which one XLA cluster cannot span: "
                 "set train.jit_compile=False"
@@ -199,7 +207,7 @@ def validate(config: Config) -> Config:
         raise ConfigError("finetune.lr_factor must not be negative")
     if config.optim.plateau_max_epochs < 0:
         raise ConfigError("optim.plateau_max_epochs must not be negative (0: train.epochs // (max_reductions + 1))")
-    if config.train.deterministic and config.train.jit_compile:
+    if config.train.deterministic and config.train.jit_compile is True:
         raise ConfigError(
             "train.deterministic=True needs train.jit_compile=False: XLA has no deterministic "
             "max-pooling gradient (TensorFlow refuses it at the first step)"
@@ -292,6 +300,14 @@ def _parse_value(text: str) -> Any:
 def _coerce(key: str, kind: Any, value: Any) -> Any:
     """Checks `value` against the field type `kind`, converting only where lossless (and
     the words true/false, as a shell writes them, to bools)."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):  # e.g. bool | Literal["auto"]
+        for option in typing.get_args(kind):
+            try:
+                return _coerce(key, option, value)
+            except ConfigError:
+                continue
+        names = [repr(a) for o in typing.get_args(kind) for a in (typing.get_args(o) or [o.__name__])]
+        raise ConfigError(f"{key}={value!r}; valid values: {', '.join(names)}")
     if typing.get_origin(kind) is Literal:
         allowed = typing.get_args(kind)
         if value in allowed and type(value) is type(allowed[0]):

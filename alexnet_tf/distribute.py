@@ -11,6 +11,7 @@ import keras
 import tensorflow as tf
 
 from alexnet_tf import data as data_lib
+from alexnet_tf import forms as forms_lib
 from alexnet_tf.config import Config, ConfigError, DataConfig, DistributeConfig
 
 
@@ -27,6 +28,7 @@ class Runtime:
         only: a mirrored variable's update is a cross-replica merge_call, which XLA cannot
         hold; TensorFlow fails with "failed to lift variable creations")
     columns: Sec. 3.2's placement, (column A's device, column B's), or ()
+    forms: how the net and its step are computed on this device (`alexnet_tf.forms`)
     """
 
     strategy: tf.distribute.Strategy
@@ -37,6 +39,7 @@ class Runtime:
     jit: bool = False
     update_in_xla: bool = False
     columns: tuple = ()
+    forms: forms_lib.Forms | None = None
 
     @property
     def replicas(self) -> int:
@@ -59,23 +62,27 @@ class Runtime:
         return f"{where}, {precision}, {xla}"
 
 
-def make_runtime(config: Config, strategy: tf.distribute.Strategy | None = None) -> Runtime:
+def make_runtime(config: Config, strategy: tf.distribute.Strategy | None = None) -> tuple[Config, Runtime]:
     """Sets up determinism, seeds and TF32 (`setup_runtime`), makes the strategy (or
     takes `strategy`, made from the same `distribute` section) and decides what runs
-    where; call before building anything."""
+    where, the "auto" forms included (`alexnet_tf.forms`); returns the config with those
+    forms, which every later step builds from, and the Runtime. Call before building
+    anything."""
     setup_runtime(config)
     strategy = strategy or make_strategy(config.distribute)
+    config, forms = forms_lib.apply(config, forms_lib.device_kind(strategy))
     t = config.train
     columns = tuple(column_devices(config.distribute)) if config.distribute.strategy == "columns" else ()
-    return Runtime(
+    return config, Runtime(
         strategy=strategy,
         chief=is_chief(strategy),
         task=task_name(strategy),
         precision=t.precision,
         tf32=t.tf32,
         jit=t.jit_compile,
-        update_in_xla=t.jit_compile and t.fused_update and single_device(strategy),
+        update_in_xla=forms.fused_update and single_device(strategy),
         columns=columns,
+        forms=forms,
     )
 
 

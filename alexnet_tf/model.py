@@ -49,34 +49,60 @@ class LocalResponseNormalization(layers.Layer):
       paper:        alpha' = alpha,     k = 2   (the formula as printed, no 1/n)
       cuda-convnet: alpha' = alpha / n, k = 2   (Alex's released code)
       caffe:        alpha' = alpha / n, k = 1   (bvlc_alexnet)
-    Computed in float32 whatever the dtype policy, from plain ops that XLA fuses
-    (tf.nn.local_response_normalization has no bf16 kernel and does not compile in bf16).
+    Computed in float32 whatever the dtype policy (tf.nn.local_response_normalization
+    has no bf16 kernel and does not compile in bf16); `implementation` says with which ops.
     """
 
     CONVENTIONS = {"paper": (2.0, False), "cuda-convnet": (2.0, True), "caffe": (1.0, True)}
+    # How the window sum and the power are computed; the same numbers (float32), different
+    # speed: "ops" squares, pads and adds 5 shifted slices (XLA fuses them into one pass);
+    # "matmul" multiplies the squares by a 0/1 band matrix (one matmul forward, two in the
+    # gradient: without XLA on a CPU far fewer passes over memory than the slices and their
+    # gradients); "tf_op" is tf.nn.local_response_normalization (native float32 kernels).
+    # alexnet_tf.forms picks one per device.
+    IMPLEMENTATIONS = ("ops", "matmul", "tf_op")
 
-    def __init__(self, size=5, alpha=1e-4, beta=0.75, convention="paper", **kwargs):
+    def __init__(self, size=5, alpha=1e-4, beta=0.75, convention="paper", implementation="ops", **kwargs):
         super().__init__(**kwargs)
         if convention not in self.CONVENTIONS:
             raise ValueError(f"convention must be one of {sorted(self.CONVENTIONS)}, got {convention!r}")
+        if implementation not in self.IMPLEMENTATIONS:
+            raise ValueError(f"implementation must be one of {self.IMPLEMENTATIONS}, got {implementation!r}")
         if size % 2 != 1:
             raise ValueError(f"size must be odd, got {size}")
         self.size, self.alpha, self.beta, self.convention = size, alpha, beta, convention
+        self.implementation = implementation
         self.k, per_term = self.CONVENTIONS[convention]
         self.scaled_alpha = alpha / size if per_term else alpha
 
     def call(self, x):
         in_dtype = x.dtype
         x = ops.cast(x, "float32")
-        squares = ops.square(x)
         r = self.size // 2
-        padded = ops.pad(squares, [[0, 0], [0, 0], [0, 0], [r, r]])
+        if self.implementation == "tf_op":
+            y = tf.nn.local_response_normalization(x, r, self.k, self.scaled_alpha, self.beta)
+            return ops.cast(y, in_dtype)
+        squares = ops.square(x)
         channels = x.shape[-1]
-        window = padded[..., 0:channels]
-        for i in range(1, self.size):
-            window = window + padded[..., i : i + channels]
-        y = x * ops.power(self.k + self.scaled_alpha * window, -self.beta)
+        if self.implementation == "matmul":
+            c = np.arange(channels)
+            band = (np.abs(c[:, None] - c[None, :]) <= r).astype("float32")  # (C, C): maps c' with |c - c'| <= n//2
+            window = ops.matmul(squares, band)
+        else:
+            padded = ops.pad(squares, [[0, 0], [0, 0], [0, 0], [r, r]])
+            window = padded[..., 0:channels]
+            for i in range(1, self.size):
+                window = window + padded[..., i : i + channels]
+        y = x * self._inverse_power(self.k + self.scaled_alpha * window)
         return ops.cast(y, in_dtype)
+
+    def _inverse_power(self, t):
+        """t ** -beta; for Sec. 3.3's beta = 0.75 as rsqrt(t) * sqrt(rsqrt(t)), which costs
+        (and differentiates) as a few multiplications where pow takes exp and log."""
+        if self.beta == 0.75:
+            inv_sqrt = ops.rsqrt(t)
+            return inv_sqrt * ops.sqrt(inv_sqrt)
+        return ops.power(t, -self.beta)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -88,6 +114,7 @@ class LocalResponseNormalization(layers.Layer):
             "alpha": self.alpha,
             "beta": self.beta,
             "convention": self.convention,
+            "implementation": self.implementation,
         }
 
 
@@ -104,19 +131,13 @@ class SplitConv2D(layers.Conv2D):
         g = self.groups
         if g == 1:
             return super().convolution_op(inputs, kernel)
-        cin = inputs.shape[-1] // g
-        cout = kernel.shape[-1] // g
-        outs = []
-        for i in range(g):
-            outs.append(
-                tf.nn.conv2d(
-                    inputs[..., i * cin : (i + 1) * cin],
-                    kernel[..., i * cout : (i + 1) * cout],
-                    strides=self.strides,
-                    padding=self.padding.upper(),
-                    dilations=self.dilation_rate,
-                )
-            )
+        # tf.split, not slicing: its gradient is one concat, where each slice's gradient
+        # writes a zero-padded copy of the whole input and the copies are then summed
+        columns, kernels = tf.split(inputs, g, axis=-1), tf.split(kernel, g, axis=-1)
+        outs = [
+            tf.nn.conv2d(x, k, strides=self.strides, padding=self.padding.upper(), dilations=self.dilation_rate)
+            for x, k in zip(columns, kernels)
+        ]
         return ops.concatenate(outs, axis=-1)
 
 
@@ -161,6 +182,19 @@ class Dropout(layers.Dropout):
         return {**super().get_config(), "form": self.form}
 
 
+def model_forms(config: ModelConfig) -> tuple[str, str]:
+    """(conv_form, lrn_impl) of `config`; an "auto" left in it (a config that the runtime
+    did not resolve, e.g. a model built in a notebook) takes alexnet_tf.forms' choice for
+    this process's devices in float32."""
+    if "auto" not in (config.conv_form, config.lrn_impl):
+        return config.conv_form, config.lrn_impl
+    from alexnet_tf import forms
+
+    wanted = {"conv_form": config.conv_form, "lrn_impl": config.lrn_impl, "update_op": "keras", "jit_compile": False}
+    chosen = forms.resolve(forms.device_kind(), "float32", wanted)
+    return chosen.conv_form, chosen.lrn_impl
+
+
 def _widths(config: ModelConfig) -> dict:
     """Filters/units per layer after the column and width switches."""
     out = {}
@@ -180,6 +214,7 @@ class _Layers:
 
     def __init__(self, config: ModelConfig, seed: int):
         self.config, self.seed, self.widths = config, seed, _widths(config)
+        self.conv_form, self.lrn_impl = model_forms(config)
 
     def initializer(self, name: str):
         # One initializer per layer: a shared one would give every layer the same draw.
@@ -195,7 +230,7 @@ class _Layers:
     def conv(self, x, name: str):
         c = self.config
         _, kernel, stride, groups = CONV_SPECS[name]
-        return (SplitConv2D if c.conv_form == "split" else layers.Conv2D)(
+        return (SplitConv2D if self.conv_form == "split" else layers.Conv2D)(
             self.widths[name],
             kernel,
             strides=stride,
@@ -211,7 +246,10 @@ class _Layers:
         c = self.config
         if not c.lrn:
             return x
-        return LocalResponseNormalization(c.lrn_size, c.lrn_alpha, c.lrn_beta, c.lrn_convention, name=name)(x)
+        lrn = LocalResponseNormalization(
+            c.lrn_size, c.lrn_alpha, c.lrn_beta, c.lrn_convention, self.lrn_impl, name=name
+        )
+        return lrn(x)
 
     def pool(self, x, name: str):
         size, stride = (3, 2) if self.config.overlap_pooling else (2, 2)  # Sec. 3.4: z=3, s=2

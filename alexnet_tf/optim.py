@@ -22,8 +22,31 @@ def base_lr(config: OptimConfig, global_batch: int) -> float:
     return config.lr * (global_batch / PAPER_BATCH if config.scale_lr else 1.0)
 
 
+class FusedSGD(keras.optimizers.SGD):
+    """keras.optimizers.SGD (momentum, not Nesterov) whose update of each variable is
+    TensorFlow's one fused kernel ResourceApplyKerasMomentum (accum <- momentum * accum -
+    lr * grad; var <- var + accum: Keras' rule) instead of five elementwise ops, each a pass
+    over the variable: without XLA the update of the 61 M weights is a sixth of a CPU step."""
+
+    def update_step(self, gradient, variable, learning_rate):
+        if not self.momentum or self.nesterov:
+            return super().update_step(gradient, variable, learning_rate)
+        m = self.momentums[self._get_variable_index(variable)]
+        dtype = variable.dtype
+        tf.raw_ops.ResourceApplyKerasMomentum(
+            var=variable.handle,
+            accum=m.handle,
+            lr=tf.cast(learning_rate, dtype),
+            grad=tf.cast(gradient, dtype),
+            momentum=tf.cast(self.momentum, dtype),
+            use_nesterov=False,
+        )
+
+
 def build_optimizer(config: OptimConfig, global_batch: int) -> keras.optimizers.SGD:
-    return keras.optimizers.SGD(learning_rate=base_lr(config, global_batch), momentum=config.momentum, nesterov=False)
+    """Sec. 5's SGD; `config.update_op` "fused" (FusedSGD) or "keras" (resolved by alexnet_tf.forms)."""
+    kind = FusedSGD if config.update_op == "fused" else keras.optimizers.SGD
+    return kind(learning_rate=base_lr(config, global_batch), momentum=config.momentum, nesterov=False)
 
 
 def decays(variable, config: OptimConfig) -> bool:

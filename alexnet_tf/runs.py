@@ -146,6 +146,9 @@ RESUME_KEYS = (
     "data.stats_path",
     "finetune",
 )
+# How the net is computed (alexnet_tf.forms): the same numbers in every form, so a run may
+# resume on another kind of device with the forms chosen there.
+RESUME_FREE = ("model.conv_form", "model.lrn_impl")
 
 
 def check_resume(config: Config, workdir: str) -> None:
@@ -165,7 +168,9 @@ def check_resume(config: Config, workdir: str) -> None:
     changed = [
         f"{k} {old_flat.get(k, '(unset)')!r} -> {v!r}"
         for k, v in sorted(new_flat.items())
-        if any(k == key or k.startswith(key + ".") for key in RESUME_KEYS) and old_flat.get(k) != v
+        if any(k == key or k.startswith(key + ".") for key in RESUME_KEYS)
+        and k not in RESUME_FREE
+        and old_flat.get(k) != v
     ]
     if changed:
         raise ConfigError(

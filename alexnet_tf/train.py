@@ -154,6 +154,8 @@ class Trainer:
                 f"training {self.total_steps} steps ({self.steps_per_epoch} per epoch, global batch "
                 f"{self.global_batch}, {self.runtime.describe()}) in {self.workdir}"
             )
+            if self.runtime.forms:
+                self.reporter.line(self.runtime.forms.describe())
             self._check_eval_step()
             while True:
                 if self._epoch_end_pending():
@@ -346,8 +348,7 @@ def train_and_evaluate(config: Config, workdir: str) -> dict:
     workdir/config.json, classes.json, stats.npz, checkpoints/, tb/, history.json and
     results.json; returns the results.
     """
-    config = validate(config)
-    runtime = make_runtime(config)
+    config, runtime = make_runtime(validate(config))
     source = data_lib.open_source(config.data.source, config.data)
     config = resolve_data(config, source)
     os.makedirs(workdir, exist_ok=True)

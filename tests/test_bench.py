@@ -4,6 +4,7 @@ import argparse
 import json
 import os
 
+import numpy as np
 import pytest
 
 from alexnet_tf import bench
@@ -31,17 +32,23 @@ def test_bench_input_prints_json_lines(tmp_path, capsys):
 QUICKSTART = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes", "quickstart.py")
 
 
-def _train_lines(capsys, argv):
+def _train_lines(capsys, argv, log=None):
+    """The JSON lines of `bench train` on the quickstart recipe; its stderr appended to `log`."""
     assert bench.main(["train", QUICKSTART, "--batch", "8", "--no-jit", *argv]) == 0
-    return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    captured = capsys.readouterr()
+    if log is not None:
+        log.append(captured.err)
+    return [json.loads(line) for line in captured.out.splitlines() if line.startswith("{")]
 
 
 @pytest.mark.slow
 def test_bench_train_synthetic(tmp_path, capsys):
     out = tmp_path / "train.jsonl"
     argv = "--synthetic --steps 3 --warmup 2 --steps-per-loop 1 2 --peak-tflops 0.001 --out".split()
-    lines = _train_lines(capsys, [*argv, str(out)])
+    log = []
+    lines = _train_lines(capsys, [*argv, str(out)], log)
     assert [r["bench"] for r in lines] == ["train", "train", "train_host_overhead"]
+    assert "forms on cpu, float32: conv_form=split, lrn_impl=matmul (auto), update_op=fused (auto)" in log[0]
     assert [r["steps_per_loop"] for r in lines[:2]] == [1, 2]
     macs = bench.forward_macs(_quickstart_model())
     for r in lines[:2]:
@@ -53,6 +60,11 @@ def test_bench_train_synthetic(tmp_path, capsys):
             "float32",
         )
         assert r["jit"] is False and r["replicas"] == 1 and r["device"].startswith("CPU")
+        # the forms that ran: the recipe's split convolutions, the CPU's choices for the rest
+        assert r["forms"] == {
+            **{"device_kind": "cpu", "precision": "float32", "conv_form": "split", "lrn_impl": "matmul"},
+            **{"update_op": "fused", "jit_compile": False, "fused_update": False, "auto": ["lrn_impl", "update_op"]},
+        }
         assert r["steps"] == 3 and r["steps_run"] == 2 + 3 + 3  # warm-up, then 3 steps per setting
         assert r["img_per_s"] > 0 and r["step_ms"] > 0
         assert abs(r["img_per_s"] * r["step_ms"] / 1000 - 8) < 0.01  # batch / step time
@@ -210,6 +222,8 @@ def _peer(batch, dtype, compiled, rate):
 
 
 def test_compare_sets_each_setting_beside_the_peer(tmp_path, capsys):
+    quick = {"recipe": "recipes/quickstart.py", "train_flops_per_image": 6 * 5_145_096, "device": "CPU: Xeon"}
+    forms = {"conv_form": "split", "lrn_impl": "matmul", "update_op": "fused", "jit_compile": False}
     ours = [
         _ours(128, "bf16", 1, 15000.0),
         _ours(128, "bf16", 20, 17000.0),
@@ -217,6 +231,8 @@ def test_compare_sets_each_setting_beside_the_peer(tmp_path, capsys):
         _ours(128, "bf16", 20, 16000.0, overrides=["model.conv_form=split"]),
         _ours(128, "bf16", 20, 13000.0, input="tfrecord:/tmp/gen-256", feed="pipeline"),
         _ours(8, "fp32", 1, 100.0, recipe="recipes/quickstart.py", train_flops_per_image=1),
+        _ours(128, "fp32", 1, 2100.0, **quick, forms=forms),  # two alternating runs of one setting
+        _ours(128, "fp32", 1, 2300.0, **quick, forms=forms),
         {"bench": "train_host_overhead", "batch": 128, "dtype": "bf16", "host_ms_per_call": 0.5},
     ]
     (tmp_path / "tf.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ours))
@@ -227,23 +243,57 @@ def test_compare_sets_each_setting_beside_the_peer(tmp_path, capsys):
         _peer(128, "tf32", True, 7000.0),
         {"model": "paper", "batch": 512, "dtype": "bf16", "error": "OOM"},
     ]
-    (tmp_path / "torch_bench.json").write_text(json.dumps(peer))
-    assert bench.main(["compare", str(tmp_path / "tf.jsonl"), str(tmp_path / "torch_bench.json")]) == 0
+    # benchmarks/torch_peer.py's lines: the net named and counted; runs alternate with ours
+    for mode, rate in (("eager", 1900.0), ("compile", 2500.0), ("eager", 1950.0), ("compile", 2400.0)):
+        peer.append({"bench": "torch_train", "model": "quickstart", "mode": mode, "compile": mode == "compile"})
+        peer[-1].update(batch=128, dtype="fp32", img_per_s=rate, train_flops_per_image=6 * 5_145_096)
+    (tmp_path / "torch.jsonl").write_text("".join(json.dumps(r) + "\n" for r in peer))
+    assert bench.main(["compare", str(tmp_path / "tf.jsonl"), str(tmp_path / "torch.jsonl")]) == 0
     rows = {line.split(" | ")[0].strip("| "): line for line in capsys.readouterr().out.splitlines()}
     # the fastest steps-per-loop against the faster PyTorch mode: 17,000 / 12,500
     assert (
-        "15,000 (1), 17,000 (20)" in rows["128, bf16"]
-        and "| 8,000 | 12,500 | 1.36x (meets 1.3x) |" in rows["128, bf16"]
+        "15,000 (1), 17,000 (20)" in rows["paper, 128, bf16"]
+        and "| 8,000 | 12,500 | 1.36x (meets 1.3x) |" in rows["paper, 128, bf16"]
     )
-    assert "25.0%" in rows["128, bf16"] and "3.0 GiB" in rows["128, bf16"]
-    assert "| 8,000 | 7,000 | 1.12x (below 1.3x) |" in rows["128, tf32"]  # tf32 against the peer's best, eager here
-    assert "1.28x (below 1.3x)" in rows["128, bf16, model.conv_form=split"]
-    assert "not the paper's net (recipes/quickstart.py)" in rows["8, fp32"]
+    assert "25.0%" in rows["paper, 128, bf16"] and "3.0 GiB" in rows["paper, 128, bf16"]
+    # tf32 against the peer's best, eager here
+    assert "| 8,000 | 7,000 | 1.12x (below 1.3x) |" in rows["paper, 128, tf32"]
+    assert "1.28x (below 1.3x)" in rows["paper, 128, bf16, model.conv_form=split"]
+    assert "no peer line" in rows["quickstart, 8, fp32"]
+    # every run of both sides; the ratio of the bests: 2,300 / 2,500
+    line = rows["quickstart, 128, fp32"]
+    assert "| 2,100 (1), 2,300 (1) | split, LRN matmul, update fused, no XLA |" in line
+    assert "| 1,900, 1,950 | 2,500, 2,400 | 0.92x (below 1.3x); per round 0.84, 0.96 |" in line
     assert "| 128, bf16 | 13,000 (20) | 1.08x of 12,000 |" in rows["tfrecord:/tmp/gen-256"]
     assert any(k.startswith("Failed: paper batch 512 bf16: OOM") for k in rows)
     assert bench.main(["compare", str(tmp_path / "missing.jsonl")]) == 2
-    (tmp_path / "peer_only.json").write_text(json.dumps(peer))
-    assert bench.main(["compare", str(tmp_path / "peer_only.json")]) == 2
+    (tmp_path / "peer_only.jsonl").write_text(json.dumps(peer[0]))
+    assert bench.main(["compare", str(tmp_path / "peer_only.jsonl")]) == 2
+
+
+def test_compare_sets_the_savedmodel_beside_the_peer(tmp_path, capsys):
+    def line(bench_name, batch, rate, p50, p99, **extra):
+        row = {"bench": bench_name, "batch": batch, "dtype": "fp32", "img_per_s": rate, "p50_ms": p50, "p99_ms": p99}
+        return {**row, **extra}
+
+    rows = [
+        line("export", 32, 900.0, 35.0, 40.0, net="quickstart", device="CPU"),
+        line("export", 32, 1000.0, 31.0, 33.0, net="quickstart", device="CPU"),
+        line("export", 1, 250.0, 4.0, 6.0, net="quickstart", device="CPU"),
+        line("torch_infer", 32, 800.0, 40.0, 45.0, model="quickstart", mode="eager"),
+        line("torch_infer", 32, 1250.0, 25.6, 30.0, model="quickstart", mode="compile"),
+        line("torch_infer", 1, 200.0, 5.0, 7.5, model="quickstart", mode="eager"),
+        line("torch_infer", 1, 100.0, 10.0, 12.0, model="quickstart", mode="compile"),
+    ]
+    (tmp_path / "all.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert bench.main(["compare", str(tmp_path / "all.jsonl")]) == 0
+    table = {r.split(" | ")[0].strip("| "): r for r in capsys.readouterr().out.splitlines()}
+    # batch 32: the best of two runs (1,000, p50 31 ms) against torch.compile's 1,250
+    assert table["quickstart, 32, fp32"].endswith(
+        "| 900, 1,000 | 31.0 / 33.0 | 800 | 1,250 | 25.6 / 30.0 | 0.80x (below 1.0x) |"
+    )
+    # batch 1: the peer's faster mode is eager, whose latency is shown
+    assert table["quickstart, 1, fp32"].endswith("| 250 | 4.0 / 6.0 | 200 | 100 | 5.0 / 7.5 | 1.25x (meets 1.0x) |")
 
 
 def test_jpegs_from_fashion_mnist_writes_a_coloured_folder(tmp_path):
@@ -305,3 +355,75 @@ def test_jpegs_of_digits_are_thin_light_strokes_on_black(tmp_path):
     grey = pictures.mean(-1)
     assert np.median(grey) < 25 and (grey > 150).mean() > 0.03  # a dark ground, some bright stroke
     assert (grey > 150).mean() < 0.3  # thin strokes, not filled shapes
+
+
+def _torch_net():
+    """benchmarks/torch_net.py, imported from the checkout (PyTorch is not a dependency)."""
+    import importlib.util
+
+    pytest.importorskip("torch")
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "torch_net.py")
+    spec = importlib.util.spec_from_file_location("torch_net", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("convention", ["paper", "cuda-convnet", "caffe"])
+def test_the_peers_lrn_is_ours(convention):
+    """torch.nn.LocalResponseNorm divides alpha by n: the peer passes 5 x 1e-4 for the paper's
+    convention, and its numbers equal our layer's."""
+    import torch
+
+    from alexnet_tf.model import LocalResponseNormalization
+
+    torch_net = _torch_net()
+    a = np.random.default_rng(7).normal(scale=40.0, size=(2, 5, 5, 12)).astype("float32")
+    ours = LocalResponseNormalization(convention=convention)(a).numpy()
+    theirs = torch_net.lrn(convention)(torch.from_numpy(a).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(theirs, ours, rtol=1e-5, atol=1e-6)
+    assert torch_net.lrn("paper").alpha == pytest.approx(5e-4) and torch_net.lrn("paper").k == 2.0
+
+
+def test_the_peer_is_the_same_net():
+    """The quickstart net with our weights gives our logits in PyTorch (two columns,
+    LRN, pooling, fc layers; dropout off); the paper's net has Sec. 3.5's parameters and
+    multiply-adds; Sec. 4.2's dropout form scales by 1 - p at test and not in training."""
+    import torch
+
+    from alexnet_tf.config import load_recipe
+    from alexnet_tf.model import build_model
+
+    torch_net = _torch_net()
+    config = load_recipe(QUICKSTART)
+    model = build_model(config.model, seed=1)
+    net = torch_net.load_keras_weights(torch_net.build("quickstart"), model).eval()
+    x = np.random.default_rng(8).normal(size=(3, 67, 67, 3)).astype("float32")
+    with torch.no_grad():
+        theirs = net(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
+    np.testing.assert_allclose(theirs, model(x).numpy(), rtol=1e-4, atol=1e-4)
+    paper = torch_net.build("paper")
+    assert sum(p.numel() for p in paper.parameters()) == 60_965_224
+    assert torch_net.forward_macs(paper, 227) == bench.PAPER_FORWARD_MACS
+    drop = torch_net.PaperDropout(0.5)
+    ones = torch.ones(1000)
+    assert set(drop.train()(ones).unique().tolist()) == {0.0, 1.0}
+    assert torch.equal(drop.eval()(ones), torch.full((1000,), 0.5))
+
+
+@pytest.mark.slow
+def test_bench_export_times_the_savedmodel(export_dir, tmp_path, capsys):
+    out = tmp_path / "export.jsonl"
+    argv = ["export", export_dir, "--image-size", "76", "--net", "quickstart", "--batch", "4", "1"]
+    assert bench.main([*argv, "--calls", "5", "--warmup", "1", "--out", str(out)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [(r["bench"], r["net"], r["batch"], r["calls"], r["image_size"]) for r in lines] == [
+        ("export", "quickstart", 4, 5, 76),
+        ("export", "quickstart", 1, 5, 76),
+    ]
+    for r in lines:
+        assert abs(r["img_per_s"] * r["step_ms"] / 1000 - r["batch"]) < 0.01  # batch / mean call time
+        assert 0 < r["p50_ms"] <= r["p99_ms"]
+    assert [json.loads(line) for line in out.read_text().splitlines()] == lines
+    assert bench.main(["export"]) == 2
+    assert "give an EXPORT_DIR or --recipe RECIPE" in capsys.readouterr().err

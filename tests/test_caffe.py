@@ -130,7 +130,9 @@ def test_v1_caffemodel_through_the_command_matches_caffe(blobs, weights, images,
     assert (m.lrn_convention, m.dropout_form, m.num_classes) == ("caffe", "inverted", 1000)
     with open(os.path.join(workdir, "classes.json")) as f:
         names = json.load(f)
-    assert len(names) == 1000 and names == sorted(names) and names[0] == "n01440764"  # Caffe's sorted synsets
+    synsets = [name for name, _ in names]  # each beside its readable name (runs.write_classes)
+    assert len(synsets) == 1000 and synsets == sorted(synsets) and synsets[0] == "n01440764"  # Caffe's sorted synsets
+    assert names[0][1] == "tench, Tinca tinca"
     assert convert.main([path, "--workdir", workdir]) == 2  # a run folder is never overwritten
     assert "not empty" in capsys.readouterr().err
 

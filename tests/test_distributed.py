@@ -59,13 +59,13 @@ def test_update_inside_xla_matches_update_outside(tmp_path):
     weights = {}
     for name, extra in runs.items():
         config = tiny(**{"train.max_steps": 3, "train.jit_compile": True, "train.deterministic": False, **extra})
-        assert make_runtime(config).update_in_xla == (name == "inside")
+        assert make_runtime(config)[1].update_in_xla == (name == "inside")
         train_and_evaluate(config, str(tmp_path / name))
         weights[name] = model_weights(str(tmp_path / name))
     assert_same_weights(weights["inside"], weights["outside"], rtol=1e-4, atol=1e-6)
     assert_same_weights(weights["inside"], weights["mirrored"], rtol=1e-4, atol=1e-6)
     no_jit = tiny(**{"train.jit_compile": False, "distribute.strategy": "one_device"})
-    assert not make_runtime(no_jit).update_in_xla
+    assert not make_runtime(no_jit)[1].update_in_xla
 
 
 @pytest.mark.slow

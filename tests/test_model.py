@@ -92,15 +92,42 @@ def _lrn_numpy(a, size, alpha, beta, k, per_term):
     return out
 
 
+@pytest.mark.parametrize("implementation", LocalResponseNormalization.IMPLEMENTATIONS)
 @pytest.mark.parametrize(
     "convention,k,per_term", [("paper", 2.0, False), ("cuda-convnet", 2.0, True), ("caffe", 1.0, True)]
 )
-def test_lrn_matches_formula(convention, k, per_term):
+def test_lrn_matches_formula(convention, k, per_term, implementation):
     rng = np.random.default_rng(1)
     a = rng.normal(scale=30.0, size=(2, 4, 4, 11)).astype("float32")
-    layer = LocalResponseNormalization(size=5, alpha=1e-4, beta=0.75, convention=convention)
+    layer = LocalResponseNormalization(5, 1e-4, 0.75, convention, implementation)
     expected = _lrn_numpy(a.astype(np.float64), 5, 1e-4, 0.75, k, per_term)
     np.testing.assert_allclose(layer(a).numpy(), expected, rtol=1e-5)
+    # a beta other than Sec. 3.3's takes the general power
+    other = LocalResponseNormalization(3, 1e-2, 0.6, convention, implementation)
+    expected = _lrn_numpy(a.astype(np.float64), 3, 1e-2, 0.6, k, per_term)
+    np.testing.assert_allclose(other(a).numpy(), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("implementation", LocalResponseNormalization.IMPLEMENTATIONS)
+def test_lrn_gradient_matches_formula(implementation):
+    """d(sum(w * LRN(a)))/da of each implementation against central differences of the
+    NumPy formula (float64)."""
+    rng = np.random.default_rng(5)
+    a = rng.normal(scale=30.0, size=(1, 2, 2, 7))
+    w = rng.normal(size=a.shape)
+    x = tf.constant(a, tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = tf.reduce_sum(LocalResponseNormalization(implementation=implementation)(x) * w)
+    grad = tape.gradient(y, x).numpy()
+    eps, expected = 1e-3, np.zeros_like(a)
+    for i in np.ndindex(a.shape):
+        hi, lo = a.copy(), a.copy()
+        hi[i] += eps
+        lo[i] -= eps
+        f = lambda z: (_lrn_numpy(z, 5, 1e-4, 0.75, 2.0, False) * w).sum()  # noqa: E731
+        expected[i] = (f(hi) - f(lo)) / (2 * eps)
+    np.testing.assert_allclose(grad, expected, rtol=1e-3, atol=1e-5)
 
 
 def test_lrn_paper_convention_equals_tf_op():
@@ -110,8 +137,9 @@ def test_lrn_paper_convention_equals_tf_op():
     np.testing.assert_allclose(ours, theirs, rtol=1e-5)
 
 
-def test_lrn_float32_inside_bf16_and_compiles_under_xla():
-    layer = LocalResponseNormalization(dtype="mixed_bfloat16")
+@pytest.mark.parametrize("implementation", LocalResponseNormalization.IMPLEMENTATIONS)
+def test_lrn_float32_inside_bf16_and_compiles_under_xla(implementation):
+    layer = LocalResponseNormalization(implementation=implementation, dtype="mixed_bfloat16")
     a = tf.random.normal((2, 5, 5, 8), stddev=10.0)
     fn = tf.function(lambda x: layer(tf.cast(x, tf.bfloat16)), jit_compile=True)
     out = fn(a)
@@ -121,11 +149,49 @@ def test_lrn_float32_inside_bf16_and_compiles_under_xla():
 
 
 def test_grouped_and_split_forms_agree():
-    model = build_model(SMALL)
+    model = build_model(dataclasses.replace(SMALL, conv_form="grouped"))
     split = to_split_form(model, SMALL)
     assert split.get_layer("conv2").__class__.__name__ == "SplitConv2D"
     x = np.random.default_rng(3).normal(scale=50.0, size=(3, 67, 67, 3)).astype("float32")
     np.testing.assert_allclose(model(x).numpy(), split(x).numpy(), rtol=1e-4, atol=1e-5)
+
+
+# (conv_form, lrn_impl, update_op): the GPU table's forms first, then the CPU's and a mix
+FORMS = [("grouped", "ops", "keras"), ("split", "matmul", "fused"), ("split", "tf_op", "keras")]
+
+
+def _one_sgd_step(conv_form, lrn_impl, update_op, x, labels):
+    """Logits, then the weights after one step of Sec. 5's SGD, of the net in these forms
+    (the same initial weights: each layer's draw depends on the seed and its name only)."""
+    from alexnet_tf import optim
+    from alexnet_tf.config import OptimConfig
+
+    model = build_model(dataclasses.replace(SMALL, conv_form=conv_form, lrn_impl=lrn_impl), seed=3)
+    cfg = OptimConfig(update_op=update_op)
+    opt = optim.build_optimizer(cfg, len(x))
+    variables = model.trainable_variables
+    with tf.GradientTape() as tape:
+        logits = model(x, training=False)  # no dropout: the same function in every form
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+    grads = optim.add_weight_decay(tape.gradient(loss, variables), variables, cfg)
+    before = [v.numpy() for v in variables]
+    opt.apply_gradients(zip(grads, variables))
+    return logits.numpy(), before, [v.numpy() for v in variables]
+
+
+def test_forms_agree_on_outputs_and_one_sgd_step():
+    """Every form alexnet_tf.forms picks computes the same net and the same update."""
+    rng = np.random.default_rng(6)
+    x = rng.normal(scale=2.0, size=(4, 67, 67, 3)).astype("float32")
+    labels = rng.integers(0, 10, 4)
+    (ref_logits, ref_before, ref_after), *others = [_one_sgd_step(*f, x, labels) for f in FORMS]
+    assert any(not np.allclose(a, b) for a, b in zip(ref_before, ref_after))  # the step moved the weights
+    for logits, before, after in others:
+        np.testing.assert_allclose(logits, ref_logits, rtol=1e-4, atol=1e-5)
+        for a, b in zip(before, ref_before):
+            np.testing.assert_array_equal(a, b)
+        for a, b in zip(after, ref_after):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_config_round_trip():

@@ -1,19 +1,23 @@
 """The paper's update rule and learning-rate schedule (Sec. 5)."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from alexnet_tf import optim
 from alexnet_tf.config import OptimConfig
 
 
-def test_update_rule_matches_hand_computation():
-    """v <- 0.9 v - 0.0005 lr w - lr g ; w <- w + v, three steps, with changing grads."""
-    cfg = OptimConfig(lr=0.1, momentum=0.9, weight_decay=5e-4)
+@pytest.mark.parametrize("update_op", ["keras", "fused"])
+def test_update_rule_matches_hand_computation(update_op):
+    """v <- 0.9 v - 0.0005 lr w - lr g ; w <- w + v, three steps, with changing grads,
+    with Keras' SGD ops and with the fused kernel (optim.FusedSGD)."""
+    cfg = OptimConfig(lr=0.1, momentum=0.9, weight_decay=5e-4, update_op=update_op)
     rng = np.random.default_rng(0)
     w0, b0 = rng.normal(size=(3, 2)).astype(np.float32), rng.normal(size=(2,)).astype(np.float32)
     w, b = tf.Variable(w0), tf.Variable(b0)
     opt = optim.build_optimizer(cfg, global_batch=128)
+    assert isinstance(opt, optim.FusedSGD) == (update_op == "fused")
     grads = [(rng.normal(size=(3, 2)).astype(np.float32), rng.normal(size=(2,)).astype(np.float32)) for _ in range(3)]
     vw, vb, ew, eb = np.zeros_like(w0), np.zeros_like(b0), w0.astype(np.float64), b0.astype(np.float64)
     for gw, gb in grads:

@@ -193,6 +193,7 @@ def test_encoded_source_gets_its_own_mean_image_once(tmp_path, capsys, monkeypat
             "model.num_classes": 2,
             "train.batch_size": 8,
             "train.max_steps": 1,
+            "data.stats_path": "",  # the folder's own, computed by the run
         }
     )
     workdir = str(tmp_path / "run")

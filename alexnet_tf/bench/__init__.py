@@ -3,10 +3,11 @@
     python -m alexnet_tf.bench input [--data SPEC] [--out FILE] [--seconds N] [--rounds N] [--cores N]
     python -m alexnet_tf.bench train [RECIPE] [--batch N ...] [--precision fp32 bf16]
         [--synthetic | --data SPEC [--repeat K]] [--steps N] [--warmup N] [--steps-per-loop N ...]
-        [--no-jit] [--set KEY=VALUE] [--peak-tflops T] [--out FILE]
+        [--no-jit] [--threads N] [--set KEY=VALUE] [--peak-tflops T] [--out FILE]
     python -m alexnet_tf.bench jpegs OUT [--images N] [--classes N | --from fashion_mnist[:DIR] | digits [--size 48]]
     python -m alexnet_tf.bench compare FILE [FILE ...] [--target 1.3] [--input-target 12000]
     python -m alexnet_tf.bench serve EXPORT_DIR [--clients 32] [--seconds 30] [--server FLAG ...]
+    python -m alexnet_tf.bench export [EXPORT_DIR | --recipe RECIPE] [--batch 32 1] [--calls 50] [--threads N]
 
 `input`: images per second of the training input pipeline (Sec. 2 and 4.1: decode,
 random 227 crop of the 256 image, flip, PCA colour noise, mean-image subtraction,
@@ -62,12 +63,19 @@ quarter as many), none of them in the bundled subset; with `--from digits`, the 
 0-9 rendered as MNIST's (thin light strokes on black): the README's checks that the
 quickstart recipe learns on folders it has not seen.
 
-`compare`: reads `train --out` files and the PyTorch peer script's output
-(`torch_peer_bench.py`, JSON lines or its torch_bench.json) and prints the README's
-speed table in Markdown: per batch, dtype and `--set` variant, alexnet_tf's img/s at
-each steps-per-loop, the MFU and peak memory of the fastest, the peer's eager and
-compiled img/s on the same batch and dtype, and the ratio to the faster of the two
-against --target; runs with --data against --input-target img/s.
+`compare`: reads `train --out` and `export --out` files and the PyTorch peer's output
+(`benchmarks/torch_peer.py`, JSON lines) and prints the README's speed tables in
+Markdown: per net, batch, dtype and `--set` variant, alexnet_tf's img/s of every run
+(and steps per host call), the forms it ran in, the MFU and peak memory of the fastest,
+every run of the peer's eager and compiled modes on the same net, batch and dtype, and
+the ratio of our fastest to the peer's fastest against --target; runs with --data
+against --input-target img/s; `export` lines beside the peer's `infer` lines.
+
+`export`: the SavedModel of `python -m alexnet_tf.export` (or, with --recipe, an
+untrained net of that recipe exported the same way) loaded with tf.saved_model.load,
+its `serve_uint8` signature called on random uint8 batches (--batch 32 1): img/s from
+the mean call time and the p50 / p99 latency per call, no server in between. The
+peer's `infer` task times the same work in PyTorch on the same number of threads.
 
 `serve`: starts `python -m alexnet_tf.serve EXPORT_DIR` (with the --server flags) and has
 --clients threads send it the largest requests its limits let through (`serve_payloads`)
@@ -79,6 +87,7 @@ from __future__ import annotations
 
 import argparse
 
+from alexnet_tf.bench import export as export_bench
 from alexnet_tf.bench.common import BATCH, PAPER_FORWARD_MACS, repeated
 from alexnet_tf.bench.compare import bench_compare, compare
 from alexnet_tf.bench.input import bench_input
@@ -86,12 +95,15 @@ from alexnet_tf.bench.jpegs import bench_jpegs, make_jpegs
 from alexnet_tf.bench.serve import bench_serve, serve_load, serve_payloads
 from alexnet_tf.bench.train import PRECISIONS, Feed, bench_train, forward_macs
 
+bench_export = export_bench.bench_export
+
 __all__ = [
     "BATCH",
     "PAPER_FORWARD_MACS",
     "PRECISIONS",
     "Feed",
     "bench_compare",
+    "bench_export",
     "bench_input",
     "bench_jpegs",
     "bench_serve",
@@ -175,6 +187,7 @@ def _train_parser(sub) -> None:
         "generated set does not time an epoch restart every few steps",
     )
     p.add_argument("--no-jit", action="store_true", help="train.jit_compile=False")
+    p.add_argument("--threads", type=int, default=0, help="TensorFlow intra- and inter-op threads (default: all cores)")
     p.add_argument(
         "--peak-tflops", type=float, help="peak TFLOP/s of one device for the mfu (default: table, H100/H200)"
     )
@@ -183,8 +196,12 @@ def _train_parser(sub) -> None:
 
 
 def _compare_parser(sub) -> None:
-    p = sub.add_parser("compare", help="Markdown table: `train` lines beside the PyTorch peer's, with ratios")
-    p.add_argument("files", nargs="+", help="JSON lines from `train --out` and the peer script (or torch_bench.json)")
+    p = sub.add_parser(
+        "compare", help="Markdown tables: `train`, `export` lines beside the PyTorch peer's, with ratios"
+    )
+    p.add_argument(
+        "files", nargs="+", help="JSON lines from `train --out`, `export --out` and benchmarks/torch_peer.py"
+    )
     p.add_argument("--target", type=float, default=1.3, help="ratio to the faster PyTorch mode to meet (1.3)")
     p.add_argument("--input-target", type=float, default=12_000, help="img/s to meet with --data (12,000)")
     p.set_defaults(fn=bench_compare)
@@ -218,5 +235,6 @@ def main(argv=None) -> int:
     _train_parser(sub)
     _compare_parser(sub)
     _serve_parser(sub)
+    export_bench.add_parser(sub)
     args = parser.parse_args(argv)
     return cli.run(lambda: args.fn(args))

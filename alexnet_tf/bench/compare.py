@@ -1,16 +1,18 @@
-"""`bench compare`: the README's speed table from `train --out` lines and the PyTorch peer's."""
+"""`bench compare`: the README's speed tables from `bench train` / `bench export` lines and
+the PyTorch peer's (benchmarks/torch_peer.py)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from alexnet_tf.bench.common import PAPER_FORWARD_MACS
 
 
 def _read_results(path: str) -> list:
     """The result dicts in a file of JSON lines (`--out`, or the peer script's stdout)
-    or one JSON list (the peer script's torch_bench.json); other lines are skipped."""
+    or one JSON list; other lines are skipped."""
     from alexnet_tf.config import ConfigError
 
     try:
@@ -35,44 +37,97 @@ def _read_results(path: str) -> list:
 
 
 def _rate(value: float | None) -> str:
-    return f"{value:,.0f}" if value else ""
+    if not value:
+        return ""
+    return f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
 
 
-def _peer_rate(peer: list, batch: int, dtype: str, compiled: bool) -> float | None:
-    """The peer's best img/s for the paper's net on this batch and dtype (fp32 = its tf32)."""
-    dtype = "tf32" if dtype in ("fp32", "tf32") else dtype
-    rates = [
-        r["img_per_s"]
+def _rates(runs: list, key: str = "img_per_s") -> str:
+    """Every run's value, in the order run: `1,234, 1,301`."""
+    return ", ".join(_rate(r[key]) if key == "img_per_s" else f"{r[key]:,.1f}" for r in runs)
+
+
+def _net(row: dict) -> str:
+    """The net a line times: the peer's `model`, or our recipe's file name (paper, quickstart)."""
+    if row.get("net"):
+        return row["net"]
+    if "model" in row:
+        return row["model"].split("_")[0]
+    return os.path.splitext(os.path.basename(row.get("recipe", "")))[0]
+
+
+def _flops(row: dict) -> int | None:
+    """Training FLOPs per image of the line's net (old peer lines without it: the paper's net)."""
+    if "train_flops_per_image" in row:
+        return row["train_flops_per_image"]
+    return 6 * PAPER_FORWARD_MACS if "model" in row and row["model"].startswith("paper") else None
+
+
+def _same_dtype(ours: str, theirs: str) -> bool:
+    """fp32 and tf32 stand for one setting: float32 variables and math as the device does it."""
+    group = {"fp32": "fp32", "tf32": "fp32"}
+    return group.get(ours, ours) == group.get(theirs, theirs)
+
+
+def _peer_runs(peer: list, row: dict, compiled: bool) -> list:
+    """The peer's lines for the same net (same FLOPs per image), batch and dtype."""
+    return [
+        r
         for r in peer
-        if r["batch"] == batch
-        and r["dtype"] == dtype
-        and bool(r["compile"]) == compiled
-        and r["model"].startswith("paper")
+        if "img_per_s" in r
+        and r["batch"] == row["batch"]
+        and _same_dtype(row["dtype"], r["dtype"])
+        and bool(r.get("compile", r.get("mode") == "compile")) == compiled
+        and _flops(r) == _flops(row)
     ]
-    return max(rates) if rates else None
+
+
+def _verdict(best: float, peers: list, target: float) -> str:
+    if not peers:
+        return "no peer line"
+    ratio = best / max(r["img_per_s"] for r in peers)
+    return f"{ratio:.2f}x " + ("(meets" if ratio >= target else "(below") + f" {target}x)"
+
+
+def _per_round(runs: list, eager: list, compiled: list) -> str:
+    """With alternating runs (as many of ours as of each peer mode): the i-th run of ours
+    against the faster of the peer's i-th runs, the ratios of a shared machine's quiet and
+    busy spells apart."""
+    peers = [m for m in (eager, compiled) if m]
+    if len(runs) < 2 or not peers or any(len(m) != len(runs) for m in peers):
+        return ""
+    ratios = [r["img_per_s"] / max(m[i]["img_per_s"] for m in peers) for i, r in enumerate(runs)]
+    return "; per round " + ", ".join(f"{x:.2f}" for x in ratios)
+
+
+def _forms(row: dict) -> str:
+    f = row.get("forms")
+    if not f:
+        return ""
+    jit = "XLA" if f.get("jit_compile") else "no XLA"
+    return f"{f['conv_form']}, LRN {f['lrn_impl']}, update {f.get('update_op', 'keras')}, {jit}"
 
 
 def _synthetic_row(key: tuple, runs: list, peer: list, target: float) -> str:
-    _, batch, dtype, overrides, feed = key
+    _, net, batch, dtype, overrides, feed = key
     best = max(runs, key=lambda r: r["img_per_s"])
     per_call = ", ".join(f"{_rate(r['img_per_s'])} ({r['steps_per_loop']})" for r in runs)
-    eager, compiled = _peer_rate(peer, batch, dtype, False), _peer_rate(peer, batch, dtype, True)
-    peers = [x for x in (eager, compiled) if x]
-    if best.get("train_flops_per_image") != 6 * PAPER_FORWARD_MACS:
-        verdict, eager, compiled = f"not the paper's net ({best.get('recipe')})", None, None
-    elif peers:
-        ratio = best["img_per_s"] / max(peers)
-        verdict = f"{ratio:.2f}x " + ("(meets" if ratio >= target else "(below") + f" {target}x)"
-    else:
-        verdict = "no peer line"
-    label = f"{batch}, {dtype}" + ("" if feed == "device" else f", feed {feed}") + "".join(f", {o}" for o in overrides)
+    eager, compiled = _peer_runs(peer, best, False), _peer_runs(peer, best, True)
+    label = f"{net}, {batch}, {dtype}" + ("" if feed == "device" else f", feed {feed}")
+    label += "".join(f", {o}" for o in overrides)
     mfu = f"{best['mfu']:.1%}" if best.get("mfu") is not None else ""
     memory = f"{best['peak_memory_bytes'] / 2**30:.1f} GiB" if best.get("peak_memory_bytes") else ""
-    return f"| {label} | {per_call} | {mfu} | {memory} | {_rate(eager)} | {_rate(compiled)} | {verdict} |"
+    verdict = _verdict(best["img_per_s"], eager + compiled, target)
+    if len({r["steps_per_loop"] for r in runs}) == 1:
+        verdict += _per_round(runs, eager, compiled)
+    return (
+        f"| {label} | {per_call} | {_forms(best)} | {mfu} | {memory} | {_rates(eager)} | {_rates(compiled)} "
+        f"| {verdict} |"
+    )
 
 
 def _input_row(key: tuple, runs: list, input_target: float) -> str:
-    source, batch, dtype, overrides, _ = key
+    source, _, batch, dtype, overrides, _ = key
     best = max(runs, key=lambda r: r["img_per_s"])
     per_call = ", ".join(f"{_rate(r['img_per_s'])} ({r['steps_per_loop']})" for r in runs)
     verdict = f"{best['img_per_s'] / input_target:.2f}x of {_rate(input_target)}"
@@ -80,30 +135,18 @@ def _input_row(key: tuple, runs: list, input_target: float) -> str:
     return f"| {source} | {label} | {per_call} | {verdict} |"
 
 
-def compare(paths: list, target: float = 1.3, input_target: float = 12_000) -> str:
-    """A Markdown report of `train` lines beside the PyTorch peer's lines on the same
-    batch and dtype (tf32 or fp32 against the peer's tf32): per setting alexnet_tf's
-    img/s at each --steps-per-loop, MFU and peak memory of the fastest, the peer's eager
-    and torch.compile img/s, and the ratio to the faster of the two against `target`;
-    runs with --data against `input_target` img/s."""
-    from alexnet_tf.config import ConfigError
-
-    rows = [r for path in paths for r in _read_results(path)]
-    ours = [r for r in rows if r.get("bench") == "train" and "img_per_s" in r]
-    peer = [r for r in rows if "model" in r and "compile" in r and "img_per_s" in r]
-    if not ours:
-        raise ConfigError(f"no `bench train` results in {', '.join(paths)}")
+def _train_tables(ours: list, peer: list, target: float, input_target: float) -> list:
     settings = {}
     for r in ours:
-        key = (r["input"], r["batch"], r["dtype"], tuple(r.get("overrides", ())), r.get("feed", "device"))
+        key = (r["input"], _net(r), r["batch"], r["dtype"], tuple(r.get("overrides", ())), r.get("feed", "device"))
         settings.setdefault(key, []).append(r)
     lines = []
     synthetic = {k: v for k, v in settings.items() if k[0] == "synthetic"}
     if synthetic:
         lines += [
-            "| batch, dtype | alexnet_tf img/s (steps per host call) | MFU | peak memory | PyTorch eager "
-            "| torch.compile | x best PyTorch |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
+            "| net, batch, dtype | alexnet_tf img/s (steps per host call) | forms | MFU | peak memory "
+            "| PyTorch eager | torch.compile | x best PyTorch |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         lines += [_synthetic_row(k, v, peer, target) for k, v in synthetic.items()]
     real = {k: v for k, v in settings.items() if k[0] != "synthetic"}
@@ -111,8 +154,57 @@ def compare(paths: list, target: float = 1.3, input_target: float = 12_000) -> s
         lines += [""] if lines else []
         lines += ["| input | batch, dtype | img/s (steps per host call) | target |", "| --- | --- | --- | --- |"]
         lines += [_input_row(k, v, input_target) for k, v in real.items()]
-    devices = sorted({r["device"] for r in ours if r.get("device")})
-    versions = sorted({f"TensorFlow {r['tf_version']}, Keras {r['keras_version']}" for r in ours if "tf_version" in r})
+    return lines
+
+
+def _export_tables(ours: list, peer: list) -> list:
+    """Throughput and latency of the SavedModel (`bench export`) beside the peer's `infer` lines."""
+    lines = [
+        "| net, batch, dtype | SavedModel img/s | p50 / p99 ms (best run) | PyTorch eager img/s | torch.compile img/s "
+        "| PyTorch p50 / p99 ms (best mode) | x best PyTorch |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    settings = {}
+    for r in ours:
+        settings.setdefault((_net(r), r["batch"], r["dtype"]), []).append(r)
+    for (net, batch, dtype), runs in settings.items():
+        best = max(runs, key=lambda r: r["img_per_s"])
+        theirs = [r for r in peer if _net(r) == net and r["batch"] == batch and _same_dtype(dtype, r["dtype"])]
+        eager = [r for r in theirs if r.get("mode") == "eager"]
+        compiled = [r for r in theirs if r.get("mode") == "compile"]
+        fastest = max(theirs, key=lambda r: r["img_per_s"], default=None)
+        peer_latency = f"{fastest['p50_ms']:.1f} / {fastest['p99_ms']:.1f}" if fastest else ""
+        lines.append(
+            f"| {net}, {batch}, {dtype} | {_rates(runs)} | {best['p50_ms']:.1f} / {best['p99_ms']:.1f} "
+            f"| {_rates(eager)} | {_rates(compiled)} | {peer_latency} | {_verdict(best['img_per_s'], theirs, 1.0)} |"
+        )
+    return lines
+
+
+def compare(paths: list, target: float = 1.3, input_target: float = 12_000) -> str:
+    """A Markdown report of `bench train` lines beside the PyTorch peer's on the same net
+    (same training FLOPs per image), batch and dtype (fp32 and tf32 as one): per setting
+    alexnet_tf's img/s of every run and steps per host call, its forms, MFU and peak memory
+    of the fastest, every run of the peer's eager and torch.compile modes, and the ratio of
+    our fastest to the peer's fastest against `target`; runs with --data against
+    `input_target` img/s; `bench export` lines beside the peer's `infer` lines."""
+    from alexnet_tf.config import ConfigError
+
+    rows = [r for path in paths for r in _read_results(path)]
+    ours = [r for r in rows if r.get("bench") == "train" and "img_per_s" in r]
+    served = [r for r in rows if r.get("bench") == "export" and "img_per_s" in r]
+    peer = [r for r in rows if "model" in r and ("compile" in r or "mode" in r) and "img_per_s" in r]
+    if not ours and not served:
+        raise ConfigError(f"no `bench train` or `bench export` results in {', '.join(paths)}")
+    train_peer = [r for r in peer if r.get("bench", "torch_train") == "torch_train"]
+    lines = _train_tables(ours, train_peer, target, input_target) if ours else []
+    if served:
+        lines += [""] if lines else []
+        lines += _export_tables(served, [r for r in peer if r.get("bench") == "torch_infer"])
+    mine = ours + served
+    devices = sorted({r["device"] for r in mine if r.get("device")})
+    versions = sorted({f"TensorFlow {r['tf_version']}, Keras {r['keras_version']}" for r in mine if "tf_version" in r})
+    versions += sorted({f"PyTorch {r['torch_version']}" for r in peer if "torch_version" in r})
     lines += ["", f"Device: {'; '.join(devices) or 'not recorded'}. {'; '.join(versions)}."]
     for r in (r for r in rows if "error" in r):
         what = r.get("model") or r.get("recipe", "")

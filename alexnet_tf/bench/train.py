@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import numpy as np
@@ -135,8 +136,8 @@ def time_train_step(
     from alexnet_tf import distribute
     from alexnet_tf import steps as steps_lib
 
-    c, batch = config, config.train.batch_size
-    runtime = distribute.make_runtime(config, strategy)
+    batch = config.train.batch_size
+    c, runtime = distribute.make_runtime(config, strategy)
     _gpu_peak_memory(strategy, reset=True)
     with runtime.policy():
         model, optimizer, step = steps_lib.create_state(c.model, c.optim, c.train.seed, runtime, batch)
@@ -203,6 +204,22 @@ def _gpu_peak_memory(strategy, reset: bool = False) -> int | None:
             tf.config.experimental.reset_memory_stats(g)
         return None
     return max(tf.config.experimental.get_memory_info(g)["peak"] for g in gpus)
+
+
+def set_threads(threads: int) -> None:
+    """TensorFlow's intra- and inter-op threads (0: its default, all cores); before its
+    runtime starts."""
+    import tensorflow as tf
+
+    from alexnet_tf.config import ConfigError
+
+    if not threads:
+        return
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError as e:  # the runtime has started: too late in this process
+        raise ConfigError(f"--threads {threads}: TensorFlow's runtime has already started") from e
 
 
 def _settings(args: argparse.Namespace):
@@ -290,12 +307,13 @@ def bench_train(args: argparse.Namespace) -> list:
     import tensorflow as tf
 
     from alexnet_tf import data as data_lib
-    from alexnet_tf import runs
+    from alexnet_tf import forms, runs
     from alexnet_tf.config import ConfigError, override
     from alexnet_tf.distribute import make_strategy
     from alexnet_tf.errors import TrainingError
 
     base, batches, precisions, steps_per_loop = _settings(args)
+    set_threads(args.threads)
     strategy = make_strategy(base.distribute)
     replicas = strategy.num_replicas_in_sync
     for batch in batches:
@@ -314,13 +332,17 @@ def bench_train(args: argparse.Namespace) -> list:
     for precision in precisions:
         for batch in batches:
             config = override(base, {"train.batch_size": batch, "train.precision": PRECISIONS[precision]})
+            config, chosen = forms.apply(config, forms.device_kind(strategy))
+            print(chosen.describe(), file=sys.stderr, flush=True)
             tf32 = bool(gpu_name) and config.train.tf32  # setup_runtime sets it from the config
             dtype = precision if precision == "bf16" or not tf32 else "tf32"
             common = {
                 **{"bench": "train", "recipe": args.recipe, "input": config.data.source if args.data else "synthetic"},
                 **{"feed": feed_kind, "batch": batch, "dtype": dtype, "precision": config.train.precision},
                 **{"jit": config.train.jit_compile, "replicas": replicas, "device": device},
+                "threads": args.threads or usable_cores(),
                 "overrides": list(args.overrides),
+                "forms": chosen.as_dict(),
             }
             try:
                 timing = time_train_step(
