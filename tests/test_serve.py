@@ -444,6 +444,19 @@ def test_image_pixels_reads_every_format_tensorflow_decodes(images):
         image_pixels(bmp_header(60_000, -(2**31)))
 
 
+def test_a_jpeg_with_two_frame_headers_is_never_decoded(images):
+    # Pillow reads the last frame header (SOF) before the scan; libjpeg refuses a second one
+    # before it allocates anything, so a large first one cannot pass under a small last one.
+    jpeg = tf.io.encode_jpeg(images[0]).numpy()
+    i = jpeg.index(b"\xff\xc0")
+    sof = jpeg[i : i + 2 + int.from_bytes(jpeg[i + 2 : i + 4], "big")]
+    large = sof[:5] + (20_000).to_bytes(2, "big") * 2 + sof[9:]
+    two = jpeg[:i] + large + jpeg[i:]
+    assert image_pixels(two) == 1200
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        tf.io.decode_jpeg(two)
+
+
 @pytest.mark.parametrize(
     "data",
     [

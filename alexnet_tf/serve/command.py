@@ -20,7 +20,7 @@ DEFAULT_MAX_BODY = 16 * 1024 * 1024  # bytes of JSON per request
 DEFAULT_MAX_BATCH = 64  # images per request
 DEFAULT_MAX_PIXELS = 40_000_000  # per image, read from its header; guards against decompression bombs
 DEFAULT_MAX_REQUEST_PIXELS = 100_000_000  # all images of one request together, and of one model call
-DEFAULT_MAX_INFLIGHT = 2  # predict bodies being received at once (and parsed, one at a time)
+DEFAULT_MAX_INFLIGHT = 4  # predict bodies being received at once (and parsed, one at a time)
 DEFAULT_MAX_CONNECTIONS = 256  # open connections (a thread each)
 DEFAULT_TIMEOUT = 30.0  # seconds a connection may stay silent, a body take to arrive, a request wait for its turn
 DEFAULT_BATCH_SIZE = 64  # images per model call
@@ -132,11 +132,11 @@ def _let_max_pixels_rule(max_pixels: int) -> None:
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
-def _positive(kind):
+def _positive(kind, zero: bool = False):
     def parse(text: str):
         value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        if value < 0 or (value == 0 and not zero) or value != value:  # value != value: NaN
+            raise argparse.ArgumentTypeError(f"must be {'0 or more' if zero else 'positive'}, got {text}")
         return value
 
     return parse
@@ -159,8 +159,16 @@ def argument_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_port, default=8501, help="TF Serving's REST port by default (8501)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for all)")
     p.add_argument("--model-name", default="alexnet", help="the NAME in /v1/models/NAME (alexnet)")
+    _add_limits(p.add_argument_group("limits"))
+    _add_batching(
+        p.add_argument_group("batching (TF Serving's max_batch_size, batch_timeout_micros, num_batch_threads)")
+    )
+    p.add_argument("--quiet", action="store_true", help="no per-request log lines")
+    return p
+
+
+def _add_limits(limits) -> None:
     number, size = _positive(int), _positive(float)
-    limits = p.add_argument_group("limits")
     limits.add_argument("--max-body-mb", type=size, default=DEFAULT_MAX_BODY / 2**20, help="largest request body (16)")
     limits.add_argument("--max-batch", type=number, default=DEFAULT_MAX_BATCH, help="most images per request (64)")
     limits.add_argument("--max-pixels", type=number, default=DEFAULT_MAX_PIXELS, help="most pixels per image (40 M)")
@@ -174,7 +182,7 @@ def argument_parser() -> argparse.ArgumentParser:
         "--max-inflight",
         type=number,
         default=DEFAULT_MAX_INFLIGHT,
-        help="request bodies received at once (parsed one at a time); more wait up to --timeout, then 503 (2)",
+        help="request bodies received at once (parsed one at a time); more wait up to --timeout, then 503 (4)",
     )
     limits.add_argument(
         "--max-connections", type=number, default=DEFAULT_MAX_CONNECTIONS, help="open connections (256)"
@@ -185,13 +193,16 @@ def argument_parser() -> argparse.ArgumentParser:
         default=DEFAULT_TIMEOUT,
         help="seconds a connection may stay silent, a body may take to arrive, a request may wait to be read (30)",
     )
-    batching = p.add_argument_group("batching (TF Serving's max_batch_size, batch_timeout_micros, num_batch_threads)")
+
+
+def _add_batching(batching) -> None:
+    number, size = _positive(int), _positive(float)
     batching.add_argument(
         "--batch-size", type=number, default=DEFAULT_BATCH_SIZE, help="most images per model call (64)"
     )
     batching.add_argument(
         "--batch-wait-ms",
-        type=float,
+        type=_positive(float, zero=True),
         default=DEFAULT_BATCH_WAIT * 1000,
         help="how long a model call may wait for more requests to join it (0: it takes what queued while the last ran)",
     )
@@ -208,8 +219,6 @@ def argument_parser() -> argparse.ArgumentParser:
         default=DEFAULT_QUEUE_BYTES / 2**20,
         help="bytes of their inputs (encoded images, uint8 pixels); beyond it 503 (64)",
     )
-    p.add_argument("--quiet", action="store_true", help="no per-request log lines")
-    return p
 
 
 def main(argv=None) -> int:
@@ -217,9 +226,6 @@ def main(argv=None) -> int:
     from alexnet_tf import cli
 
     args = argument_parser().parse_args(argv)
-    if args.batch_wait_ms < 0:
-        print(f"error: --batch-wait-ms must be 0 or more, got {args.batch_wait_ms:g}", file=sys.stderr)
-        return 2
     options = {
         "host": args.host,
         "port": args.port,

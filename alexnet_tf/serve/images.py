@@ -22,16 +22,14 @@ from __future__ import annotations
 import io
 import struct
 
+from PIL import Image
+
 BMP_INFO_HEADER = 40  # BITMAPINFOHEADER and its successors: width, height as int32 at bytes 18, 22
 MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF8", "GIF"), (b"BM", "BMP"))
 
 
 class ImageTooLarge(ValueError):
-    """An image larger than a reader allows; `pixels` when the header was read, else None."""
-
-    def __init__(self, message: str, pixels: int | None = None):
-        super().__init__(message)
-        self.pixels = pixels
+    """An image whose header declares more pixels than its reader opens."""
 
 
 def image_format(data: bytes) -> str | None:
@@ -61,8 +59,6 @@ def image_pixels(data: bytes) -> int:
 
 
 def _pillow_size(data: bytes, kind: str) -> tuple[int, int, int]:
-    from PIL import Image
-
     if kind == "BMP" and (len(data) < 26 or struct.unpack("<I", data[14:18])[0] < BMP_INFO_HEADER):
         raise ValueError(f"a BMP whose header is shorter than {BMP_INFO_HEADER} bytes")
     try:
