@@ -4,7 +4,8 @@ Requests wait in one queue, bounded in images and in bytes of their inputs (coun
 the moment they are admitted until their answer is ready); a request that would go
 beyond either bound is refused (`QueueFull`: the server answers 503 with Retry-After).
 `threads` workers each take the oldest request and, with it, the later ones of the same
-signature and input shapes, up to `batch_size` images and `max_pixels` pixels in all,
+signature and input shapes, up to `batch_size` images, `max_pixels` pixels and
+`max_call_bytes` bytes of inputs in all (a call then holds no more than one request may),
 waiting at most `wait` seconds from the oldest one's arrival for more to come; they call
 the model once on the concatenation and split the outputs back, in order. Requests that
 cannot share a call (other signature, other uint8 image size, a signature that is not
@@ -48,13 +49,14 @@ class Batcher:
         batchable: Callable[[str], bool] = lambda signature: True,
         batch_size: int = 64,
         max_pixels: int = 100_000_000,
+        max_call_bytes: int = 16 * 2**20,
         wait: float = 0.0,
         threads: int = 1,
         max_images: int = 256,
-        max_bytes: int = 64 * 2**20,
+        max_bytes: int = 16 * 2**20,
     ):
         self.run, self.batchable = run, batchable
-        self.batch_size, self.max_pixels, self.wait = batch_size, max_pixels, wait
+        self.batch_size, self.max_pixels, self.max_call_bytes, self.wait = batch_size, max_pixels, max_call_bytes, wait
         self.max_images, self.max_bytes = max_images, max_bytes
         self._queue: collections.deque[_Pending] = collections.deque()
         self._images = self._bytes = 0  # of the jobs admitted and not yet answered
@@ -133,14 +135,19 @@ class Batcher:
 
     def _fitting(self, first: _Pending) -> list[_Pending]:
         """`first` and the later queued jobs of its key that fit with it, in order."""
-        batch, images, pixels = [first], first.job.size, first.job.pixels
+        batch, images, pixels, nbytes = [first], first.job.size, first.job.pixels, first.job.nbytes
         for p in self._queue:
             if p is first or p.key != first.key:
                 continue
-            if images + p.job.size > self.batch_size or pixels + p.job.pixels > self.max_pixels:
+            job = p.job
+            if (
+                images + job.size > self.batch_size
+                or pixels + job.pixels > self.max_pixels
+                or nbytes + job.nbytes > self.max_call_bytes
+            ):
                 continue
             batch.append(p)
-            images, pixels = images + p.job.size, pixels + p.job.pixels
+            images, pixels, nbytes = images + job.size, pixels + job.pixels, nbytes + job.nbytes
             if images == self.batch_size:
                 break
         return batch

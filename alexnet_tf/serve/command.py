@@ -20,14 +20,14 @@ DEFAULT_MAX_BODY = 16 * 1024 * 1024  # bytes of JSON per request
 DEFAULT_MAX_BATCH = 64  # images per request
 DEFAULT_MAX_PIXELS = 40_000_000  # per image, read from its header; guards against decompression bombs
 DEFAULT_MAX_REQUEST_PIXELS = 100_000_000  # all images of one request together, and of one model call
-DEFAULT_MAX_INFLIGHT = 4  # predict bodies being received at once (and parsed, one at a time)
+DEFAULT_MAX_INFLIGHT = 2  # predict bodies being received at once (and parsed, one at a time)
 DEFAULT_MAX_CONNECTIONS = 256  # open connections (a thread each)
 DEFAULT_TIMEOUT = 30.0  # seconds a connection may stay silent, a body take to arrive, a request wait for its turn
 DEFAULT_BATCH_SIZE = 64  # images per model call
 DEFAULT_BATCH_WAIT = 0.0  # seconds a call waits for more requests: under load they queue while the model runs
 DEFAULT_BATCH_THREADS = 1  # model calls at once
 DEFAULT_QUEUE_IMAGES = 256  # images admitted and not yet answered
-DEFAULT_QUEUE_BYTES = 64 * 2**20  # bytes of their inputs
+DEFAULT_QUEUE_BYTES = 16 * 2**20  # bytes of their inputs (ordinary JPEGs: ~30 KB each)
 
 
 def make_server(
@@ -58,6 +58,7 @@ def make_server(
         servable.batchable.__getitem__,
         batch_size=batch_size,
         max_pixels=max_request_pixels,
+        max_call_bytes=max_body,
         wait=batch_wait,
         threads=batch_threads,
         max_images=max_queue_images,
@@ -182,7 +183,7 @@ def _add_limits(limits) -> None:
         "--max-inflight",
         type=number,
         default=DEFAULT_MAX_INFLIGHT,
-        help="request bodies received at once (parsed one at a time); more wait up to --timeout, then 503 (4)",
+        help="request bodies received at once (parsed one at a time); more wait up to --timeout, then 503 (2)",
     )
     limits.add_argument(
         "--max-connections", type=number, default=DEFAULT_MAX_CONNECTIONS, help="open connections (256)"
@@ -217,7 +218,7 @@ def _add_batching(batching) -> None:
         "--max-queue-mb",
         type=size,
         default=DEFAULT_QUEUE_BYTES / 2**20,
-        help="bytes of their inputs (encoded images, uint8 pixels); beyond it 503 (64)",
+        help="bytes of their inputs (encoded images, uint8 pixels); beyond it 503 (16)",
     )
 
 

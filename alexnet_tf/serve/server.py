@@ -166,8 +166,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         try:
             body = self._read_body(length)
             with server.parsing:  # one parse at a time: it holds the interpreter lock anyway, and memory
-                job = make_job(parse_json(body), server.servable.inputs, server.input_limits)
-            del body  # the parsed request is gone too: only the job's inputs stay while it waits
+                request = parse_json(body)
+                del body
+                job = make_job(request, server.servable.inputs, server.input_limits)
+                del request  # only the job's inputs stay while it waits
         finally:
             server.receiving.release()
         try:
