@@ -100,14 +100,20 @@ def test_only_requests_of_one_signature_and_shape_share_a_call():
     assert [list(r["n"]) for r in results] == [[1], [60], [2, 3], [90], [120], [4], [5]]
 
 
-@pytest.mark.parametrize("max_pixels, calls", [(10**8, [1, 4, 4]), (250, [1, 2, 2, 1, 3])])
-def test_a_call_holds_at_most_batch_size_images_and_max_pixels(max_pixels, calls):
+@pytest.mark.parametrize(
+    "max_pixels, max_call_bytes, calls",
+    [
+        (10**8, 10**6, [1, 4, 4]),  # 4 images: 2 + 2, then 1 + 3
+        (250, 10**6, [1, 2, 2, 1, 3]),  # no two fit together; one over the limit still runs, alone
+        (10**8, 3, [1, 3, 2, 3]),  # 2 + 1 bytes, then 2, then 3
+    ],
+)
+def test_a_call_holds_at_most_batch_size_images_max_pixels_and_bytes(max_pixels, max_call_bytes, calls):
     model = Model()
-    batcher = Batcher(model, batch_size=4, max_pixels=max_pixels)
-    jobs = [bytes_job([b"x"])] + [bytes_job([b"y"] * n) for n in (2, 2, 1, 3)]  # 100 pixels an image
+    batcher = Batcher(model, batch_size=4, max_pixels=max_pixels, max_call_bytes=max_call_bytes)
+    jobs = [bytes_job([b"x"])] + [bytes_job([b"y"] * n) for n in (2, 2, 1, 3)]  # 100 pixels, 1 byte an image
     submit_all(batcher, jobs, model)
     batcher.close()
-    # 4 images: 2 + 2, then 1 + 3. 250 pixels: no two fit together; one over it still runs, alone.
     assert [n for _, n in model.calls] == calls
 
 

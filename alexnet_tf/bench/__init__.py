@@ -208,7 +208,11 @@ def _serve_parser(sub) -> None:
         "largest: the largest requests the limits let through, peak memory",
     )
     p.add_argument(
-        "--clients", type=int, nargs="+", default=[1, 8, 32, 128], help="numbers of concurrent clients (1 8 32 128)"
+        "--clients",
+        type=int,
+        nargs="+",
+        default=[1, 8, 32, 128],
+        help="numbers of concurrent clients (1 8 32 128; largest: the largest of them)",
     )
     p.add_argument("--seconds", type=float, default=10.0, help="how long they send, per number of clients (10)")
     p.add_argument("--rounds", type=int, default=2, help="jpeg: times over the numbers of clients, in turn (2)")

@@ -306,7 +306,7 @@ def _print_table(lines: list, peak_rss_mb: float) -> None:
 
 def bench_serve(args: argparse.Namespace) -> dict | list:
     if args.payload == "largest":
-        result = serve_load(args.export_dir, args.clients[0], args.seconds, args.server)
+        result = serve_load(args.export_dir, max(args.clients), args.seconds, args.server)
         emit(result, args.out)
         return result
     return serve_throughput(args.export_dir, args.clients, args.seconds, args.rounds, args.server, args.out)
