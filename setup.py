@@ -27,6 +27,7 @@ setup(
         "importlib_resources>=5.10",
         "numpy>=1.26",
         "protobuf",  # alexnet_tf.caffemodel reads .caffemodel files with its runtime
+        "pillow>=10",  # serve reads image sizes from their headers with it
     ],
     extras_require={
         "plots": ["matplotlib>=3.7"],  # the ablations' Fig. 1 plot

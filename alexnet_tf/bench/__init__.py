@@ -6,7 +6,8 @@
         [--no-jit] [--threads N] [--set KEY=VALUE] [--peak-tflops T] [--out FILE]
     python -m alexnet_tf.bench jpegs OUT [--images N] [--classes N | --from fashion_mnist[:DIR] | digits [--size 48]]
     python -m alexnet_tf.bench compare FILE [FILE ...] [--target 1.3] [--input-target 12000]
-    python -m alexnet_tf.bench serve EXPORT_DIR [--clients 32] [--seconds 30] [--server FLAG ...]
+    python -m alexnet_tf.bench serve EXPORT_DIR [--payload jpeg|largest] [--clients 1 8 32 128] [--seconds 10]
+        [--rounds 2] [--server FLAG ...]
     python -m alexnet_tf.bench export [EXPORT_DIR | --recipe RECIPE] [--batch 32 1] [--calls 50] [--threads N]
 
 `input`: images per second of the training input pipeline (Sec. 2 and 4.1: decode,
@@ -77,10 +78,15 @@ its `serve_uint8` signature called on random uint8 batches (--batch 32 1): img/s
 the mean call time and the p50 / p99 latency per call, no server in between. The
 peer's `infer` task times the same work in PyTorch on the same number of threads.
 
-`serve`: starts `python -m alexnet_tf.serve EXPORT_DIR` (with the --server flags) and has
---clients threads send it the largest requests its limits let through (`serve_payloads`)
-for --seconds; prints the answers by kind and status, their latency, and the server's
-resident memory when idle and at its peak (VmHWM). docs/serving.md has the figures.
+`serve`: starts `python -m alexnet_tf.serve EXPORT_DIR` (with the --server flags) and loads
+it. `--payload jpeg`: each number of --clients in turn (--rounds times over) sends
+ordinary requests, one photo-like 256 px JPEG each, on keep-alive connections, each
+client as soon as its last answer came (after a 503, once Retry-After has passed), for
+--seconds; a JSON line per round and number of clients (answers/s, p50/p99 latency of
+the 200s, answers by status, load average) and a Markdown table on stderr. `--payload
+largest`: --clients threads send the largest requests its limits let through
+(`serve_payloads`); answers by kind and status, their latency, and the server's resident
+memory when idle and at its peak (VmHWM). docs/serving.md has the figures.
 """
 
 from __future__ import annotations
@@ -92,7 +98,7 @@ from alexnet_tf.bench.common import BATCH, PAPER_FORWARD_MACS, repeated
 from alexnet_tf.bench.compare import bench_compare, compare
 from alexnet_tf.bench.input import bench_input
 from alexnet_tf.bench.jpegs import bench_jpegs, make_jpegs
-from alexnet_tf.bench.serve import bench_serve, serve_load, serve_payloads
+from alexnet_tf.bench.serve import bench_serve, serve_load, serve_payloads, serve_throughput
 from alexnet_tf.bench.train import PRECISIONS, Feed, bench_train, forward_macs
 
 bench_export = export_bench.bench_export
@@ -115,6 +121,7 @@ __all__ = [
     "repeated",
     "serve_load",
     "serve_payloads",
+    "serve_throughput",
 ]
 
 
@@ -208,19 +215,31 @@ def _compare_parser(sub) -> None:
 
 
 def _serve_parser(sub) -> None:
-    p = sub.add_parser(
-        "serve", help="peak memory of `python -m alexnet_tf.serve` under clients sending its largest requests"
-    )
+    p = sub.add_parser("serve", help="`python -m alexnet_tf.serve` under load: throughput and latency, or peak memory")
     p.add_argument("export_dir", help="what to serve (as for python -m alexnet_tf.serve)")
-    p.add_argument("--clients", type=int, default=32, help="concurrent clients (32)")
-    p.add_argument("--seconds", type=float, default=30.0, help="how long they send (30)")
-    p.add_argument("--out", help="also append the JSON line to this file")
+    p.add_argument(
+        "--payload",
+        choices=("jpeg", "largest"),
+        default="jpeg",
+        help="jpeg: ordinary one-image requests, throughput and latency per number of clients (default); "
+        "largest: the largest requests the limits let through, peak memory",
+    )
+    p.add_argument(
+        "--clients",
+        type=int,
+        nargs="+",
+        default=[1, 8, 32, 128],
+        help="numbers of concurrent clients (1 8 32 128; largest: the largest of them)",
+    )
+    p.add_argument("--seconds", type=float, default=10.0, help="how long they send, per number of clients (10)")
+    p.add_argument("--rounds", type=int, default=2, help="jpeg: times over the numbers of clients, in turn (2)")
+    p.add_argument("--out", help="also append the JSON lines to this file")
     p.add_argument(
         "--server",
         nargs=argparse.REMAINDER,
         default=[],
         metavar="FLAG",
-        help="the rest of the line: flags for the server, e.g. --server --max-inflight 4",
+        help="the rest of the line: flags for the server, e.g. --server --batch-threads 2",
     )
     p.set_defaults(fn=bench_serve)
 

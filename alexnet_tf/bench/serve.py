@@ -1,8 +1,11 @@
-"""`bench serve`: peak memory of the REST server under its largest requests."""
+"""`bench serve`: the REST server under load. `--payload jpeg`: throughput and latency of
+ordinary one-image requests at several numbers of clients; `--payload largest`: peak
+memory under the largest requests its limits let through."""
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import statistics
@@ -22,7 +25,6 @@ def serve_payloads(max_body: int, max_pixels: int, max_request_pixels: int, max_
     serve_uint8 image of nested lists filling the body (answered by the model); `objects`,
     a body of one-key objects, the JSON that costs the most memory to parse of what the
     server parses (refused after parsing: too many instances)."""
-    import base64
     import math
 
     import tensorflow as tf
@@ -159,7 +161,152 @@ def serve_load(export_dir: str, clients: int = 32, seconds: float = 30.0, server
     }
 
 
-def bench_serve(args: argparse.Namespace) -> dict:
-    result = serve_load(args.export_dir, args.clients, args.seconds, args.server)
-    emit(result, args.out)
-    return result
+def photo_jpegs(count: int = 8, size: int = 256) -> list:
+    """`count` photo-like size x size JPEGs as `bench jpegs` writes them (about the bytes of
+    an ImageNet image at 256 px): the images of ordinary requests."""
+    import glob
+    import tempfile
+
+    from alexnet_tf.bench.jpegs import make_jpegs
+
+    with tempfile.TemporaryDirectory() as tmp:
+        make_jpegs(tmp, count=count, size=size)
+        files = sorted(glob.glob(os.path.join(tmp, "train", "*", "*")))
+        return [open(f, "rb").read() for f in files]
+
+
+class _Client:
+    """One client on one keep-alive connection: sends, waits for the answer, sends again;
+    after a 503 it waits as long as Retry-After says."""
+
+    def __init__(self, port: int, model: str):
+        import http.client
+
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+        self.path = f"/v1/models/{model}:predict"
+
+    def post(self, body: bytes) -> tuple:
+        """(status or error name, Retry-After seconds)."""
+        try:
+            self.conn.request("POST", self.path, body=body, headers={"Content-Type": "application/json"})
+            response = self.conn.getresponse()
+            response.read()
+            if response.getheader("Connection", "").lower() == "close":
+                self.conn.close()  # http.client reconnects on the next request
+            return response.status, float(response.getheader("Retry-After") or 0)
+        except OSError as e:
+            self.conn.close()
+            return type(e).__name__, 0.0
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _jpeg_load(pid: int, port: int, model: str, bodies: list, clients: int, seconds: float) -> dict:
+    """`clients` threads, each sending `bodies` in turn for `seconds`: answers by status,
+    the 200s per second and their latency, and the server's CPU time per answer."""
+    import threading
+
+    cpu, results, start = _cpu_seconds(pid), [], time.monotonic()
+    deadline = start + seconds
+
+    def client(i: int) -> None:
+        c = _Client(port, model)
+        while time.monotonic() < deadline:
+            sent = time.monotonic()
+            status, retry_after = c.post(bodies[i % len(bodies)])
+            results.append((status, time.monotonic() - sent))  # list.append is atomic
+            i += 1
+            if retry_after:
+                time.sleep(min(retry_after, max(deadline - time.monotonic(), 0)))
+        c.conn.close()
+
+    load = os.getloadavg()[0]
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed, cpu = time.monotonic() - start, _cpu_seconds(pid) - cpu
+    ok = [e * 1000 for status, e in results if status == 200]
+    answers = {}
+    for status, _ in results:
+        answers[str(status)] = answers.get(str(status), 0) + 1
+    return {
+        "clients": clients,
+        "seconds": round(elapsed, 2),
+        "requests_per_s": round(len(ok) / elapsed, 1),
+        "p50_ms": round(float(np.percentile(ok, 50)), 1) if ok else None,
+        "p99_ms": round(float(np.percentile(ok, 99)), 1) if ok else None,
+        "answers": dict(sorted(answers.items())),
+        "server_cpu_ms_per_answer": round(cpu * 1000 / max(len(results), 1), 2),
+        "load_average_1min": [round(load, 2), round(os.getloadavg()[0], 2)],  # at the start, at the end
+    }
+
+
+def serve_throughput(
+    export_dir: str, clients=(1, 8, 32, 128), seconds: float = 10.0, rounds: int = 2, server_args: list = (), out=None
+) -> list:
+    """Starts the server on EXPORT_DIR and, `rounds` times over, has each number of
+    `clients` send it ordinary requests (one photo-like 256 px JPEG each) for `seconds`;
+    emits a JSON line per round and number of clients, and returns them."""
+    from alexnet_tf import serve
+
+    limits, _ = serve.argument_parser().parse_known_args([export_dir, *server_args])
+    bodies = [json.dumps({"instances": [{"b64": base64.b64encode(j).decode()}]}).encode() for j in photo_jpegs()]
+    proc, port = _start_server(export_dir, list(server_args))
+    lines = []
+    try:
+        _jpeg_load(
+            proc.pid, port, limits.model_name, bodies, max(clients), min(seconds, 3.0)
+        )  # warm: batches of each size
+        for r in range(rounds):
+            for n in clients:
+                line = {
+                    "bench": "serve",
+                    "payload": "jpeg",
+                    "round": r,
+                    **_jpeg_load(proc.pid, port, limits.model_name, bodies, n, seconds),
+                }
+                line.update(server_args=list(server_args), export_dir=export_dir)
+                emit(line, out)
+                lines.append(line)
+        peak = _proc_status_mb(proc.pid, "VmHWM")
+    finally:
+        proc.kill()
+        proc.wait()
+    _print_table(lines, peak)
+    return lines
+
+
+def _print_table(lines: list, peak_rss_mb: float) -> None:
+    """The Markdown rows of docs/serving.md's table, on stderr: each round's figures."""
+    by = {}
+    for line in lines:
+        by.setdefault(line["clients"], []).append(line)
+    print("| clients | requests/s | p50 ms | p99 ms | 503s | other answers | server CPU ms/answer |", file=sys.stderr)
+    print("| --- | --- | --- | --- | --- | --- | --- |", file=sys.stderr)
+    for n, rows in by.items():
+        cells = {
+            k: ", ".join(str(r[k]) for r in rows)
+            for k in ("requests_per_s", "p50_ms", "p99_ms", "server_cpu_ms_per_answer")
+        }
+        shed = ", ".join(str(r["answers"].get("503", 0)) for r in rows)
+        other = sum(v for r in rows for k, v in r["answers"].items() if k not in ("200", "503"))
+        print(
+            f"| {n} | {cells['requests_per_s']} | {cells['p50_ms']} | {cells['p99_ms']} | {shed} | {other} | {cells['server_cpu_ms_per_answer']} |",
+            file=sys.stderr,
+        )
+    print(f"server peak RSS {peak_rss_mb:.0f} MB", file=sys.stderr)
+
+
+def bench_serve(args: argparse.Namespace) -> dict | list:
+    if args.payload == "largest":
+        result = serve_load(args.export_dir, max(args.clients), args.seconds, args.server)
+        emit(result, args.out)
+        return result
+    return serve_throughput(args.export_dir, args.clients, args.seconds, args.rounds, args.server, args.out)

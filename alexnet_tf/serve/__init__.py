@@ -1,0 +1,42 @@
+"""A server for exported models that speaks TF Serving's REST API, and batches requests as TF Serving does.
+
+`python -m alexnet_tf.serve PATH [--port 8501] [--model-name alexnet] [--host 127.0.0.1] [--batch-size 64] ...`
+
+PATH is a SavedModel from `python -m alexnet_tf.export`, a TF Serving base path whose
+numbered subfolders are versions (the highest is served), or a run folder of
+`python -m alexnet_tf.train` (exported into a temporary folder first). Routes:
+
+  GET  /v1/models/NAME[/versions/N]            version status
+  GET  /v1/models/NAME[/versions/N]/metadata   signatures (as `saved_model_cli show`)
+  POST /v1/models/NAME[/versions/N]:predict    {"instances": [...]} or {"inputs": ...}
+
+Binary values travel as {"b64": "..."}, e.g.
+  {"instances": [{"b64": "<base64 JPEG>"}]}                       -> {"predictions": [{...}]}
+  {"inputs": {"images": [{"b64": "..."}, {"b64": "..."}]}}         -> {"outputs": {...}}
+  {"signature_name": "serve_uint8", "instances": [<H x W x 3 ints>]}
+
+Concurrent requests share model calls (`batching`): they wait in a queue bounded in
+images and bytes, and beyond it get 503 with Retry-After. Every client mistake gets a
+4xx and {"error": "..."}. The modules: `server` (HTTP, body and header limits), `inputs`
+(the JSON of a request, checked against the limits), `images` (pixels read from image
+headers), `batching` (the queue), `model` (the SavedModel), `command` (the flags,
+`make_server`). docs/serving.md says what the limits bound (peak memory, measured) and
+what they do not, and how the server performs under load.
+"""
+
+from alexnet_tf.serve.command import argument_parser, export_run, main, make_server
+from alexnet_tf.serve.images import ImageTooLarge, image_pixels
+from alexnet_tf.serve.inputs import RequestError
+from alexnet_tf.serve.model import Servable, find_versions
+
+__all__ = [
+    "ImageTooLarge",
+    "RequestError",
+    "Servable",
+    "argument_parser",
+    "export_run",
+    "find_versions",
+    "image_pixels",
+    "main",
+    "make_server",
+]

@@ -1,0 +1,105 @@
+"""The served SavedModel: its version, signatures and metadata, and one call of a signature on a batch."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from alexnet_tf.serve.inputs import RequestError
+
+
+def find_versions(export_dir: str) -> dict:
+    """{version: SavedModel folder}: EXPORT_DIR itself is version 1, or its numbered subfolders."""
+    if os.path.isfile(os.path.join(export_dir, "saved_model.pb")):
+        return {1: export_dir}
+    versions = {}
+    if os.path.isdir(export_dir):
+        for name in os.listdir(export_dir):
+            if name.isdigit() and os.path.isfile(os.path.join(export_dir, name, "saved_model.pb")):
+                versions[int(name)] = os.path.join(export_dir, name)
+    if not versions:
+        raise FileNotFoundError(
+            f"{export_dir!r} holds no SavedModel (saved_model.pb) nor numbered version folders; "
+            "make one with `python -m alexnet_tf.export --workdir RUN --out EXPORT_DIR/1` "
+            "(or serve a run folder: one with config.json and checkpoints/)"
+        )
+    return versions
+
+
+class Servable:
+    """The highest version under EXPORT_DIR, loaded; answers status and metadata, and runs signatures."""
+
+    def __init__(self, export_dir: str, model_name: str = "alexnet"):
+        self.model_name = model_name
+        versions = find_versions(export_dir)
+        self.version = max(versions)
+        self.path = versions[self.version]
+        self.model = tf.saved_model.load(self.path)
+        self.functions = dict(self.model.signatures)
+        if "serving_default" not in self.functions:
+            raise ValueError(f"{self.path} has no serving_default signature")
+        # {signature: {input name: TensorSpec}}
+        self.inputs = {k: fn.structured_input_signature[1] for k, fn in self.functions.items()}
+        self.batchable = {k: _batch_major(fn) for k, fn in self.functions.items()}
+        self._signature_defs = self._read_signature_defs()
+
+    def _read_signature_defs(self) -> dict:
+        from google.protobuf import json_format
+        from tensorflow.core.protobuf import saved_model_pb2
+
+        proto = saved_model_pb2.SavedModel()
+        with open(os.path.join(self.path, "saved_model.pb"), "rb") as f:
+            proto.ParseFromString(f.read())
+        defs = proto.meta_graphs[0].signature_def
+        return {k: json_format.MessageToDict(v, preserving_proto_field_name=True) for k, v in defs.items()}
+
+    def check_model(self, name: str, version: str | None) -> None:
+        """Raises 404 unless NAME (and VERSION, if given) is the model served."""
+        if name != self.model_name:
+            raise RequestError(404, f"Servable not found for request: Latest({name})")
+        if version is not None and version != str(self.version):
+            raise RequestError(404, f"Servable not found for request: Specific({name}, {version})")
+
+    def status(self) -> dict:
+        """The answer to GET /v1/models/NAME."""
+        return {
+            "model_version_status": [
+                {
+                    "version": str(self.version),
+                    "state": "AVAILABLE",
+                    "status": {"error_code": "OK", "error_message": ""},
+                }
+            ]
+        }
+
+    def metadata(self) -> dict:
+        """The answer to GET /v1/models/NAME/metadata."""
+        return {
+            "model_spec": {"name": self.model_name, "signature_name": "", "version": str(self.version)},
+            "metadata": {"signature_def": {"signature_def": self._signature_defs}},
+        }
+
+    def run(self, signature: str, inputs: dict) -> dict:
+        """{output name: array} of `signature` on `inputs` ({name: list of bytes or array});
+        RequestError (400, 413) for inputs the model cannot process."""
+        tensors = {k: tf.constant(v, tf.string) if isinstance(v, list) else tf.constant(v) for k, v in inputs.items()}
+        try:
+            outputs = self.functions[signature](**tensors)
+        except tf.errors.InvalidArgumentError as e:
+            raise RequestError(400, f"could not process the input: {_first_line(e.message)}") from None
+        except tf.errors.ResourceExhaustedError as e:
+            raise RequestError(413, f"input too large to process: {_first_line(e.message)}") from None
+        return {k: np.asarray(v) for k, v in outputs.items()}
+
+
+def _batch_major(fn) -> bool:
+    """Whether every input and output of a signature has a first dimension of any size (the
+    batch), so that requests can be concatenated along it and the answers split again."""
+    specs = [*fn.structured_input_signature[1].values(), *tf.nest.flatten(fn.structured_outputs)]
+    return all(s.shape.rank and s.shape[0] is None for s in specs)
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "invalid input"
