@@ -24,7 +24,7 @@ warmup=${WARMUP:-3}
 export_rounds=${EXPORT_ROUNDS:-$rounds}
 threads=${THREADS:-0}
 mkdir -p "$out"
-rm -f "$out"/tf.jsonl "$out"/torch.jsonl
+rm -f "$out"/*.jsonl
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" TF_CPP_MIN_LOG_LEVEL=2
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg); threads: $([ "$threads" = 0 ] && echo "all cores" || echo "$threads")"
 lscpu | grep -E "^Model name|^CPU\(s\)|^Thread" || true
@@ -34,20 +34,20 @@ for round in $(seq "$rounds"); do
     IFS=: read -r net batch dtype <<<"$setting"
     # the recipe's training step: several steps per host call, as `train` runs them
     python -m alexnet_tf.bench train "recipes/$net.py" --batch "$batch" --precision "$dtype" \
-      --steps "$steps" --warmup "$warmup" --steps-per-loop "$steps" --threads "$threads" --out "$out/tf.jsonl" >/dev/null
+      --steps "$steps" --warmup "$warmup" --steps-per-loop "$steps" --threads "$threads" --out "$out" >/dev/null
     python benchmarks/torch_peer.py train --models "$net" --batches "$batch" --dtypes "$dtype" \
-      --modes eager compile --steps "$steps" --warmup "$warmup" --threads "$threads" --out "$out/torch.jsonl" >/dev/null
+      --modes eager compile --steps "$steps" --warmup "$warmup" --threads "$threads" --out "$out" >/dev/null
     echo "round $round $setting done, load $(cut -d' ' -f1 /proc/loadavg)"
   done
   if [ "$round" -le "$export_rounds" ]; then
     for net in paper quickstart; do
       python -m alexnet_tf.bench export --recipe "recipes/$net.py" --batch 32 1 --threads "$threads" \
-        --out "$out/tf.jsonl" >/dev/null
+        --out "$out" >/dev/null
       python benchmarks/torch_peer.py infer --models "$net" --batches 32 1 --steps 50 --warmup 5 \
-        --threads "$threads" --out "$out/torch.jsonl" >/dev/null
+        --threads "$threads" --out "$out" >/dev/null
     done
     echo "round $round export done, load $(cut -d' ' -f1 /proc/loadavg)"
   fi
 done
-python -m alexnet_tf.bench compare "$out/tf.jsonl" "$out/torch.jsonl" --target 1.0
+python -m alexnet_tf.bench compare "$out" --target 1.0
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

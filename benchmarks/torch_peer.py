@@ -224,8 +224,9 @@ def run(args) -> list:
                     torch._dynamo.reset()
                     line = json.dumps(row)
                     print(line, flush=True)
-                    if args.out:
-                        with open(args.out, "a") as f:
+                    if args.out:  # a folder, as `bench --out DIR`: OUT/torch.jsonl
+                        os.makedirs(args.out, exist_ok=True)
+                        with open(os.path.join(args.out, "torch.jsonl"), "a") as f:
                             f.write(line + "\n")
                     results.append(row)
     return results
@@ -249,7 +250,7 @@ def main(argv=None) -> int:
         help="inverted: kept units x 1/(1-p) in training (nn.Dropout, Keras); paper: Sec. 4.2, x (1-p) at test",
     )
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format (as TensorFlow's)")
-    p.add_argument("--out", help="also append the JSON lines to this file")
+    p.add_argument("--out", help="also append the JSON lines to OUT/torch.jsonl (a folder, as bench --out)")
     args = p.parse_args(argv)
     if args.steps < 1 or args.warmup < 1:
         p.error("--steps and --warmup must be at least 1")

@@ -12,8 +12,8 @@ from alexnet_tf import bench
 
 @pytest.mark.slow
 def test_bench_input_prints_json_lines(tmp_path, capsys):
-    out = tmp_path / "bench.jsonl"
-    args = argparse.Namespace(data=None, split="train", out=str(out), seconds=0.3, rounds=3, cores=1, images=16)
+    args = argparse.Namespace(data=None, split="train", out=str(tmp_path), seconds=0.3, rounds=3, cores=1, images=16)
+    out = tmp_path / "input.jsonl"
     results = bench.bench_input(args)
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert [r["pipeline"] for r in lines] == ["alexnet_tf", "alexnet_tf_host_float", "pil_baseline"]
@@ -43,12 +43,12 @@ def _train_lines(capsys, argv, log=None):
 
 @pytest.mark.slow
 def test_bench_train_synthetic(tmp_path, capsys):
-    out = tmp_path / "train.jsonl"
+    out = tmp_path / "train.jsonl"  # in --out DIR
     argv = "--synthetic --steps 3 --warmup 2 --steps-per-loop 1 2 --peak-tflops 0.001 --out".split()
     log = []
-    lines = _train_lines(capsys, [*argv, str(out)], log)
+    lines = _train_lines(capsys, [*argv, str(tmp_path)], log)
     assert [r["bench"] for r in lines] == ["train", "train", "train_host_overhead"]
-    assert "forms on cpu, float32: conv_form=split, lrn_impl=matmul (auto), update_op=fused (auto)" in log[0]
+    assert "forms on cpu, float32: conv_form=split (auto), lrn_impl=matmul (auto), update_op=fused (auto)" in log[0]
     assert [r["steps_per_loop"] for r in lines[:2]] == [1, 2]
     macs = bench.forward_macs(_quickstart_model())
     for r in lines[:2]:
@@ -63,7 +63,7 @@ def test_bench_train_synthetic(tmp_path, capsys):
         # the forms that ran: the recipe's split convolutions, the CPU's choices for the rest
         assert r["forms"] == {
             **{"device_kind": "cpu", "precision": "float32", "conv_form": "split", "lrn_impl": "matmul"},
-            **{"update_op": "fused", "jit_compile": False, "fused_update": False, "auto": ["lrn_impl", "update_op"]},
+            **{"update_op": "fused", "jit_compile": False, "fused_update": False, "auto": ["conv_form", "lrn_impl", "update_op"]},
         }
         assert r["steps"] == 3 and r["steps_run"] == 2 + 3 + 3  # warm-up, then 3 steps per setting
         assert r["img_per_s"] > 0 and r["step_ms"] > 0
@@ -159,7 +159,7 @@ def test_generated_jpegs_prepared_feed_the_train_bench(tmp_path, capsys):
     from alexnet_tf import prepare
 
     gen, rec = str(tmp_path / "gen"), str(tmp_path / "rec")
-    assert bench.main(["jpegs", gen, "--images", "40", "--classes", "4"]) == 0
+    assert bench.main(["jpegs", "--out", gen, "--images", "40", "--classes", "4"]) == 0
     files = sorted(glob.glob(os.path.join(gen, "train", "*", "*.JPEG")))
     assert len(files) == 40 and len({os.path.dirname(f) for f in files}) == 4
     assert tf.image.extract_jpeg_shape(tf.io.read_file(files[0])).numpy().tolist() == [256, 256, 3]
@@ -249,7 +249,10 @@ def test_compare_sets_each_setting_beside_the_peer(tmp_path, capsys):
         peer[-1].update(batch=128, dtype="fp32", img_per_s=rate, train_flops_per_image=6 * 5_145_096)
     (tmp_path / "torch.jsonl").write_text("".join(json.dumps(r) + "\n" for r in peer))
     assert bench.main(["compare", str(tmp_path / "tf.jsonl"), str(tmp_path / "torch.jsonl")]) == 0
-    rows = {line.split(" | ")[0].strip("| "): line for line in capsys.readouterr().out.splitlines()}
+    by_files = capsys.readouterr().out
+    assert bench.main(["compare", str(tmp_path)]) == 0  # the --out folder of both: the same table
+    assert capsys.readouterr().out == by_files
+    rows = {line.split(" | ")[0].strip("| "): line for line in by_files.splitlines()}
     # the fastest steps-per-loop against the faster PyTorch mode: 17,000 / 12,500
     assert (
         "15,000 (1), 17,000 (20)" in rows["paper, 128, bf16"]
@@ -297,7 +300,7 @@ def test_compare_sets_the_savedmodel_beside_the_peer(tmp_path, capsys):
 
 
 def test_jpegs_from_fashion_mnist_writes_a_coloured_folder(tmp_path):
-    """`bench jpegs OUT --from fashion_mnist:DIR`: the README's folder layout, each image
+    """`bench jpegs --out OUT --from fashion_mnist:DIR`: the README's folder layout, each image
     in two colours (its grey levels mapped between them), at --size px, from indices
     clear of the bundled subset."""
     import gzip
@@ -323,7 +326,8 @@ def test_jpegs_from_fashion_mnist_writes_a_coloured_folder(tmp_path):
         with gzip.open(raw / f"{name}-labels-idx1-ubyte.gz", "wb") as f:
             f.write(b"\0" * 8 + labels[name].tobytes())
     out = tmp_path / "folder"
-    assert bench.main(["jpegs", str(out), "--from", f"fashion_mnist:{raw}", "--images", "40", "--size", "36"]) == 0
+    argv = ["jpegs", "--out", str(out), "--from", f"fashion_mnist:{raw}", "--images", "40", "--size", "36"]
+    assert bench.main(argv) == 0
     source = data_lib.open_source(f"folder:{out}")
     assert source.sizes == {"train": 40, "val": 10, "validation": 10} and source.num_classes == 10
     fashion = data_lib.open_source(f"fashion_mnist:{raw}").class_names  # T-shirt/top, Trouser, ...
@@ -346,7 +350,7 @@ def test_jpegs_of_digits_are_thin_light_strokes_on_black(tmp_path):
     from alexnet_tf import data as data_lib
 
     out = tmp_path / "digits"
-    assert bench.main(["jpegs", str(out), "--from", "digits", "--images", "40", "--size", "28"]) == 0
+    assert bench.main(["jpegs", "--out", str(out), "--from", "digits", "--images", "40", "--size", "28"]) == 0
     source = data_lib.open_source(f"folder:{out}")
     assert source.sizes["train"] == 40 and source.sizes["val"] == 10
     assert source.class_names == [str(d) for d in range(10)]
@@ -413,9 +417,9 @@ def test_the_peer_is_the_same_net():
 
 @pytest.mark.slow
 def test_bench_export_times_the_savedmodel(export_dir, tmp_path, capsys):
-    out = tmp_path / "export.jsonl"
+    out = tmp_path / "export.jsonl"  # in --out DIR
     argv = ["export", export_dir, "--image-size", "76", "--net", "quickstart", "--batch", "4", "1"]
-    assert bench.main([*argv, "--calls", "5", "--warmup", "1", "--out", str(out)]) == 0
+    assert bench.main([*argv, "--calls", "5", "--warmup", "1", "--out", str(tmp_path)]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert [(r["bench"], r["net"], r["batch"], r["calls"], r["image_size"]) for r in lines] == [
         ("export", "quickstart", 4, 5, 76),

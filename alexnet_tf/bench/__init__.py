@@ -1,11 +1,11 @@
 """Benchmarks, one subcommand each; every result is one JSON line on stdout.
 
-    python -m alexnet_tf.bench input [--data SPEC] [--out FILE] [--seconds N] [--rounds N] [--cores N]
+    python -m alexnet_tf.bench input [--data SPEC] [--out DIR] [--seconds N] [--rounds N] [--cores N]
     python -m alexnet_tf.bench train [RECIPE] [--batch N ...] [--precision fp32 bf16]
         [--synthetic | --data SPEC [--repeat K]] [--steps N] [--warmup N] [--steps-per-loop N ...]
-        [--no-jit] [--threads N] [--set KEY=VALUE] [--peak-tflops T] [--out FILE]
-    python -m alexnet_tf.bench jpegs OUT [--images N] [--classes N | --from fashion_mnist[:DIR] | digits [--size 48]]
-    python -m alexnet_tf.bench compare FILE [FILE ...] [--target 1.3] [--input-target 12000]
+        [--no-jit] [--threads N] [--set KEY=VALUE] [--peak-tflops T] [--out DIR]
+    python -m alexnet_tf.bench jpegs --out DIR [--images N] [--classes N | --from fashion_mnist[:DIR] | digits [--size 48]]
+    python -m alexnet_tf.bench compare DIR [DIR ...] [--target 1.3] [--input-target 12000]
     python -m alexnet_tf.bench serve EXPORT_DIR [--payload jpeg|largest] [--clients 1 8 32 128] [--seconds 10]
         [--rounds 2] [--server FLAG ...]
     python -m alexnet_tf.bench export [EXPORT_DIR | --recipe RECIPE] [--batch 32 1] [--calls 50] [--threads N]
@@ -129,7 +129,9 @@ def _input_parser(sub) -> None:
     p = sub.add_parser("input", help="input pipeline throughput vs a PIL + NumPy worker pool")
     p.add_argument("--data", help="data spec (default: generated 256 px JPEGs); the baseline needs folder:PATH")
     p.add_argument("--split", default="train")
-    p.add_argument("--out", help="also append the JSON lines to this file")
+    p.add_argument(
+        "--out", help="also append the JSON lines to OUT/<subcommand>.jsonl (a folder; bench compare reads it)"
+    )
     p.add_argument("--seconds", type=float, default=10.0, help="timed seconds per pipeline and round")
     p.add_argument("--rounds", type=int, default=3, help="turns each pipeline takes (median reported)")
     p.add_argument("--cores", type=int, default=0, help="worker processes / tf.data threads (default: all usable)")
@@ -141,7 +143,7 @@ def _jpegs_parser(sub) -> None:
     p = sub.add_parser(
         "jpegs", help="write a JPEG folder for --data or prepare: generated 256 px images, or coloured Fashion-MNIST"
     )
-    p.add_argument("out", help="folder to write OUT/train/<class>/*.JPEG into")
+    p.add_argument("--out", required=True, help="folder to write OUT/train/<class>/*.JPEG into")
     p.add_argument("--images", type=int, default=20_000, help="how many training images (default 20,000)")
     p.add_argument(
         "--classes", type=int, default=1000, help="number of class folders (default 1000, as the paper's net)"
@@ -198,7 +200,9 @@ def _train_parser(sub) -> None:
     p.add_argument(
         "--peak-tflops", type=float, help="peak TFLOP/s of one device for the mfu (default: table, H100/H200)"
     )
-    p.add_argument("--out", help="also append the JSON lines to this file")
+    p.add_argument(
+        "--out", help="also append the JSON lines to OUT/<subcommand>.jsonl (a folder; bench compare reads it)"
+    )
     p.set_defaults(fn=bench_train)
 
 
@@ -207,7 +211,9 @@ def _compare_parser(sub) -> None:
         "compare", help="Markdown tables: `train`, `export` lines beside the PyTorch peer's, with ratios"
     )
     p.add_argument(
-        "files", nargs="+", help="JSON lines from `train --out`, `export --out` and benchmarks/torch_peer.py"
+        "files",
+        nargs="+",
+        help="--out folders (or JSON-lines files) of bench train/export and benchmarks/torch_peer.py",
     )
     p.add_argument("--target", type=float, default=1.3, help="ratio to the faster PyTorch mode to meet (1.3)")
     p.add_argument("--input-target", type=float, default=12_000, help="img/s to meet with --data (12,000)")
@@ -233,7 +239,9 @@ def _serve_parser(sub) -> None:
     )
     p.add_argument("--seconds", type=float, default=10.0, help="how long they send, per number of clients (10)")
     p.add_argument("--rounds", type=int, default=2, help="jpeg: times over the numbers of clients, in turn (2)")
-    p.add_argument("--out", help="also append the JSON lines to this file")
+    p.add_argument(
+        "--out", help="also append the JSON lines to OUT/<subcommand>.jsonl (a folder; bench compare reads it)"
+    )
     p.add_argument(
         "--server",
         nargs=argparse.REMAINDER,
@@ -247,7 +255,7 @@ def _serve_parser(sub) -> None:
 def main(argv=None) -> int:
     from alexnet_tf import cli
 
-    parser = argparse.ArgumentParser(prog="python -m alexnet_tf.bench", description=__doc__.split("\n\n")[0])
+    parser = cli.parser("bench", __doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _input_parser(sub)
     _jpegs_parser(sub)

@@ -51,9 +51,13 @@ def max_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
-def emit(result: dict, out: str | None) -> None:
+def emit(result: dict, out: str | None, subcommand: str = "") -> None:
+    """Prints `result` as a JSON line and, with `out` (a folder, `--out DIR`), appends it
+    to OUT/<subcommand>.jsonl (train.jsonl, export.jsonl, ...; default: the result's
+    "bench"), which `bench compare` reads."""
     line = json.dumps(result)
     print(line, flush=True)
     if out:
-        with open(out, "a") as f:
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, f"{subcommand or result.get('bench', 'bench')}.jsonl"), "a") as f:
             f.write(line + "\n")

@@ -11,10 +11,18 @@ from alexnet_tf.bench.common import PAPER_FORWARD_MACS
 
 
 def _read_results(path: str) -> list:
-    """The result dicts in a file of JSON lines (`--out`, or the peer script's stdout)
-    or one JSON list; other lines are skipped."""
+    """The result dicts in a file of JSON lines (the peer script's stdout, a `--out`
+    folder's *.jsonl) or one JSON list, or in every *.jsonl of a folder (`--out DIR` of
+    bench and of the peer); other lines are skipped."""
     from alexnet_tf.config import ConfigError
 
+    if os.path.isdir(path):
+        return [
+            r
+            for name in sorted(os.listdir(path))
+            if name.endswith(".jsonl")
+            for r in _read_results(os.path.join(path, name))
+        ]
     try:
         with open(path) as f:
             text = f.read()

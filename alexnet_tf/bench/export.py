@@ -116,5 +116,5 @@ def add_parser(sub) -> None:
     p.add_argument("--calls", type=int, default=50, help="timed calls per batch (50)")
     p.add_argument("--warmup", type=int, default=5, help="untimed calls first (5)")
     p.add_argument("--threads", type=int, default=0, help="TensorFlow intra- and inter-op threads (default: all cores)")
-    p.add_argument("--out", help="also append the JSON lines to this file")
+    p.add_argument("--out", help="also append the JSON lines to OUT/export.jsonl (a folder; bench compare reads it)")
     p.set_defaults(fn=bench_export)

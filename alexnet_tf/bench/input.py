@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import shutil
 import statistics
@@ -13,7 +12,7 @@ import time
 
 import numpy as np
 
-from alexnet_tf.bench.common import BATCH, repeated, usable_cores
+from alexnet_tf.bench.common import BATCH, emit, repeated, usable_cores
 from alexnet_tf.bench.jpegs import make_jpegs
 
 
@@ -197,10 +196,7 @@ def bench_input(args: argparse.Namespace) -> list:
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
-    lines = [json.dumps(r) for r in results]
-    for line in lines:
-        print(line, flush=True)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write("\n".join(lines) + "\n")
+    results = [{"bench": "input", **r} for r in results]
+    for result in results:
+        emit(result, args.out)
     return results

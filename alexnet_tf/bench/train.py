@@ -350,7 +350,7 @@ def bench_train(args: argparse.Namespace) -> list:
                 )
             except tf.errors.OpError as e:  # e.g. out of memory at a large batch: go on with the rest
                 failed.append(f"batch {batch} {precision}")
-                emit({**common, "error": f"{type(e).__name__}: {str(e)[:300]}"}, args.out)
+                emit({**common, "error": f"{type(e).__name__}: {str(e)[:300]}"}, args.out, "train")
                 continue
             finally:
                 gc.collect()
@@ -358,7 +358,7 @@ def bench_train(args: argparse.Namespace) -> list:
             rows = _rows(common, timing, args, batch, peak * replicas if peak else None)
             overhead = _host_overhead(common, rows)
             for row in rows + ([overhead] if overhead else []):
-                emit(row, args.out)
+                emit(row, args.out, "train")
                 results.append(row)
     if failed:
         raise TrainingError(f"{len(failed)} setting(s) failed: {', '.join(failed)} (see their JSON lines)")
