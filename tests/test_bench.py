@@ -1,6 +1,6 @@
 """The input benchmark runs end to end and prints one JSON line per pipeline."""
 
-import argparse
+import inspect
 import json
 import os
 
@@ -12,9 +12,8 @@ from alexnet_tf import bench
 
 @pytest.mark.slow
 def test_bench_input_prints_json_lines(tmp_path, capsys):
-    args = argparse.Namespace(data=None, split="train", out=str(tmp_path), seconds=0.3, rounds=3, cores=1, images=16)
     out = tmp_path / "input.jsonl"
-    results = bench.bench_input(args)
+    results = bench.bench_input(out=str(tmp_path), seconds=0.3, rounds=3, cores=1, images=16)
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert [r["pipeline"] for r in lines] == ["alexnet_tf", "alexnet_tf_host_float", "pil_baseline"]
     for r in lines:
@@ -63,7 +62,12 @@ def test_bench_train_synthetic(tmp_path, capsys):
         # the forms that ran: the recipe's split convolutions, the CPU's choices for the rest
         assert r["forms"] == {
             **{"device_kind": "cpu", "precision": "float32", "conv_form": "split", "lrn_impl": "matmul"},
-            **{"update_op": "fused", "jit_compile": False, "fused_update": False, "auto": ["conv_form", "lrn_impl", "update_op"]},
+            **{
+                "update_op": "fused",
+                "jit_compile": False,
+                "fused_update": False,
+                "auto": ["conv_form", "lrn_impl", "update_op"],
+            },
         }
         assert r["steps"] == 3 and r["steps_run"] == 2 + 3 + 3  # warm-up, then 3 steps per setting
         assert r["img_per_s"] > 0 and r["step_ms"] > 0
@@ -431,3 +435,35 @@ def test_bench_export_times_the_savedmodel(export_dir, tmp_path, capsys):
     assert [json.loads(line) for line in out.read_text().splitlines()] == lines
     assert bench.main(["export"]) == 2
     assert "give an EXPORT_DIR or --recipe RECIPE" in capsys.readouterr().err
+
+
+# The least each subcommand needs on its command line, and the function its flags go to.
+MINIMAL = {"input": [], "jpegs": ["--out", "x"], "train": [], "compare": ["x"], "serve": ["x"], "export": []}
+FUNCTIONS = {
+    "input": bench.bench_input,
+    "jpegs": bench.bench_jpegs,
+    "train": bench.TrainBench,
+    "compare": bench.bench_compare,
+    "serve": bench.bench_serve,
+    "export": bench.bench_export,
+}
+
+
+@pytest.mark.parametrize("name", sorted(MINIMAL))
+def test_each_subcommands_flags_are_its_functions_arguments_with_the_same_defaults(name, capsys):
+    """`bench NAME` without flags does what the function does called from Python without
+    them; its help shows those defaults and its part of the docstring."""
+    assert set(MINIMAL) == set(bench.SUBCOMMANDS)
+    flags = vars(bench.parser().parse_args([name, *MINIMAL[name]]))
+    del flags["fn"], flags["command"]
+    params = inspect.signature(FUNCTIONS[name]).parameters
+    assert set(flags) == set(params)
+    for key, param in params.items():
+        if param.default is not param.empty:
+            default = list(param.default) if isinstance(param.default, tuple) else param.default
+            assert flags[key] == default, (name, key)
+    with pytest.raises(SystemExit):
+        bench.main([name, "-h"])
+    about, options = capsys.readouterr().out.split("options:")
+    assert f"`{name}`:" in about and "(default:" in options
+    assert options.count("default") == options.count("(default:"), options  # no default said twice

@@ -3,7 +3,6 @@ the PyTorch peer's (benchmarks/torch_peer.py)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 
@@ -220,7 +219,8 @@ def compare(paths: list, target: float = 1.3, input_target: float = 12_000) -> s
     return "\n".join(lines)
 
 
-def bench_compare(args: argparse.Namespace) -> str:
-    report = compare(args.files, args.target, args.input_target)
+def bench_compare(files: list[str], *, target: float = 1.3, input_target: float = 12_000) -> str:
+    """Prints and returns `compare` of `files` (--out folders or JSON-lines files)."""
+    report = compare(files, target, input_target)
     print(report)
     return report

@@ -6,6 +6,7 @@ import argparse
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -51,70 +52,94 @@ def percentile(values: list, q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def bench_export(args: argparse.Namespace) -> list:
-    """Loads the SavedModel (or exports --recipe's net first) and times its `serve_uint8`
-    signature on uint8 batches of each --batch; one JSON line per batch."""
+def _time_signature(serve, batch: int, size: int, calls: int, warmup: int) -> dict:
+    """img/s from the mean of `calls` timed calls of `serve` on a random uint8 batch, and
+    their p50 / p99 latency; the first call's time on its own."""
+    import tensorflow as tf
+
+    images = tf.constant(np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), np.uint8))
+    start = time.perf_counter()
+    serve(images=images)
+    first = time.perf_counter() - start
+    times = time_calls(lambda x: serve(images=x), images, calls, warmup)
+    mean_ms = sum(times) / len(times)
+    return {
+        "img_per_s": round(batch * 1000 / mean_ms, 1),
+        "step_ms": round(mean_ms, 3),
+        "p50_ms": round(percentile(times, 50), 3),
+        "p99_ms": round(percentile(times, 99), 3),
+        "calls": len(times),
+        "first_call_seconds": round(first, 2),
+    }
+
+
+def bench_export(
+    export_dir: str | None = None,
+    *,
+    recipe: str | None = None,
+    image_size: int = 256,
+    net: str = "paper",
+    batch: Sequence[int] = (32, 1),
+    calls: int = 50,
+    warmup: int = 5,
+    threads: int = 0,
+    out: str | None = None,
+) -> list[dict]:
+    """Loads the SavedModel in `export_dir` (or exports an untrained net of `recipe`
+    first) and times its `serve_uint8` signature on uint8 batches of each `batch` size
+    (`image_size` px; with `recipe`, its resize size), `calls` timed calls after `warmup`
+    untimed ones, on `threads` TensorFlow threads (0: all cores); one JSON line per batch
+    (appended to OUT/export.jsonl with `out`), `net` naming the net in `bench compare`."""
     import tensorflow as tf
 
     from alexnet_tf.bench.train import _device_description, set_threads
     from alexnet_tf.config import ConfigError
 
-    if bool(args.export_dir) == bool(args.recipe):
+    if bool(export_dir) == bool(recipe):
         raise ConfigError("give an EXPORT_DIR or --recipe RECIPE (an untrained net of that recipe), not both")
-    set_threads(args.threads)
+    set_threads(threads)
     with tempfile.TemporaryDirectory(prefix="alexnet_tf_bench_") as tmp:
-        if args.recipe:
-            path, size = fresh_export(args.recipe, os.path.join(tmp, "1"))
-            net = os.path.splitext(os.path.basename(args.recipe))[0]
+        if recipe:
+            path, size = fresh_export(recipe, os.path.join(tmp, "1"))
+            net = os.path.splitext(os.path.basename(recipe))[0]
         else:
-            path, size, net = args.export_dir, args.image_size, args.net
+            path, size = export_dir, image_size
         if not os.path.isdir(path):
             raise ConfigError(f"{path!r} is not a SavedModel folder")
         serve = tf.saved_model.load(path).signatures[SIGNATURE]
         gpus = tf.config.list_logical_devices("GPU")
         device, _ = _device_description(tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0"))
         results = []
-        for batch in args.batch:
-            images = tf.constant(np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), np.uint8))
-            start = time.perf_counter()
-            serve(images=images)
-            first = time.perf_counter() - start
-            calls = time_calls(lambda x: serve(images=x), images, args.calls, args.warmup)
-            mean_ms = sum(calls) / len(calls)
+        for n in batch:
             row = {
                 "bench": "export",
                 "net": net,
-                "recipe": args.recipe or "",
-                "export_dir": args.export_dir or "",
+                "recipe": recipe or "",
+                "export_dir": export_dir or "",
                 "signature": SIGNATURE,
-                "batch": batch,
+                "batch": n,
                 "dtype": "fp32",
                 "image_size": size,
-                "img_per_s": round(batch * 1000 / mean_ms, 1),
-                "step_ms": round(mean_ms, 3),
-                "p50_ms": round(percentile(calls, 50), 3),
-                "p99_ms": round(percentile(calls, 99), 3),
-                "calls": len(calls),
-                "first_call_seconds": round(first, 2),
-                "threads": args.threads or usable_cores(),
+                **_time_signature(serve, n, size, calls, warmup),
+                "threads": threads or usable_cores(),
                 "device": device,
                 "tf_version": tf.__version__,
                 "keras_version": __import__("keras").__version__,
             }
-            emit(row, args.out)
+            emit(row, out)
             results.append(row)
     return results
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser("export", help="the exported SavedModel's throughput and latency, without a server")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of `bench export`, named as bench_export's arguments."""
     p.add_argument("export_dir", nargs="?", help="SavedModel folder of `python -m alexnet_tf.export`")
     p.add_argument("--recipe", help="instead: export an untrained net of this recipe first and time that")
-    p.add_argument("--image-size", type=int, default=256, help="with EXPORT_DIR: side of the uint8 images sent (256)")
-    p.add_argument("--net", default="paper", help="with EXPORT_DIR: the net's name in the table (paper)")
-    p.add_argument("--batch", type=int, nargs="+", default=[32, 1], help="images per call (32 1)")
-    p.add_argument("--calls", type=int, default=50, help="timed calls per batch (50)")
-    p.add_argument("--warmup", type=int, default=5, help="untimed calls first (5)")
-    p.add_argument("--threads", type=int, default=0, help="TensorFlow intra- and inter-op threads (default: all cores)")
+    p.add_argument("--image-size", type=int, default=256, help="with EXPORT_DIR: side of the uint8 images sent")
+    p.add_argument("--net", default="paper", help="with EXPORT_DIR: the net's name in the table")
+    p.add_argument("--batch", type=int, nargs="+", default=[32, 1], help="images per call")
+    p.add_argument("--calls", type=int, default=50, help="timed calls per batch")
+    p.add_argument("--warmup", type=int, default=5, help="untimed calls first")
+    p.add_argument("--threads", type=int, default=0, help="TensorFlow intra- and inter-op threads (0: all cores)")
     p.add_argument("--out", help="also append the JSON lines to OUT/export.jsonl (a folder; bench compare reads it)")
     p.set_defaults(fn=bench_export)

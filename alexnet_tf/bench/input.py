@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing as mp
 import shutil
 import statistics
@@ -141,14 +140,26 @@ def bench_pil(paths: list, seconds: float, cores: int) -> float:
     return rate
 
 
-def bench_input(args: argparse.Namespace) -> list:
-    """Runs the input benchmark; prints and returns one dict per pipeline."""
-    cores = args.cores or usable_cores()
+def bench_input(
+    *,
+    data: str | None = None,
+    split: str = "train",
+    out: str | None = None,
+    seconds: float = 10.0,
+    rounds: int = 3,
+    cores: int = 0,
+    images: int = 512,
+) -> list[dict]:
+    """Times the input pipelines on `data` (a data spec; None: `images` generated 256 px
+    JPEGs) with `cores` worker processes / tf.data threads (0: all usable), `rounds` turns
+    of `seconds` each; prints one JSON line per pipeline (and appends them to
+    OUT/input.jsonl with `out`) and returns them."""
+    cores = cores or usable_cores()
     tmp = None
-    spec = args.data
+    spec = data
     if not spec:
         tmp = tempfile.mkdtemp(prefix="alexnet_tf_bench_")
-        make_jpegs(tmp, count=args.images)
+        make_jpegs(tmp, count=images)
         spec = "folder:" + tmp
     try:
         import tensorflow as tf
@@ -163,21 +174,21 @@ def bench_input(args: argparse.Namespace) -> list:
         source = data_lib.open_source(spec)
         paths = []
         if spec.startswith("folder:"):
-            paths = [p.decode() for _, p, _, _ in source.examples(args.split, read=False).as_numpy_iterator()]
+            paths = [p.decode() for _, p, _, _ in source.examples(split, read=False).as_numpy_iterator()]
         common = {
-            "data": args.data or f"generated {args.images} 256x256 JPEGs",
+            "data": data or f"generated {images} 256x256 JPEGs",
             "batch": BATCH,
             "cores": cores,
-            "seconds": args.seconds,
+            "seconds": seconds,
         }
         runs = {
-            "alexnet_tf": lambda: bench_alexnet_tf(spec, args.split, args.seconds, cores, False),
-            "alexnet_tf_host_float": lambda: bench_alexnet_tf(spec, args.split, args.seconds, cores, True),
+            "alexnet_tf": lambda: bench_alexnet_tf(spec, split, seconds, cores, False),
+            "alexnet_tf_host_float": lambda: bench_alexnet_tf(spec, split, seconds, cores, True),
         }
         if paths:
-            runs["pil_baseline"] = lambda: bench_pil(paths, args.seconds, cores)
+            runs["pil_baseline"] = lambda: bench_pil(paths, seconds, cores)
         rates = {name: [] for name in runs}
-        for _ in range(max(1, args.rounds)):
+        for _ in range(max(1, rounds)):
             for name, fn in runs.items():
                 rates[name].append(fn() / cores)
         results = []
@@ -198,5 +209,5 @@ def bench_input(args: argparse.Namespace) -> list:
             shutil.rmtree(tmp, ignore_errors=True)
     results = [{"bench": "input", **r} for r in results]
     for result in results:
-        emit(result, args.out)
+        emit(result, out)
     return results

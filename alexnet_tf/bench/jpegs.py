@@ -4,7 +4,6 @@ images (the input benchmarks), or Fashion-MNIST as coloured JPEGs, or rendered d
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing as mp
 import os
@@ -119,26 +118,30 @@ def make_digit_folder(folder: str, train: int = 8000, size: int = 28, seed: int 
     return folder
 
 
-def bench_jpegs(args: argparse.Namespace) -> dict:
-    """Writes the JPEGs to args.out (for `prepare`, or `--data folder:OUT`)."""
+def bench_jpegs(
+    out: str, *, images: int = 20_000, classes: int = 1000, source: str | None = None, size: int = 48
+) -> dict:
+    """Writes `images` JPEGs to `out` (for `prepare`, or `--data folder:OUT`): generated
+    256 px images in `classes` class folders, or with `source` (`fashion_mnist[:DIR]`,
+    `digits`) those as `size` px JPEGs in train/ and val/ (a quarter as many)."""
     start = time.perf_counter()
-    if args.source == "digits":
-        make_digit_folder(args.out, args.images, args.size)
-    elif args.source:
-        kind, _, folder = args.source.partition(":")
+    if source == "digits":
+        make_digit_folder(out, images, size)
+    elif source:
+        kind, _, folder = source.partition(":")
         if kind != "fashion_mnist":
             from alexnet_tf.config import ConfigError
 
-            raise ConfigError(f"--from {args.source}: give fashion_mnist[:DIR] or digits")
-        make_fashion_folder(args.out, folder, args.images, args.size)
+            raise ConfigError(f"--from {source}: give fashion_mnist[:DIR] or digits")
+        make_fashion_folder(out, folder, images, size)
     else:
-        make_jpegs(args.out, count=args.images, classes=args.classes, processes=usable_cores())
+        make_jpegs(out, count=images, classes=classes, processes=usable_cores())
     result = {
         "bench": "jpegs",
-        "out": args.out,
-        "from": args.source or "generated",
-        "images": args.images,
-        "classes": 10 if args.source else args.classes,
+        "out": out,
+        "from": source or "generated",
+        "images": images,
+        "classes": 10 if source else classes,
         "seconds": round(time.perf_counter() - start, 1),
     }
     print(json.dumps(result), flush=True)

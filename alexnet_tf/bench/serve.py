@@ -4,19 +4,21 @@ memory under the largest requests its limits let through."""
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import os
 import statistics
 import sys
 import time
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 
 from alexnet_tf.bench.common import emit
 
 SERVE_PAYLOADS = ("images", "uint8", "objects")
+Payload = Literal["jpeg", "largest"]  # bench serve --payload
 
 
 def serve_payloads(max_body: int, max_pixels: int, max_request_pixels: int, max_batch: int) -> dict:
@@ -304,9 +306,20 @@ def _print_table(lines: list, peak_rss_mb: float) -> None:
     print(f"server peak RSS {peak_rss_mb:.0f} MB", file=sys.stderr)
 
 
-def bench_serve(args: argparse.Namespace) -> dict | list:
-    if args.payload == "largest":
-        result = serve_load(args.export_dir, max(args.clients), args.seconds, args.server)
-        emit(result, args.out)
+def bench_serve(
+    export_dir: str,
+    *,
+    payload: Payload = "jpeg",
+    clients: Sequence[int] = (1, 8, 32, 128),
+    seconds: float = 10.0,
+    rounds: int = 2,
+    out: str | None = None,
+    server: Sequence[str] = (),
+) -> dict | list:
+    """`serve_throughput` (payload "jpeg") or `serve_load` with the largest of `clients`
+    (payload "largest") of the server on `export_dir` started with the `server` flags."""
+    if payload == "largest":
+        result = serve_load(export_dir, max(clients), seconds, list(server))
+        emit(result, out)
         return result
-    return serve_throughput(args.export_dir, args.clients, args.seconds, args.rounds, args.server, args.out)
+    return serve_throughput(export_dir, list(clients), seconds, rounds, list(server), out)

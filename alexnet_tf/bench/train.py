@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import sys
 import time
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -12,6 +14,8 @@ from alexnet_tf.bench.common import emit, max_rss_bytes, repeated, usable_cores
 
 # ----------------------------------------------------------------------------- train
 PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16"}  # --precision -> train.precision
+Precision = Literal["fp32", "bf16"]  # --precision
+FeedKind = Literal["device", "dataset"]  # --feed
 # Dense tensor-core peaks in TFLOP/s from NVIDIA's data sheets for the SXM H100 (the H200
 # has the same compute). "tf32": float32 with TF32 matmuls and convolutions, TensorFlow's
 # GPU default; "fp32": without them. PCIe and NVL cards differ: pass --peak-tflops.
@@ -222,29 +226,51 @@ def set_threads(threads: int) -> None:
         raise ConfigError(f"--threads {threads}: TensorFlow's runtime has already started") from e
 
 
-def _settings(args: argparse.Namespace):
-    """(base config, batches, precisions, steps per loop) of the command line, checked."""
+@dataclasses.dataclass(frozen=True)
+class TrainBench:
+    """What `bench train` times, one field per flag (the defaults are the flags'): the
+    recipe's net with `overrides` (`--set`), on synthetic batches fed as `feed` says, or on
+    the input pipeline of `data`; each of `precision` x `batch` (None: the recipe's)."""
+
+    recipe: str = "recipes/paper.py"
+    overrides: Sequence[str] = ()
+    data: str | None = None  # a data spec: the real input pipeline; None: synthetic batches
+    feed: FeedKind = "device"  # synthetic batches kept on the device, or sent by tf.data
+    batch: Sequence[int] | None = None  # global batch sizes
+    precision: Sequence[Precision] | None = None
+    steps: int = 50  # timed steps per setting
+    warmup: int = 10  # untimed steps first; the first compiles
+    steps_per_loop: Sequence[int] | None = None  # None: train.steps_per_loop; two or more add train_host_overhead
+    repeat: int = 1  # with data: the training split this many times over per epoch
+    no_jit: bool = False  # train.jit_compile=False
+    threads: int = 0  # TensorFlow's intra- and inter-op threads; 0: all cores
+    peak_tflops: float | None = None  # one device's peak for the mfu; None: PEAK_TFLOPS
+    out: str | None = None  # a folder: the lines also go to OUT/train.jsonl
+
+
+def _resolve(settings: TrainBench):
+    """(base config, batches, precisions, steps per loop) of the settings, checked."""
     from alexnet_tf import cli
     from alexnet_tf.config import ConfigError, override
 
-    base = cli.recipe_config(args.recipe, args.data, args.overrides)
-    if args.no_jit:
+    base = cli.recipe_config(settings.recipe, settings.data, settings.overrides)
+    if settings.no_jit:
         base = override(base, {"train.jit_compile": False})
-    if args.data and args.feed != "device":
+    if settings.data and settings.feed != "device":
         raise ConfigError("--feed is for synthetic batches; --data feeds the input pipeline")
-    if args.repeat < 1 or (args.repeat > 1 and not args.data):
+    if settings.repeat < 1 or (settings.repeat > 1 and not settings.data):
         raise ConfigError("--repeat N (N >= 1) goes with --data")
-    if args.steps < 1 or args.warmup < 1:
+    if settings.steps < 1 or settings.warmup < 1:
         raise ConfigError("--steps and --warmup must be at least 1 (the first warm-up step compiles)")
-    batches = args.batch or [base.train.batch_size]
-    precisions = args.precision or [k for k, v in PRECISIONS.items() if v == base.train.precision]
-    steps_per_loop = args.steps_per_loop or [base.train.steps_per_loop]
+    batches = settings.batch or [base.train.batch_size]
+    precisions = settings.precision or [k for k, v in PRECISIONS.items() if v == base.train.precision]
+    steps_per_loop = settings.steps_per_loop or [base.train.steps_per_loop]
     if min(steps_per_loop) < 1:
         raise ConfigError("--steps-per-loop must be at least 1")
     return base, batches, precisions, steps_per_loop
 
 
-def _rows(common: dict, timing: dict, args, batch: int, peak: float | None) -> list:
+def _rows(common: dict, timing: dict, settings: TrainBench, batch: int, peak: float | None) -> list:
     """One result line per --steps-per-loop value of one setting's timing."""
     import keras
     import tensorflow as tf
@@ -252,14 +278,14 @@ def _rows(common: dict, timing: dict, args, batch: int, peak: float | None) -> l
     flops = 2 * 3 * timing["forward_macs_per_image"]  # multiply-add = 2 FLOPs; backward = 2x forward
     rows = []
     for run in timing["runs"]:
-        step_s = run["seconds"] / args.steps
+        step_s = run["seconds"] / settings.steps
         achieved = batch / step_s * flops / 1e12
         rows.append(
             {
                 **common,
                 "steps_per_loop": run["steps_per_loop"],
-                "warmup_steps": args.warmup,
-                "steps": args.steps,
+                "warmup_steps": settings.warmup,
+                "steps": settings.steps,
                 "steps_run": timing["steps_run"],
                 "img_per_s": round(batch / step_s, 1),
                 "step_ms": round(1000 * step_s, 3),
@@ -299,9 +325,9 @@ def _host_overhead(common: dict, rows: list) -> dict | None:
     }
 
 
-def bench_train(args: argparse.Namespace) -> list:
-    """Times the training step for each --precision x --batch (x --steps-per-loop);
-    prints one JSON line per result as it comes and returns them."""
+def bench_train(settings: TrainBench) -> list[dict]:
+    """Times the training step for each precision x batch (x steps per loop); prints one
+    JSON line per result as it comes and returns them."""
     import gc
 
     import tensorflow as tf
@@ -312,8 +338,8 @@ def bench_train(args: argparse.Namespace) -> list:
     from alexnet_tf.distribute import make_strategy
     from alexnet_tf.errors import TrainingError
 
-    base, batches, precisions, steps_per_loop = _settings(args)
-    set_threads(args.threads)
+    base, batches, precisions, steps_per_loop = _resolve(settings)
+    set_threads(settings.threads)
     strategy = make_strategy(base.distribute)
     replicas = strategy.num_replicas_in_sync
     for batch in batches:
@@ -321,13 +347,13 @@ def bench_train(args: argparse.Namespace) -> list:
             raise ConfigError(f"--batch {batch} is not divisible by {replicas} replicas")
     device, gpu_name = _device_description(strategy)
     source = None
-    if args.data:
+    if settings.data:
         source = data_lib.open_source(base.data.source, base.data)
         base = runs.resolve_data(base, source, evaluate=False)  # the benchmark only trains
-        if args.repeat > 1:
-            source = repeated(source, base.data.train_split, args.repeat)
+        if settings.repeat > 1:
+            source = repeated(source, base.data.train_split, settings.repeat)
     stats = data_lib.Stats.imagenet(base.data.resize_size).tensors()  # values do not change the work
-    feed_kind = "pipeline" if args.data else args.feed
+    feed_kind = "pipeline" if settings.data else settings.feed
     results, failed = [], []
     for precision in precisions:
         for batch in batches:
@@ -337,32 +363,33 @@ def bench_train(args: argparse.Namespace) -> list:
             tf32 = bool(gpu_name) and config.train.tf32  # setup_runtime sets it from the config
             dtype = precision if precision == "bf16" or not tf32 else "tf32"
             common = {
-                **{"bench": "train", "recipe": args.recipe, "input": config.data.source if args.data else "synthetic"},
+                **{
+                    "bench": "train",
+                    "recipe": settings.recipe,
+                    "input": config.data.source if settings.data else "synthetic",
+                },
                 **{"feed": feed_kind, "batch": batch, "dtype": dtype, "precision": config.train.precision},
                 **{"jit": config.train.jit_compile, "replicas": replicas, "device": device},
-                "threads": args.threads or usable_cores(),
-                "overrides": list(args.overrides),
+                "threads": settings.threads or usable_cores(),
+                "overrides": list(settings.overrides),
                 "forms": chosen.as_dict(),
             }
             try:
                 timing = time_train_step(
-                    config, strategy, stats, feed_kind, source, args.warmup, args.steps, steps_per_loop
+                    config, strategy, stats, feed_kind, source, settings.warmup, settings.steps, steps_per_loop
                 )
             except tf.errors.OpError as e:  # e.g. out of memory at a large batch: go on with the rest
                 failed.append(f"batch {batch} {precision}")
-                emit({**common, "error": f"{type(e).__name__}: {str(e)[:300]}"}, args.out, "train")
+                emit({**common, "error": f"{type(e).__name__}: {str(e)[:300]}"}, settings.out, "train")
                 continue
             finally:
                 gc.collect()
-            peak = args.peak_tflops or peak_tflops(gpu_name, dtype)
-            rows = _rows(common, timing, args, batch, peak * replicas if peak else None)
+            peak = settings.peak_tflops or peak_tflops(gpu_name, dtype)
+            rows = _rows(common, timing, settings, batch, peak * replicas if peak else None)
             overhead = _host_overhead(common, rows)
             for row in rows + ([overhead] if overhead else []):
-                emit(row, args.out, "train")
+                emit(row, settings.out, "train")
                 results.append(row)
     if failed:
         raise TrainingError(f"{len(failed)} setting(s) failed: {', '.join(failed)} (see their JSON lines)")
     return results
-
-
-# ----------------------------------------------------------------------------- command
