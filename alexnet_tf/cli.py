@@ -24,7 +24,13 @@ from alexnet_tf.config import Config, ConfigError, load_json, load_recipe, overr
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """The module docstring as the description, as written, and every flag's default."""
+    """The module docstring as the description, as written, and every flag's default
+    (where there is one to show: not None, False or an empty list)."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, []) or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def parser(prog: str, doc: str) -> argparse.ArgumentParser:
