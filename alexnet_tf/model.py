@@ -293,11 +293,16 @@ def build_model(config: ModelConfig, seed: int = 0, name: str = "alexnet") -> ke
     return keras.Model(inputs, logits, name=name)
 
 
+# The forms that compute the net fastest without XLA (TF Serving runs without it): the
+# grouped layers as two convolutions + concat, the LRN's window sum as a band matmul.
+SERVING_FORMS = {"conv_form": "split", "lrn_impl": "matmul"}
+
+
 def to_split_form(model: keras.Model, config: ModelConfig) -> keras.Model:
-    """The same net with SplitConv2D for the grouped layers and the same weights."""
+    """The same net in SERVING_FORMS (SplitConv2D for the grouped layers), the same weights."""
     import dataclasses
 
-    split = build_model(dataclasses.replace(config, conv_form="split"), name=model.name)  # weights copied below
+    split = build_model(dataclasses.replace(config, **SERVING_FORMS), name=model.name)  # weights copied below
     split.set_weights(model.get_weights())
     return split
 

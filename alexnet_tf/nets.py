@@ -26,7 +26,7 @@ from alexnet_tf import predict as predict_lib
 from alexnet_tf.config import Config
 from alexnet_tf.data import Stats, decode_and_resize
 from alexnet_tf.data import batch as batch_lib
-from alexnet_tf.model import to_split_form
+from alexnet_tf.model import SERVING_FORMS, to_split_form
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -63,12 +63,14 @@ class TrainedNet:
         return len(self.class_names)
 
     def split_form(self) -> TrainedNet:
-        """The same net with its grouped convolutions as two convolutions + concat, which
-        run without XLA (TF Serving's default), the form export writes."""
-        if self.config.model.conv_form == "split":
+        """The same net in the forms that run fastest without XLA (TF Serving's default;
+        `model.SERVING_FORMS`: grouped convolutions as two convolutions + concat, the
+        LRN as a band matmul), the form export writes. The same numbers."""
+        m = self.config.model
+        if all(getattr(m, k) == v for k, v in SERVING_FORMS.items()):
             return self
-        model = to_split_form(self.model, self.config.model)
-        config = dataclasses.replace(self.config, model=dataclasses.replace(self.config.model, conv_form="split"))
+        model = to_split_form(self.model, m)
+        config = dataclasses.replace(self.config, model=dataclasses.replace(m, **SERVING_FORMS))
         return dataclasses.replace(self, config=config, model=model)
 
     @functools.cached_property

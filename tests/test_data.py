@@ -683,3 +683,20 @@ def test_random_labels_stay_with_their_example(tmp_path, kind):
         agree = np.mean([sorted(true[k]) == v for k, v in first.items() if len(v) == 1])
         assert 0.06 < agree < 0.14
         assert np.bincount(labels, minlength=10).min() > 0.8 * len(labels) / 10
+
+
+@pytest.mark.parametrize("resize", ["shorter_side", "warp"])
+def test_an_image_already_at_the_size_is_left_as_it_is(resize):
+    """What the antialiased resize gives an image of the target size (itself), without
+    the resize: eager, and traced with an unknown shape as in the export's signature."""
+    image = np.random.default_rng(3).integers(0, 256, (R, R, 3), dtype=np.uint8)
+    resized = tf.cast(tf.clip_by_value(tf.round(tf.image.resize(image, (R, R), antialias=True)), 0, 255), tf.uint8)
+    np.testing.assert_array_equal(resized.numpy(), image)  # the identity the shortcut relies on
+    np.testing.assert_array_equal(data_lib.resize_square(tf.constant(image), R, resize).numpy(), image)
+    traced = tf.function(lambda x: data_lib.resize_square(x, R, resize))
+    traced = traced.get_concrete_function(tf.TensorSpec([None, None, 3], tf.uint8))
+    np.testing.assert_array_equal(traced(tf.constant(image)).numpy(), image)
+    other = np.random.default_rng(4).integers(0, 256, (R + 10, R - 4, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(
+        traced(tf.constant(other)).numpy(), data_lib.resize_square(tf.constant(other), R, resize).numpy()
+    )

@@ -22,14 +22,13 @@ def fresh_export(recipe: str, out: str) -> tuple[str, int]:
     from alexnet_tf import data as data_lib
     from alexnet_tf.config import load_recipe
     from alexnet_tf.export import export
-    from alexnet_tf.model import build_model, to_split_form
-    from alexnet_tf.runs import TrainedRun
+    from alexnet_tf.model import build_model
+    from alexnet_tf.nets import TrainedNet
 
     config = load_recipe(recipe)
-    model = to_split_form(build_model(config.model), config.model)
     stats = data_lib.Stats.imagenet(config.data.resize_size)
     names = [str(i) for i in range(config.model.num_classes)]
-    export(TrainedRun("", "", config, names, stats, model), out, crops="center")
+    export(TrainedNet(config, build_model(config.model), stats, names, origin=recipe), out, crops="center")
     return out, config.data.resize_size
 
 

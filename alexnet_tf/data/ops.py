@@ -38,8 +38,29 @@ def _is_square_jpeg(data: tf.Tensor, size: int) -> tf.Tensor:
 def resize_central(image: tf.Tensor, size: int) -> tf.Tensor:
     """Sec. 2: rescale the shorter side to `size`, then take the central size x size patch.
 
-    Images smaller than `size` are enlarged, so every image yields every crop.
+    Images smaller than `size` are enlarged, so every image yields every crop; an image
+    already size x size is returned as it is (what the resize would give).
     """
+    return _unless_square(image, size, _resize_central)
+
+
+def _unless_square(image: tf.Tensor, size: int, resize) -> tf.Tensor:
+    """`resize(image, size)`, or a uint8 image that is already size x size as it is."""
+    static = tuple(image.shape[:2])
+    if image.dtype != tf.uint8 or static == (size, size) or None not in static:
+        return image if static == (size, size) and image.dtype == tf.uint8 else resize(image, size)
+    shape = tf.shape(image)
+    square = tf.logical_and(tf.equal(shape[0], size), tf.equal(shape[1], size))
+
+    def as_it_is():
+        out = tf.identity(image)
+        out.set_shape((size, size, 3))
+        return out
+
+    return tf.cond(square, as_it_is, lambda: resize(image, size))
+
+
+def _resize_central(image: tf.Tensor, size: int) -> tf.Tensor:
     shape = tf.shape(image)
     h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
     scale = tf.cast(size, tf.float32) / tf.minimum(h, w)
@@ -60,12 +81,17 @@ def resize_warp(image: tf.Tensor, size: int) -> tf.Tensor:
     --resize_width=256`, or ImageMagick's `convert -resize 256x256!`), and bvlc_alexnet was
     trained and measured on them: its mean image is 256x256, which Caffe's
     `compute_image_mean` only makes from images of one size. The filter is ours (the
-    antialiased bilinear one of `resize_central`), not OpenCV's.
+    antialiased bilinear one of `resize_central`), not OpenCV's. An image already size x size
+    is returned as it is.
     """
-    image = tf.image.resize(image, (size, size), antialias=True)
-    image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
-    image.set_shape((size, size, 3))
-    return image
+
+    def warp(image, size):
+        out = tf.image.resize(image, (size, size), antialias=True)
+        out = tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8)
+        out.set_shape((size, size, 3))
+        return out
+
+    return _unless_square(image, size, warp)
 
 
 RESIZE = {"shorter_side": resize_central, "warp": resize_warp}  # data.resize
