@@ -115,10 +115,11 @@ class OptimConfig:
     # it has improved at the new rate
     plateau_start_drop: float = 0.02
     plateau_cooldown: int = 0  # epochs after a cut that do not count (Keras' ReduceLROnPlateau cooldown)
-    # the most epochs one rate may run before it is cut anyway, so that Sec. 5's
-    # `max_reductions` cuts all fall within `train.epochs` whatever the validation error
-    # does; 0 = train.epochs // (max_reductions + 1) (22 of the paper's 90)
-    plateau_max_epochs: int = 0
+    # a deadline for Sec. 5's `max_reductions` cuts, so that all fall within `train.epochs`
+    # whatever the validation error does: each rate after a cut runs at least this many
+    # epochs, and a cut that would leave too few for those still to come falls anyway;
+    # 0 = train.epochs // (2 * (max_reductions + 1)) (11 of the paper's 90)
+    plateau_min_epochs: int = 0
     step_epochs: tuple = ()  # for schedule=step: epochs at which lr *= lr_factor
     scale_lr: bool = True  # lr * global_batch / 128 when the batch differs from Sec. 5's
     # auto | keras (Keras' SGD ops) | fused (one fused kernel per variable, optim.FusedSGD)
@@ -205,8 +206,10 @@ def validate(config: Config) -> Config:
             )
     if config.finetune.lr_factor < 0:
         raise ConfigError("finetune.lr_factor must not be negative")
-    if config.optim.plateau_max_epochs < 0:
-        raise ConfigError("optim.plateau_max_epochs must not be negative (0: train.epochs // (max_reductions + 1))")
+    if config.optim.plateau_min_epochs < 0:
+        raise ConfigError(
+            "optim.plateau_min_epochs must not be negative (0: train.epochs // (2 * (max_reductions + 1)))"
+        )
     if config.train.deterministic and config.train.jit_compile is True:
         raise ConfigError(
             "train.deterministic=True needs train.jit_compile=False: XLA has no deterministic "

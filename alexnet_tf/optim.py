@@ -81,10 +81,13 @@ class LearningRateSchedule(tf.Module):
         plateau); after a cut, once an epoch at the new rate has improved;
       - `plateau_patience` counted epochs in a row cut the rate; the `plateau_cooldown`
         epochs after a cut are not counted;
-      - a rate that has run `plateau_max_epochs` epochs (by default epochs // (cuts + 1),
-        22 of the paper's 90) is cut whatever the error did, so that every cut the paper
-        made falls within the run, even for an error that never falls far enough to start
-        counting or never improves after a cut.
+      - a deadline: each rate after a cut runs at least `plateau_min_epochs` epochs (by
+        default epochs // (2 * (cuts + 1)), 11 of the paper's 90), and when the epochs left
+        just hold the cuts still to come at that many each, the rate is cut whatever the
+        error did: every cut the paper made falls within the run (the last one at least
+        11 epochs before its end), even for an error that never falls far enough to
+        start counting or never improves after a cut, and the plateau rule has every
+        epoch before that to cut as Sec. 5 says.
     step: multiply by `lr_factor` at each epoch in `step_epochs`. constant: `lr` throughout.
     `status` says after each epoch what the rule did and what it waits for.
     """
@@ -93,7 +96,8 @@ class LearningRateSchedule(tf.Module):
         super().__init__(name="lr_schedule")
         self.config = config
         self.base = base_lr(config, global_batch)
-        self.max_epochs = config.plateau_max_epochs or max(1, epochs // (config.max_reductions + 1))
+        self.epochs = epochs
+        self.min_epochs = config.plateau_min_epochs or max(1, epochs // (2 * (config.max_reductions + 1)))
         self.best_error = tf.Variable(float("inf"), trainable=False, name="best_error")
         # epochs count once best_error is at or below this (set by the first epoch and each cut)
         self.counts_below = tf.Variable(float("inf"), trainable=False, name="counts_below")
@@ -101,7 +105,7 @@ class LearningRateSchedule(tf.Module):
         self.bad_epochs = tf.Variable(0, trainable=False, name="bad_epochs")
         self.cooldown = tf.Variable(0, trainable=False, name="cooldown")
         self.reductions = tf.Variable(0, trainable=False, name="reductions")
-        self.epochs_at_rate = tf.Variable(0, trainable=False, name="epochs_at_rate")
+        self.epochs_done = tf.Variable(0, trainable=False, name="epochs_done")
         self.status = ""  # what the last end_epoch did, for the log
 
     def lr(self, epoch: int) -> float:
@@ -130,7 +134,7 @@ class LearningRateSchedule(tf.Module):
         if improved:
             self.best_error.assign(eval_error)
             self.bad_epochs.assign(0)
-        self.epochs_at_rate.assign_add(1)
+        self.epochs_done.assign_add(1)
         reason = ""
         if int(self.cooldown.numpy()) > 0:
             self.cooldown.assign_sub(1)
@@ -145,8 +149,12 @@ class LearningRateSchedule(tf.Module):
             if int(self.bad_epochs.numpy()) >= c.plateau_patience:
                 reason = "the validation error stopped improving"
         full = int(self.reductions.numpy()) >= c.max_reductions
-        if not reason and not full and int(self.epochs_at_rate.numpy()) >= self.max_epochs:
-            reason = f"the rate has run {self.max_epochs} epochs, the most one rate may (optim.plateau_max_epochs)"
+        if not reason and not full and self._deadline() <= int(self.epochs_done.numpy()):
+            left = c.max_reductions - int(self.reductions.numpy())
+            reason = (
+                f"the {self.epochs - int(self.epochs_done.numpy())} epochs left hold the {left} cut(s) still to come "
+                f"at {self.min_epochs} epochs each (optim.plateau_min_epochs), so it cuts now"
+            )
         if reason and not full:
             self._cut()
             self.status = f"{reason}: lr -> {self.lr(0):.3g} (cut {int(self.reductions.numpy())} of {c.max_reductions})"
@@ -154,9 +162,14 @@ class LearningRateSchedule(tf.Module):
         if full:
             self.status += f"; the rate was cut {c.max_reductions} times (Sec. 5) and stays"
         else:
-            left = self.max_epochs - int(self.epochs_at_rate.numpy())
-            self.status += f"; cut at the latest in {left} epoch(s)"
+            self.status += f"; cut at the latest after epoch {self._deadline()}"
         return False
+
+    def _deadline(self) -> int:
+        """The epoch (1-based) after which the next cut falls at the latest: when the epochs
+        left hold the cuts still to come, `min_epochs` each."""
+        left = self.config.max_reductions - int(self.reductions.numpy())
+        return max(1, self.epochs - left * self.min_epochs)
 
     def _waiting_reason(self) -> str:
         c = self.config
@@ -175,6 +188,5 @@ class LearningRateSchedule(tf.Module):
         self.reductions.assign_add(1)
         self.bad_epochs.assign(0)
         self.cooldown.assign(self.config.plateau_cooldown)
-        self.epochs_at_rate.assign(0)
         # counting resumes once an epoch at the new rate improves on the best so far
         self.counts_below.assign(float(self.best_error.numpy()) - self.config.plateau_threshold)

@@ -49,7 +49,8 @@ def get_config():
             "model.bias_one": False,  # instead of Sec. 5's biases of 1: see above
             "train.epochs": 10,
             # Sec. 5 cut the rate three times in 90 epochs; in 10, once: at a plateau, or
-            # at the latest after epoch 5 (optim.plateau_max_epochs' default, 10 // 2)
+            # at the latest after epoch 8 (optim.plateau_min_epochs' default: 10 // 4 = 2
+            # epochs at the last rate)
             "optim.max_reductions": 1,
             "train.log_every": 20,
             "train.checkpoint_every": 500,

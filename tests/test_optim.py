@@ -113,33 +113,40 @@ def _statuses(errors, epochs=90, **config):
 
 def test_plateau_schedule_gets_its_cuts_when_the_error_never_falls_far_enough():
     """0.30, then 0.281 for the rest of 90 epochs: never 0.02 below the first epoch's,
-    so no epoch counts; the bound (90 // 4 = 22 epochs a rate) still makes Sec. 5's
-    three cuts, after epochs 22, 44 and 66, and says at every epoch that it waits."""
+    so no epoch counts; the deadline (each later rate 90 // 8 = 11 epochs at least) still
+    makes Sec. 5's three cuts, after epochs 57, 68 and 79, and the log says at every
+    epoch that the rule waits, why, and until when."""
     out, s = _statuses([0.30] + [0.281] * 89)
-    assert [i for i, (cut, _) in enumerate(out) if cut] == [21, 43, 65]
+    assert [i + 1 for i, (cut, _) in enumerate(out) if cut] == [57, 68, 79]
     assert s.reductions.numpy() == 3 and np.isclose(s.lr(89), 0.01 * 0.1**3)
-    first_rate = [status for cut, status in out[:21]]
-    assert all("waiting" in st and "fallen 0.02 below" in st and "at the latest" in st for st in first_rate)
-    assert "the most one rate may" in out[21][1] and "cut 1 of 3" in out[21][1]
-    assert all("stays" in st for _, st in out[66:])
+    for _, status in out[:56]:
+        assert "waiting" in status and "fallen 0.02 below" in status and "at the latest after epoch 57" in status
+    assert "the 33 epochs left hold the 3 cut(s) still to come at 11 epochs each" in out[56][1]
+    assert "cut 1 of 3" in out[56][1]
+    assert all("stays" in status for _, status in out[79:])
 
 
 def test_plateau_schedule_gets_its_cuts_at_chance():
     cuts, s = _cuts([0.9] * 90)
-    assert cuts == [21, 43, 65]
+    assert [c + 1 for c in cuts] == [57, 68, 79]
 
 
 def test_plateau_schedule_gets_its_cuts_when_nothing_improves_after_a_cut():
-    """A fall, a plateau that cuts, then no epoch beats the best by more than the
-    threshold: counting never resumes, and the bound makes the remaining two cuts."""
+    """A fall, a plateau that cuts (epoch 5), then no epoch beats the best by more than
+    the threshold: counting never resumes, and the deadline makes the two other cuts."""
     errors = [0.9, 0.7, 0.5, 0.5, 0.5] + [0.5005] * 85
     out, s = _statuses(errors)
-    cuts = [i for i, (cut, _) in enumerate(out) if cut]
-    assert cuts == [4, 4 + 22, 4 + 44]
-    assert "stopped improving" in out[4][1] and "the most one rate may" in out[26][1]
-    assert all("waiting: no epoch at this rate has yet improved" in st for _, st in out[5:26])
+    assert [i + 1 for i, (cut, _) in enumerate(out) if cut] == [5, 68, 79]
+    assert "stopped improving" in out[4][1] and "epochs left hold the 2 cut(s)" in out[67][1]
+    assert all("waiting: no epoch at this rate has yet improved" in st for _, st in out[5:67])
 
 
-def test_plateau_schedule_bound_follows_the_budget():
-    assert _cuts([0.9] * 10, epochs=10)[0] == [1, 3, 5]  # 10 // 4 = 2 epochs a rate
-    assert _cuts([0.9] * 30, epochs=90, plateau_max_epochs=5)[0] == [4, 9, 14]
+def test_plateau_schedule_deadline_follows_the_budget():
+    """The plateau rule cuts first where it can; the deadline only where it did not."""
+    assert [c + 1 for c in _cuts([0.9] * 10, epochs=10)[0]] == [7, 8, 9]  # 10 // 8 = 1 epoch a rate
+    assert [c + 1 for c in _cuts([0.9] * 90, plateau_min_epochs=5)[0]] == [75, 80, 85]
+    # the quickstart's one cut in 10 epochs: at a plateau, else after epoch 8
+    falling = [0.9, 0.8, 0.7, 0.6, 0.5, 0.45, 0.4, 0.38, 0.36, 0.35]
+    assert [c + 1 for c in _cuts(falling, epochs=10, max_reductions=1)[0]] == [8]
+    plateau = [0.9, 0.6, 0.5, 0.5, 0.5, 0.45, 0.4, 0.4, 0.4, 0.4]
+    assert [c + 1 for c in _cuts(plateau, epochs=10, max_reductions=1)[0]] == [5]
