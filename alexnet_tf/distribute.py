@@ -70,9 +70,9 @@ def make_runtime(config: Config, strategy: tf.distribute.Strategy | None = None)
     anything."""
     setup_runtime(config)
     strategy = strategy or make_strategy(config.distribute)
-    config, forms = forms_lib.apply(config, forms_lib.device_kind(strategy))
-    t = config.train
     columns = tuple(column_devices(config.distribute)) if config.distribute.strategy == "columns" else ()
+    config, forms = forms_lib.apply(config, forms_lib.device_kind(strategy, columns))
+    t = config.train
     return config, Runtime(
         strategy=strategy,
         chief=is_chief(strategy),

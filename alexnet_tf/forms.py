@@ -109,11 +109,16 @@ def apply(config, device_kind: str):
     return dataclasses.replace(config, model=model, optim=optim, train=train), forms
 
 
-def device_kind(strategy=None) -> str:
-    """ "gpu" if the strategy's replicas (or, without one, this process) run on GPUs, else "cpu"."""
+def device_kind(strategy=None, devices=()) -> str:
+    """ "gpu" if `devices` (when given: the columns' devices), else the strategy's replicas
+    (or, without a strategy or with the default one, this process) run on GPUs, else "cpu"."""
     import tensorflow as tf
 
-    if strategy is not None:
-        devices = strategy.extended.worker_devices
+    if not devices and strategy is not None:
+        try:
+            devices = strategy.extended.worker_devices
+        except RuntimeError:  # the default strategy has no worker devices: this process decides
+            devices = ()
+    if devices:
         return "gpu" if any("GPU" in d.upper() for d in devices) else "cpu"
     return "gpu" if tf.config.list_logical_devices("GPU") else "cpu"

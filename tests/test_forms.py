@@ -52,3 +52,12 @@ def test_jit_compile_takes_true_false_or_auto():
     override(config, {"train.deterministic": True})
     with pytest.raises(ConfigError, match="needs train.jit_compile=False"):
         override(config, {"train.deterministic": True, "train.jit_compile": True})
+
+
+def test_device_kind_follows_the_columns_devices_and_takes_the_default_strategy():
+    import tensorflow as tf
+
+    default = tf.distribute.get_strategy()  # distribute.strategy=columns runs under it
+    assert forms.device_kind(default) == ("gpu" if tf.config.list_logical_devices("GPU") else "cpu")
+    assert forms.device_kind(default, ("/gpu:0", "/gpu:1")) == "gpu"
+    assert forms.device_kind(default, ("/cpu:0", "/cpu:1")) == "cpu"

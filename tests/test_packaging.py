@@ -69,4 +69,4 @@ def test_a_wheel_ships_the_recipes_and_they_resolve_after_install(tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     assert "recipes ok" in _run([python, "-c", CHECK], cwd=elsewhere)
-    assert "--recipe" in _run([python, "-m", "alexnet_tf.ablate", "--help"], cwd=elsewhere)
+    assert "[recipe]" in _run([python, "-m", "alexnet_tf.ablate", "--help"], cwd=elsewhere)
