@@ -131,7 +131,16 @@ def _main(workdir: str, data: str | None, out: str, queries: int, neighbours: in
 
     net = load_net(workdir)
     spec = dataclasses.replace(net.config.data, source=data, eval_split="") if data else None
-    paths = make_figures(net, out, spec, queries, neighbours, train_examples)
+    try:
+        paths = make_figures(net, out, spec, queries, neighbours, train_examples)
+    except data_lib.DataError as e:
+        if data:
+            raise
+        # e.g. Caffe's bvlc_alexnet imported: its own data is ILSVRC-2012 through TFDS
+        raise data_lib.DataError(
+            f"Fig. 4 needs images, and the net's own data ({net.config.data.source}) cannot be read: give some "
+            f"with --data folder:DIR (DIR/train/<class>/*, DIR/val/<class>/*); Fig. 3 is written to {out}. ({e})"
+        ) from e
     print(f"wrote {paths['fig3']} and {paths['fig4']}")
 
 

@@ -31,15 +31,46 @@ DATA_ADOPTED = ("resize_size", "crop_size", "pad_crop", "subtract_mean", "input_
 @functools.lru_cache(maxsize=2)
 def load_pretrained(path: str) -> TrainedNet:
     """The net `finetune.init_from` names: a run folder, a checkpoint or a .caffemodel
-    (read once per process: the run's config and its first start both need it)."""
+    (read once per process: the run's config and its first start both need it); a
+    ConfigError that names the setting and what to give if it cannot be read."""
     from alexnet_tf.applications import load_net
 
-    return load_net(path)
+    try:
+        return load_net(path)
+    except ConfigError as e:
+        hint = ""
+        if not os.path.exists(path) and not str(path).endswith(".caffemodel"):
+            hint = (
+                "; give a trained run (--set finetune.init_from=runs/NAME), or import Caffe's bvlc_alexnet there "
+                f"first: python -m alexnet_tf.convert bvlc_alexnet.caffemodel --workdir {path}"
+            )
+        raise ConfigError(f"finetune.init_from={path!r}: {e}{hint}") from e
+
+
+def check_layers(config: Config, net: TrainedNet) -> None:
+    """`finetune.new_layers` and `finetune.freeze` name layers with weights of the net,
+    and no layer is both new and frozen (it would stay as drawn); else a ConfigError."""
+    f = config.finetune
+    weighted = [layer.name for layer in net.model.layers if layer.weights]
+    for key, names in (("new_layers", f.new_layers), ("freeze", f.freeze)):
+        for name in names:
+            if name not in weighted:
+                raise ConfigError(
+                    f"finetune.{key} names no layer {name!r}; the net's layers with weights: {', '.join(weighted)}"
+                )
+    both = [name for name in f.freeze if name in f.new_layers]
+    if both:
+        raise ConfigError(
+            f"finetune.freeze names {', '.join(both)}, which finetune.new_layers draws afresh: frozen, it would "
+            "never learn; take it out of one of them"
+        )
 
 
 def adopt(config: Config, net: TrainedNet) -> tuple[Config, list[str]]:
     """`config` with the pretrained net's architecture, conventions and input preparation
-    (see the module docstring), and the settings that changed, as `key: old -> new`."""
+    (see the module docstring), and the settings that changed, as `key: old -> new`.
+    Raises ConfigError for new or frozen layers the net does not have (`check_layers`)."""
+    check_layers(config, net)
     changed = []
 
     def take(section: str, own, theirs, keys):

@@ -1,6 +1,7 @@
 """Figures tier: Fig. 3 puts each conv1 kernel where it belongs, Fig. 4 finds true nearest
-neighbours in fc7 space, and both PNGs are written."""
+neighbours in fc7 space, and both PNGs are written; also for a net with Caffe's conventions."""
 
+import dataclasses
 import math
 import os
 
@@ -8,11 +9,16 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import QUICKSTART
 
+from alexnet_tf import caffe
 from alexnet_tf import data as data_lib
+from alexnet_tf.config import load_recipe, override
 from alexnet_tf.drawing import COLUMN_GAP, GAP, TILE, conv1_grid
 from alexnet_tf.figures import main, make_figures, nearest
-from alexnet_tf.runs import load_net
+from alexnet_tf.model import build_model
+from alexnet_tf.nets import TrainedNet
+from alexnet_tf.runs import load_net, write_net
 
 
 def test_conv1_grid_layout():
@@ -86,3 +92,45 @@ def test_cli(trained_workdir, tmp_path, capsys):
     assert sorted(os.listdir(out)) == ["fig3_conv1_kernels.png", "fig4_neighbours.png"]
     assert main(["--workdir", str(tmp_path / "missing"), "--out", out]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_figures_of_a_net_with_caffes_conventions(image_folder, tmp_path, capsys):
+    """An imported Caffe net's conventions (BGR input, images warped to the square, a mean
+    image, unscaled pixels) on a small net: Fig. 3 shows its conv1 kernels in RGB (their
+    channels reversed), Fig. 4's neighbours are those of fc7 computed here from the crops
+    in BGR; with no --data, the net's own data unreadable, the error says to give --data."""
+    sets = {**caffe.CAFFE_SETTINGS, "data.source": f"folder:{tmp_path / 'gone'}", "model.num_classes": 3}
+    config = override(load_recipe(QUICKSTART), sets)
+    d = config.data
+    mean = np.random.default_rng(0).uniform(0, 255, (d.resize_size, d.resize_size, 3)).astype(np.float32)
+    stats = data_lib.Stats(mean, *(getattr(data_lib.Stats.imagenet(8), k) for k in ("eigval", "eigvec")))
+    workdir = str(tmp_path / "imported")
+    write_net(TrainedNet(config, build_model(config.model, seed=1), stats, ["a", "b", "c"]), workdir)
+    net = load_net(workdir)
+    spec = dataclasses.replace(net.config.data, source=f"folder:{image_folder}", eval_split="")
+    result = make_figures(net, str(tmp_path / "figs"), spec, queries=3, neighbours=4, train_examples=48, stream=None)
+
+    kernel = net.model.get_layer("conv1").kernel.numpy()  # (11, 11, 3, N) in B, G, R order
+    fig3 = tf.io.decode_png(tf.io.read_file(result["fig3"])).numpy()
+    np.testing.assert_array_equal(fig3, conv1_grid(kernel[:, :, ::-1]))
+    assert not np.array_equal(fig3, conv1_grid(kernel))
+
+    source = data_lib.open_source(spec.source)
+    c, top = d.crop_size, (d.resize_size - d.crop_size) // 2
+    fc7 = keras.Model(net.model.inputs, net.model.get_layer("fc7").output)
+
+    def features(split, n):
+        crops = next(iter(data_lib.eval_dataset(source, spec, split, n)))["image"].numpy().astype(np.float32)
+        x = (crops - mean[top : top + c, top : top + c]) * d.input_scale  # RGB, minus the mean
+        return fc7(x[..., ::-1], training=False).numpy()  # the net reads BGR
+
+    q, p = features("val", 3), features("train", 48)
+    dist = np.linalg.norm(q[:, None] - p[None], axis=-1)  # (3, 48)
+    chosen = np.take_along_axis(dist, np.asarray(result["neighbours"]), 1)
+    np.testing.assert_allclose(chosen, np.sort(dist, axis=1)[:, :4], rtol=1e-4)
+
+    out = str(tmp_path / "no_data")
+    assert main(["--workdir", workdir, "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: Fig. 4 needs images") and "give some with --data folder:DIR" in err
+    assert os.listdir(out) == ["fig3_conv1_kernels.png"]

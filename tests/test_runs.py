@@ -6,6 +6,7 @@ import dataclasses
 import glob
 import json
 import os
+import re
 import shutil
 
 import keras
@@ -14,6 +15,7 @@ import pytest
 import tensorflow as tf
 from helpers import QUICKSTART, TINY, assert_same_weights, folder_config, model_weights, tiny
 
+from alexnet_tf import cli
 from alexnet_tf import data as data_lib
 from alexnet_tf.config import ConfigError, load_recipe, override
 from alexnet_tf.model import build_model
@@ -170,10 +172,16 @@ def test_evaluate_takes_a_net_in_memory():
     assert result["top1_error"] == pytest.approx(np.mean(top1 != np.asarray(labels)))
 
 
+FINETUNE = os.path.join(os.path.dirname(QUICKSTART), "finetune.py")
+CPU = ("model.conv_form=split", "train.jit_compile=False")  # what recipes/finetune.py's docstring says for a CPU
+
+
 def test_finetuning_copies_freezes_and_scales(image_folder, trained_workdir, tmp_path, capsys):
-    """From the session's trained quickstart run to the 3 classes of a folder: every
-    layer copied but fc8 (drawn afresh for 3 classes); frozen layers keep the loaded
-    weights; copied layers learn at lr_factor times the rate (lr_factor 0: unchanged)."""
+    """recipes/finetune.py from the session's trained quickstart run to the 3 classes of a
+    folder: the run takes the trained net's geometry and preparation (the recipe's own are
+    the paper's 227 px), copies every layer but fc8 (drawn afresh for 3 classes); frozen
+    layers keep the loaded weights; copied layers learn at lr_factor times the rate
+    (lr_factor 0: unchanged)."""
     pretrained = load_net(trained_workdir)
     sets = {
         "finetune.init_from": trained_workdir,
@@ -184,10 +192,16 @@ def test_finetuning_copies_freezes_and_scales(image_folder, trained_workdir, tmp
         "data.eval_examples": 8,
     }
     workdir = str(tmp_path / "tuned")
-    train_and_evaluate(folder_config(image_folder, **sets), workdir)
+    recipe = cli.recipe_config(FINETUNE, f"folder:{image_folder}", [*CPU, *(f"{k}={v}" for k, v in sets.items())])
+    assert (recipe.model.width, recipe.data.crop_size) == (1.0, 227)
+    train_and_evaluate(recipe, workdir)
     assert "fine-tuning from" in capsys.readouterr().out
     tuned = load_net(workdir)
     assert tuned.num_classes == 3 and tuned.model.get_layer("fc8").kernel.shape[-1] == 3
+    theirs = pretrained.config
+    assert (tuned.config.model.width, tuned.config.model.input_size) == (theirs.model.width, theirs.model.input_size)
+    assert (tuned.config.data.resize_size, tuned.config.data.crop_size) == (theirs.data.resize_size, 67)
+    assert tuned.config.data.input_scale == theirs.data.input_scale != recipe.data.input_scale
     for name in ("conv1", "conv2", "conv3", "fc6", "fc7"):  # frozen, or copied at rate 0
         np.testing.assert_array_equal(
             tuned.model.get_layer(name).kernel.numpy(), pretrained.model.get_layer(name).kernel.numpy()
@@ -209,11 +223,27 @@ def test_finetuning_copies_freezes_and_scales(image_folder, trained_workdir, tmp
 
 
 def test_finetuning_errors_name_what_to_change(image_folder, trained_workdir, tmp_path):
+    """Before any step: layers the net does not have, a new layer frozen, weights that do
+    not fit, a trained net that is not there (the recipe's default: Caffe's, not imported)."""
     sets = {"finetune.init_from": trained_workdir, "train.batch_size": 8, "train.max_steps": 1}
-    with pytest.raises(ConfigError, match="finetune.freeze names no layer 'conv9'"):
-        train_and_evaluate(folder_config(image_folder, **sets, **{"finetune.freeze": ("conv9",)}), str(tmp_path / "a"))
-    with pytest.raises(ConfigError, match="add it to finetune.new_layers"):
-        train_and_evaluate(folder_config(image_folder, **sets, **{"finetune.new_layers": ()}), str(tmp_path / "b"))
+    cases = [
+        (
+            {"finetune.freeze": ("conv9",)},
+            "finetune.freeze names no layer 'conv9'; the net's layers with weights: conv1",
+        ),
+        ({"finetune.new_layers": ("fc_8",)}, "finetune.new_layers names no layer 'fc_8'"),
+        ({"finetune.freeze": ("fc7", "fc8")}, "finetune.freeze names fc8, which finetune.new_layers draws afresh"),
+        ({"finetune.new_layers": ()}, "add it to finetune.new_layers"),
+    ]
+    for i, (extra, message) in enumerate(cases):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            train_and_evaluate(folder_config(image_folder, **sets, **extra), str(tmp_path / str(i)))
+    missing = str(tmp_path / "bvlc_alexnet")
+    config = cli.recipe_config(FINETUNE, f"folder:{image_folder}", [f"finetune.init_from={missing}", *CPU])
+    with pytest.raises(ConfigError, match=re.escape(f"finetune.init_from={missing!r}: ")) as e:
+        train_and_evaluate(config, str(tmp_path / "w"))
+    assert f"python -m alexnet_tf.convert bvlc_alexnet.caffemodel --workdir {missing}" in str(e.value)
+    assert not os.path.exists(tmp_path / "w" / "checkpoints")
 
 
 def test_a_net_checks_its_class_names():
