@@ -23,7 +23,8 @@ from alexnet_tf.config import Config, ConfigError
 from alexnet_tf.nets import TrainedNet
 
 # The recipe decides these model settings; the rest come from the pretrained net.
-MODEL_OWN = ("num_classes", "dropout", "conv_form", "init", "init_std", "bias_one")
+# The forms (conv_form, lrn_impl) compute the same function: the recipe's ("auto": fastest here).
+MODEL_OWN = ("num_classes", "dropout", "conv_form", "lrn_impl", "init", "init_std", "bias_one")
 # How the pretrained net's inputs were prepared: taken from it.
 DATA_ADOPTED = ("resize_size", "crop_size", "pad_crop", "subtract_mean", "input_scale", "channel_order", "resize")
 

@@ -6,8 +6,6 @@ Run:   python -m alexnet_tf.train recipes/finetune.py --data folder:DIR --workdi
        starts from Caffe's bvlc_alexnet imported into runs/bvlc_alexnet (`python -m
        alexnet_tf.convert bvlc_alexnet.caffemodel --workdir runs/bvlc_alexnet`); any run
        folder or checkpoint of ours instead: --set finetune.init_from=runs/NAME.
-       On a CPU add --set model.conv_form=split --set train.jit_compile=False (the
-       quickstart's CPU settings: two plain convolutions, no XLA).
 Data:  DIR/train/<class>/* and DIR/val/<class>/*; the classes come from the folder.
 Needs: __NEEDS__
 Reaches: __REACHES__
