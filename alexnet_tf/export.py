@@ -34,8 +34,11 @@ TOP_K = 5
 
 def resized(images: tf.Tensor, net: TrainedNet, encoded: bool) -> tf.Tensor:
     """Encoded image bytes (B,) or uint8 (B, H, W, 3) of any size -> the net's resized
-    images (B, R, R, 3) (Sec. 2)."""
+    images (B, R, R, 3) (Sec. 2). A uint8 batch has one size: resized as a whole (as it is
+    when already R x R); encoded images one by one."""
     size = net.config.data.resize_size
+    if not encoded:
+        return data_lib.resize_square(images, size, net.config.data.resize)
     return tf.map_fn(
         lambda x: data_lib.decode_and_resize(x, size, encoded, net.config.data.resize),
         images,

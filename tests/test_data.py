@@ -700,3 +700,18 @@ def test_an_image_already_at_the_size_is_left_as_it_is(resize):
     np.testing.assert_array_equal(
         traced(tf.constant(other)).numpy(), data_lib.resize_square(tf.constant(other), R, resize).numpy()
     )
+
+
+@pytest.mark.parametrize("resize", ["shorter_side", "warp"])
+def test_a_batch_is_resized_as_each_of_its_images(resize):
+    """The export's uint8 signature resizes a batch (one size for all) in one op: each
+    image as resize_square makes it alone; a batch already at the size as it is."""
+    batch = np.random.default_rng(5).integers(0, 256, (3, R + 13, R - 7, 3), dtype=np.uint8)
+    traced = tf.function(lambda x: data_lib.resize_square(x, R, resize))
+    traced = traced.get_concrete_function(tf.TensorSpec([None, None, None, 3], tf.uint8))
+    out = traced(tf.constant(batch)).numpy()
+    assert out.shape == (3, R, R, 3)
+    for image, resized in zip(batch, out):
+        np.testing.assert_array_equal(resized, data_lib.resize_square(tf.constant(image), R, resize).numpy())
+    at_size = np.random.default_rng(6).integers(0, 256, (2, R, R, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(traced(tf.constant(at_size)).numpy(), at_size)

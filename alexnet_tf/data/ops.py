@@ -45,33 +45,35 @@ def resize_central(image: tf.Tensor, size: int) -> tf.Tensor:
 
 
 def _unless_square(image: tf.Tensor, size: int, resize) -> tf.Tensor:
-    """`resize(image, size)`, or a uint8 image that is already size x size as it is."""
-    static = tuple(image.shape[:2])
+    """`resize(image, size)`, or a uint8 image (H, W, 3), or batch of them (B, H, W, 3),
+    that is already size x size as it is."""
+    static = tuple(image.shape[-3:-1])
     if image.dtype != tf.uint8 or static == (size, size) or None not in static:
         return image if static == (size, size) and image.dtype == tf.uint8 else resize(image, size)
     shape = tf.shape(image)
-    square = tf.logical_and(tf.equal(shape[0], size), tf.equal(shape[1], size))
+    square = tf.logical_and(tf.equal(shape[-3], size), tf.equal(shape[-2], size))
 
     def as_it_is():
-        out = tf.identity(image)
-        out.set_shape((size, size, 3))
-        return out
+        return _sized(tf.identity(image), size)
 
     return tf.cond(square, as_it_is, lambda: resize(image, size))
 
 
+def _sized(image: tf.Tensor, size: int) -> tf.Tensor:
+    image.set_shape(image.shape[:-3].concatenate((size, size, 3)))
+    return image
+
+
 def _resize_central(image: tf.Tensor, size: int) -> tf.Tensor:
     shape = tf.shape(image)
-    h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+    h, w = tf.cast(shape[-3], tf.float32), tf.cast(shape[-2], tf.float32)
     scale = tf.cast(size, tf.float32) / tf.minimum(h, w)
     nh = tf.maximum(size, tf.cast(tf.round(h * scale), tf.int32))
     nw = tf.maximum(size, tf.cast(tf.round(w * scale), tf.int32))
     image = tf.image.resize(image, (nh, nw), antialias=True)
     top, left = (nh - size) // 2, (nw - size) // 2
-    image = image[top : top + size, left : left + size, :]
-    image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
-    image.set_shape((size, size, 3))
-    return image
+    image = image[..., top : top + size, left : left + size, :]
+    return _sized(tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8), size)
 
 
 def resize_warp(image: tf.Tensor, size: int) -> tf.Tensor:
@@ -87,9 +89,7 @@ def resize_warp(image: tf.Tensor, size: int) -> tf.Tensor:
 
     def warp(image, size):
         out = tf.image.resize(image, (size, size), antialias=True)
-        out = tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8)
-        out.set_shape((size, size, 3))
-        return out
+        return _sized(tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8), size)
 
     return _unless_square(image, size, warp)
 
@@ -98,7 +98,8 @@ RESIZE = {"shorter_side": resize_central, "warp": resize_warp}  # data.resize
 
 
 def resize_square(image: tf.Tensor, size: int, resize: str = "shorter_side") -> tf.Tensor:
-    """The size x size image of Sec. 2 (`resize_central`) or Caffe's warped one (`resize_warp`)."""
+    """The size x size image of Sec. 2 (`resize_central`) or Caffe's warped one (`resize_warp`);
+    of one image (H, W, 3) or of each image of a batch (B, H, W, 3): one size for all."""
     if resize not in RESIZE:
         raise ValueError(f"resize must be one of {', '.join(RESIZE)}, got {resize!r}")
     return RESIZE[resize](image, size)
