@@ -34,16 +34,8 @@ TOP_K = 5
 
 def resized(images: tf.Tensor, net: TrainedNet, encoded: bool) -> tf.Tensor:
     """Encoded image bytes (B,) or uint8 (B, H, W, 3) of any size -> the net's resized
-    images (B, R, R, 3) (Sec. 2). A uint8 batch has one size: resized as a whole (as it is
-    when already R x R); encoded images one by one."""
-    size = net.config.data.resize_size
-    if not encoded:
-        return data_lib.resize_square(images, size, net.config.data.resize)
-    return tf.map_fn(
-        lambda x: data_lib.decode_and_resize(x, size, encoded, net.config.data.resize),
-        images,
-        fn_output_signature=tf.TensorSpec((size, size, 3), tf.uint8),
-    )
+    images (B, R, R, 3) (Sec. 2)."""
+    return data_lib.resize_images(images, net.config.data.resize_size, encoded, net.config.data.resize)
 
 
 def class_outputs(net: TrainedNet, indices: tf.Tensor) -> dict:
@@ -69,7 +61,9 @@ def export(net: TrainedNet, out: str, crops: str = "center", overwrite: bool = F
 
     def serve(images, encoded: bool) -> dict:
         batch, views = data_lib.batch.views(resized(images, net, encoded), net.config.data, crops)
-        top = tf.math.top_k(net.predict(batch, views), k=k)  # of the probabilities (B, classes)
+        top = tf.math.top_k(
+            net.predict(batch, views, crop_at=data_lib.batch.crop_at(net.config.data, crops)), k=k
+        )  # of the probabilities (B, classes)
         return {
             "classes": top.indices,  # (B, k) int32
             **class_outputs(net, top.indices),  # (B, k) string each

@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from alexnet_tf import predict as predict_lib
 from alexnet_tf.config import Config
-from alexnet_tf.data import Stats, decode_and_resize
+from alexnet_tf.data import Stats, resize_images
 from alexnet_tf.data import batch as batch_lib
 from alexnet_tf.model import SERVING_FORMS, to_split_form
 
@@ -86,22 +86,21 @@ class TrainedNet:
         """What `predict` calls: the model, or for features the model up to fc7."""
         return self.features_model if output == "features" else self.model
 
-    def predict(self, batch: dict, views: int = 1, output: predict_lib.Output = "probabilities") -> tf.Tensor:
+    def predict(
+        self, batch: dict, views: int = 1, output: predict_lib.Output = "probabilities", crop_at=None
+    ) -> tf.Tensor:
         """The net on a prepared batch (`alexnet_tf.data.batch`): see `alexnet_tf.predict`."""
-        return predict_lib.predict(self.caller(output), batch, self.stats_tensors, self.config.data, views, output)
+        data = self.config.data
+        return predict_lib.predict(self.caller(output), batch, self.stats_tensors, data, views, output, crop_at=crop_at)
 
     def predict_images(self, images, crops: str = "center", output: predict_lib.Output = "probabilities") -> np.ndarray:
         """Probabilities (B, classes), logits (B * views, classes) or fc7 features (B, 4096)
         of images of any size: uint8 (B, H, W, 3) RGB, or a list of encoded JPEG/PNG/GIF/BMP
         bytes. Each is prepared as in evaluation: Sec. 2's resize and central square, the
         centre crop or Sec. 4.1's ten crops, the training set's mean subtracted."""
-        size = self.config.data.resize_size
-        encoded = isinstance(images, (list, tuple)) and images and isinstance(images[0], bytes)
+        data = self.config.data
+        encoded = bool(isinstance(images, (list, tuple)) and images and isinstance(images[0], bytes))
         images = tf.constant(images) if encoded else tf.convert_to_tensor(np.asarray(images, np.uint8))
-        resized = tf.map_fn(
-            lambda x: decode_and_resize(x, size, encoded, self.config.data.resize),
-            images,
-            fn_output_signature=tf.TensorSpec((size, size, 3), tf.uint8),
-        )
-        batch, views = batch_lib.views(resized, self.config.data, crops)
-        return self.predict(batch, views, output).numpy()
+        resized = resize_images(images, data.resize_size, encoded, data.resize)
+        batch, views = batch_lib.views(resized, data, crops)
+        return self.predict(batch, views, output, crop_at=batch_lib.crop_at(data, crops)).numpy()

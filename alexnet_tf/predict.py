@@ -48,14 +48,16 @@ def predict(
     views: int = 1,
     output: Output = "probabilities",
     dtype=tf.float32,
+    crop_at: tuple[int, int] | None = None,
 ) -> tf.Tensor:
     """`call(images, training=False)` (the model, or its `features_model` for
     output="features") on a batch: the net's preprocessing with `stats` (tensors, see
-    `Stats.tensors`) and `data` (the net's data config), then the output as the module
-    docstring says. Traceable: it runs inside tf.function and XLA."""
+    `Stats.tensors`) and `data` (the net's data config; `crop_at`: see
+    `device_preprocess`), then the output as the module docstring says. Traceable: it runs
+    inside tf.function and XLA."""
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
-    images = device_preprocess(batch, stats, data, dtype)  # (B * views, c, c, 3)
+    images = device_preprocess(batch, stats, data, dtype, crop_at)  # (B * views, c, c, 3)
     out = tf.cast(call(images, training=False), tf.float32)
     if output == "logits":
         return out

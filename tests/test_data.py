@@ -236,6 +236,27 @@ def test_mean_subtraction_matches_numpy():
     np.testing.assert_allclose(scaled, out / 64, atol=1e-5)
 
 
+@pytest.mark.parametrize("order", ["rgb", "bgr"])
+def test_centre_crops_preprocessed_with_crop_at_as_numpy_says(order):
+    """Serving's and predict_images' shortcut (`crop_at`: the centre, no flip, no noise)
+    gives the centre crop minus the mean image's centre, scaled, in the net's channel
+    order; with colour noise on in the config, evaluation adds none."""
+    rng = np.random.default_rng(7)
+    mean_image = rng.uniform(0, 255, (R, R, 3)).astype(np.float32)
+    cfg = DataConfig(resize_size=R, crop_size=C, pca_noise_std=0.1, input_scale=1 / 64, channel_order=order)
+    resized = rng.integers(0, 256, (3, R, R, 3), dtype=np.uint8)
+    batch, views = data_lib.batch.views(tf.constant(resized), cfg, "center")
+    stats = {"mean_image": mean_image, "eigval": np.ones(3, np.float32), "eigvec": np.eye(3, dtype=np.float32)}
+    at = data_lib.batch.crop_at(cfg, "center")
+    assert at == ((R - C) // 2,) * 2 and data_lib.batch.crop_at(cfg, "ten") is None
+    out = data_lib.device_preprocess(batch, stats, cfg, crop_at=at).numpy()
+    t = (R - C) // 2
+    expected = (resized[:, t : t + C, t : t + C].astype(np.float32) - mean_image[t : t + C, t : t + C]) / 64
+    expected = expected[..., ::-1] if order == "bgr" else expected
+    np.testing.assert_allclose(out, expected, atol=1e-4)
+    np.testing.assert_allclose(data_lib.device_preprocess(batch, stats, cfg).numpy(), out, atol=1e-4)
+
+
 def test_compute_stats_matches_numpy():
     rng = np.random.default_rng(3)
     images = rng.integers(0, 256, (10, 8, 8, 3), dtype=np.uint8)

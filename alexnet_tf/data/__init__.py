@@ -28,6 +28,7 @@ from alexnet_tf.data.ops import (
     random_draws,
     random_label,
     resize_central,
+    resize_images,
     resize_square,
     resize_warp,
 )
@@ -68,6 +69,7 @@ __all__ = [
     "random_draws",
     "random_label",
     "resize_central",
+    "resize_images",
     "resize_square",
     "resize_warp",
     "resized_images",

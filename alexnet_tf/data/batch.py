@@ -112,6 +112,12 @@ def views(images: tf.Tensor, config: DataConfig, crops: str) -> tuple[dict, int]
     return flatten_views(ten), 10
 
 
+def crop_at(config: DataConfig, crops: str) -> tuple[int, int] | None:
+    """Where every crop of a `views` batch was cut, unflipped (`device_preprocess`'s
+    `crop_at`): the centre for centre crops; None for ten crops (five places, flips)."""
+    return (center_offset(config),) * 2 if crops == "center" else None
+
+
 def flatten_views(batch: dict) -> dict:
     """(B, views, ...) rows to (B * views, ...)."""
     return {k: tf.reshape(v, [-1, *v.shape[2:]]) for k, v in batch.items()}

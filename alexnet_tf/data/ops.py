@@ -124,6 +124,19 @@ def decode_and_resize(image: tf.Tensor, size: int, encoded: bool, resize: str = 
     return tf.cond(_is_square_jpeg(image, size), square, general)
 
 
+def resize_images(images: tf.Tensor, size: int, encoded: bool, resize: str = "shorter_side") -> tf.Tensor:
+    """Encoded image bytes (B,) or uint8 images (B, H, W, 3) of any size -> (B, size, size, 3)
+    by `decode_and_resize`. A uint8 batch has one size: resized as a whole (as it is when
+    already size x size); encoded images one by one."""
+    if not encoded:
+        return resize_square(images, size, resize)
+    return tf.map_fn(
+        lambda x: decode_and_resize(x, size, True, resize),
+        images,
+        fn_output_signature=tf.TensorSpec((size, size, 3), tf.uint8),
+    )
+
+
 def decode_crop(data: tf.Tensor, offset: tf.Tensor, crop: int, size: int, resize: str = "shorter_side") -> tf.Tensor:
     """The `crop` x `crop` patch at `offset` of the resized image, decoding only that
     window when the file is already a size x size JPEG (decode_and_crop_jpeg)."""
@@ -208,27 +221,36 @@ def apply_flips(images: tf.Tensor, flips: tf.Tensor) -> tf.Tensor:
     return tf.where(flips[:, None, None, None], tf.reverse(images, [2]), images)
 
 
-def device_preprocess(batch: dict, stats: dict, config: DataConfig, dtype=tf.float32) -> tf.Tensor:
+def device_preprocess(
+    batch: dict, stats: dict, config: DataConfig, dtype=tf.float32, crop_at: tuple[int, int] | None = None
+) -> tf.Tensor:
     """uint8 crops -> mean-subtracted, colour-noised, flipped float images (runs on the device).
 
     `stats` holds tensors: mean_image (R, R, 3), eigval (3,), eigvec (3, 3), all RGB. The
     mean image's crop is subtracted before the flip, so each pixel loses its own mean; the
-    channels are put in the net's order (`data.channel_order`) last.
+    channels are put in the net's order (`data.channel_order`) last. With `crop_at` (top,
+    left), every crop of the batch was cut there, unflipped and without colour noise (the
+    centre crops of evaluation and serving): the same function, its mean a slice of the
+    mean image, and no gather, flip or noise op.
     """
     image = tf.cast(batch["image"], tf.float32)  # (B, c, c, 3), c = batch.cut_size
     pc = image.shape[1]
-    if config.subtract_mean:
+    if config.subtract_mean and crop_at is not None:
+        top, left = crop_at
+        image = image - stats["mean_image"][top : top + pc, left : left + pc]
+    elif config.subtract_mean:
         ar = tf.range(pc)
         rows = batch["offset"][:, 0:1] + ar  # (B, pc)
         cols = batch["offset"][:, 1:2] + ar
         mean = tf.gather(stats["mean_image"], rows)  # (B, pc, R, 3)
         mean = tf.gather(mean, cols, axis=2, batch_dims=1)  # (B, pc, pc, 3)
         image = image - mean
-    if config.pca_noise_std > 0:
+    if config.pca_noise_std > 0 and crop_at is None:
         # Sec. 4.1: add [p1 p2 p3][a1 l1, a2 l2, a3 l3]^T, in [0, 1] units, scaled to 0..255.
         shift = 255.0 * tf.linalg.matvec(stats["eigvec"], batch["alpha"] * stats["eigval"])  # (B, 3)
         image = image + shift[:, None, None, :]
-    image = apply_flips(image, batch["flip"])
+    if crop_at is None:
+        image = apply_flips(image, batch["flip"])
     if config.input_scale != 1.0:
         image = image * config.input_scale
     if config.pad_crop:
