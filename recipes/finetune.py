@@ -7,8 +7,11 @@ Run:   python -m alexnet_tf.train recipes/finetune.py --data folder:DIR --workdi
        alexnet_tf.convert bvlc_alexnet.caffemodel --workdir runs/bvlc_alexnet`); any run
        folder or checkpoint of ours instead: --set finetune.init_from=runs/NAME.
 Data:  DIR/train/<class>/* and DIR/val/<class>/*; the classes come from the folder.
-Needs: __NEEDS__
-Reaches: __REACHES__
+Needs: a trained net and a folder of images. On 2 CPU cores a quickstart-size net
+       fine-tuned on 1,000 images takes about a minute for the 10 epochs; bvlc_alexnet
+       (227 px) trains at about 43 images/s there, so a GPU for more than a few thousand.
+Reaches: the README's Fine-tuning section has what it reached from a net trained on
+       Fashion-MNIST to 1,000 digits, against the same images from scratch.
 
 What comes from where (alexnet_tf.finetune):
 - from the trained net: its architecture and conventions (width, LRN, columns, dropout

@@ -4,7 +4,7 @@ Run:   python -m alexnet_tf.train recipes/quickstart.py --workdir runs/quickstar
        (or on any image folder in the README's layout: add --data folder:DIR)
 Data:  the Fashion-MNIST subset shipped in alexnet_tf/assets (8,000 train / 2,000 test,
        10 classes), grey replicated to RGB.
-Needs: any CPU; about 6 minutes on 2 idle cores.
+Needs: any CPU; about 2.5 minutes on 2 idle cores (AVX-512).
 Reaches: see the README's recipe table (chance is 90% top-1 error).
 
 Only what must change for that budget differs from recipes/paper.py: the input size and
