@@ -619,7 +619,8 @@ def test_connections_beyond_the_limit_get_503(strict_server, images):
     assert status == 200
 
 
-PEAK_RSS_MB = 2000  # docs/serving.md: what to plan for the quickstart net (1.70-1.95 GB measured under 32 clients for 30 s)
+# docs/serving.md: what to plan for the quickstart net (1.70-1.95 GB measured under 32 clients for 30 s)
+PEAK_RSS_MB = 2000
 
 
 @pytest.mark.slow
