@@ -25,17 +25,10 @@ import shutil
 import keras
 import tensorflow as tf
 
-from alexnet_tf import data as data_lib
 from alexnet_tf.config import ConfigError
 from alexnet_tf.nets import TrainedNet
 
 TOP_K = 5
-
-
-def resized(images: tf.Tensor, net: TrainedNet, encoded: bool) -> tf.Tensor:
-    """Encoded image bytes (B,) or uint8 (B, H, W, 3) of any size -> the net's resized
-    images (B, R, R, 3) (Sec. 2)."""
-    return data_lib.resize_images(images, net.config.data.resize_size, encoded, net.config.data.resize)
 
 
 def class_outputs(net: TrainedNet, indices: tf.Tensor) -> dict:
@@ -60,10 +53,7 @@ def export(net: TrainedNet, out: str, crops: str = "center", overwrite: bool = F
     k = min(TOP_K, net.num_classes)
 
     def serve(images, encoded: bool) -> dict:
-        batch, views = data_lib.batch.views(resized(images, net, encoded), net.config.data, crops)
-        top = tf.math.top_k(
-            net.predict(batch, views, crop_at=data_lib.batch.crop_at(net.config.data, crops)), k=k
-        )  # of the probabilities (B, classes)
+        top = tf.math.top_k(net.predict_raw(images, encoded, crops), k=k)  # of the probabilities (B, classes)
         return {
             "classes": top.indices,  # (B, k) int32
             **class_outputs(net, top.indices),  # (B, k) string each

@@ -98,9 +98,16 @@ class TrainedNet:
         of images of any size: uint8 (B, H, W, 3) RGB, or a list of encoded JPEG/PNG/GIF/BMP
         bytes. Each is prepared as in evaluation: Sec. 2's resize and central square, the
         centre crop or Sec. 4.1's ten crops, the training set's mean subtracted."""
-        data = self.config.data
         encoded = bool(isinstance(images, (list, tuple)) and images and isinstance(images[0], bytes))
         images = tf.constant(images) if encoded else tf.convert_to_tensor(np.asarray(images, np.uint8))
+        return self.predict_raw(images, encoded, crops, output).numpy()
+
+    def predict_raw(
+        self, images: tf.Tensor, encoded: bool, crops: str = "center", output: predict_lib.Output = "probabilities"
+    ) -> tf.Tensor:
+        """`predict_images` on a tensor of encoded images (B,) or uint8 images (B, H, W, 3);
+        traceable (the export's signatures are this)."""
+        data = self.config.data
         resized = resize_images(images, data.resize_size, encoded, data.resize)
         batch, views = batch_lib.views(resized, data, crops)
-        return self.predict(batch, views, output, crop_at=batch_lib.crop_at(data, crops)).numpy()
+        return self.predict(batch, views, output, crop_at=batch_lib.crop_at(data, crops))
