@@ -12,9 +12,9 @@ The preprocessing of training is inside: shorter side to `data.resize_size` and 
 central square (Sec. 2; or the whole image warped to that square, `data.resize`), the
 centre crop or the ten crops of Sec. 4.1 (softmax averaged), minus the training set's
 mean image, the channels in the net's order. Class names and the mean image are
-baked in. The grouped convolutions are exported as two convolutions + concat, so the
-model runs without XLA (TF Serving's default). An existing SavedModel at EXPORT_DIR is
-replaced only with --overwrite.
+baked in. The net is written in the form of `alexnet_tf.serving_form`: the same numbers,
+no XLA needed (TF Serving's default), each column's convolutions as single fused ops. An
+existing SavedModel at EXPORT_DIR is replaced only with --overwrite.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def class_outputs(net: TrainedNet, indices: tf.Tensor) -> dict:
 
 
 def export(net: TrainedNet, out: str, crops: str = "center", overwrite: bool = False) -> str:
-    """Writes `net` (in its split form, which needs no XLA) as a SavedModel in `out`."""
+    """Writes `net` (in its serving form, which needs no XLA) as a SavedModel in `out`."""
     if crops not in ("center", "ten"):
         raise ValueError(f"crops must be 'center' or 'ten', got {crops!r}")
     if os.path.exists(os.path.join(out, "saved_model.pb")):

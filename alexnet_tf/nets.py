@@ -23,10 +23,11 @@ import numpy as np
 import tensorflow as tf
 
 from alexnet_tf import predict as predict_lib
+from alexnet_tf import serving_form
 from alexnet_tf.config import Config
 from alexnet_tf.data import Stats, resize_images
 from alexnet_tf.data import batch as batch_lib
-from alexnet_tf.model import SERVING_FORMS, to_split_form
+from alexnet_tf.model import SERVING_FORMS
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -63,14 +64,18 @@ class TrainedNet:
         return len(self.class_names)
 
     def split_form(self) -> TrainedNet:
-        """The same net in the forms that run fastest without XLA (TF Serving's default;
-        `model.SERVING_FORMS`: grouped convolutions as two convolutions + concat, the
-        LRN as a band matmul), the form export writes. The same numbers."""
-        m = self.config.model
-        if all(getattr(m, k) == v for k, v in SERVING_FORMS.items()):
+        """The same net in the form the export writes (`alexnet_tf.serving_form`): no XLA
+        needed (TF Serving's default), each column's convolutions with their bias and ReLU
+        as single fused ops, the input scale, channel order and test-time dropout factor
+        folded into the kernels. The same function of the images, to float rounding; its
+        model takes the crops that its `config.data` prepares."""
+        if serving_form.is_serving_model(self.model):
             return self
-        model = to_split_form(self.model, m)
-        config = dataclasses.replace(self.config, model=dataclasses.replace(m, **SERVING_FORMS))
+        m = self.config.model
+        model = serving_form.serving_model(self.model, self.config.data)
+        config = dataclasses.replace(
+            self.config, model=dataclasses.replace(m, **SERVING_FORMS), data=serving_form.serving_data(self.config.data)
+        )
         return dataclasses.replace(self, config=config, model=model)
 
     @functools.cached_property

@@ -11,7 +11,8 @@
 # beside the peer's with the ratio of the bests. JSON lines go to OUT_DIR (default
 # cpu_compare/); the environment's load average is printed before and after.
 # Settings: ROUNDS, EXPORT_ROUNDS (default ROUNDS; 0 = no export table), SETTINGS
-# ("net:batch:dtype ..."), STEPS, WARMUP, THREADS (both frameworks' threads; default all
+# ("net:batch:dtype ..."; a blank, SETTINGS=" ", times only the SavedModel against the
+# peer's inference), STEPS, WARMUP, THREADS (both frameworks' threads; default all
 # cores: on a machine that other jobs load, THREADS=1 keeps both clear of spin-waiting
 # threads whose partner is descheduled, which slows PyTorch's OpenMP most).
 set -euo pipefail
