@@ -68,6 +68,12 @@ class ModelConfig:
     two_columns: bool = True  # Sec. 3.2; False = one column with half the kernels
     lrn: bool = True  # Sec. 3.3
     lrn_convention: Literal["paper", "cuda-convnet", "caffe"] = "paper"  # see model.LocalResponseNormalization
+    # Which maps the LRN window of conv1 and conv2 spans in the two-column net: "column",
+    # each column's own (it stops at the column's edge: the columns do not talk there,
+    # Sec. 3.2; cuda-convnet's two-GPU layers); "layer", all the layer's maps (Sec. 3.3's
+    # "N is the total number of kernels in the layer"; Caffe's bvlc_alexnet).
+    # recipes/paper.py gives the reason for its choice
+    lrn_scope: Literal["column", "layer"] = "column"
     lrn_size: int = 5  # Sec. 3.3: n = 5
     lrn_alpha: float = 1e-4  # Sec. 3.3
     lrn_beta: float = 0.75  # Sec. 3.3
@@ -373,8 +379,9 @@ def _set(node: Any, dotted: str, value: Any, prefix: str = "") -> Any:
 
 
 # What a run's config.json written before a field existed stands for: runs trained before
-# model.dropout_form existed used the inverted form.
-LEGACY_VALUES = {("model", "dropout_form"): "inverted"}
+# model.dropout_form existed used the inverted form; before model.lrn_scope, the LRN
+# spanned the whole layer.
+LEGACY_VALUES = {("model", "dropout_form"): "inverted", ("model", "lrn_scope"): "layer"}
 
 
 def load_json(path: str) -> Config:

@@ -25,6 +25,14 @@ def get_config() -> Config:
             two_columns=True,  # Sec. 3.2
             lrn=True,  # Sec. 3.3: k=2, n=5, alpha=1e-4, beta=0.75
             lrn_convention="paper",
+            # Sec. 3.2: "the GPUs communicate only in certain layers", conv3 and the fully
+            # connected ones (Fig. 2), so each GPU normalizes the maps it holds: conv1's and
+            # conv2's LRN within a column, as cuda-convnet's two-GPU layer definitions do
+            # (rnorm1a: cmrnorm over conv1a's 48 maps, size 5). Sec. 3.3's "N is the total
+            # number of kernels in the layer" then bounds the window at the column's edge,
+            # the layer as one GPU holds it. Caffe's one-GPU bvlc_alexnet spans all 96 maps
+            # ("layer", what an imported bvlc_alexnet uses)
+            lrn_scope="column",
             lrn_size=5,
             lrn_alpha=1e-4,
             lrn_beta=0.75,
