@@ -35,6 +35,9 @@ def create_state(
     with Sec. 3.2's placement its weights split over the two columns' devices,
     `columns.place`), Sec. 5's SGD for the global batch (built, so that its slots exist
     before a compiled step), and the step counter."""
+    # the run's float32 (distribute.setup_runtime set it; a pretrained net loaded since,
+    # nets.TrainedNet, set its own run's)
+    tf.config.experimental.enable_tensor_float_32_execution(runtime.tf32)
     with runtime.strategy.scope(), runtime.policy():
         model = build_model(model_config, seed=seed)
         names = [layer.name for layer in model.layers]
