@@ -122,10 +122,14 @@ class OptimConfig:
     plateau_start_drop: float = 0.02
     plateau_cooldown: int = 0  # epochs after a cut that do not count (Keras' ReduceLROnPlateau cooldown)
     # a deadline for Sec. 5's `max_reductions` cuts, so that all fall within `train.epochs`
-    # whatever the validation error does: each rate after a cut runs at least this many
-    # epochs, and a cut that would leave too few for those still to come falls anyway;
-    # 0 = train.epochs // (2 * (max_reductions + 1)) (11 of the paper's 90)
-    plateau_min_epochs: int = 0
+    # (Sec. 5: "reduced three times prior to termination") whatever the validation error
+    # does: the epochs left always hold the cuts still to come at this many epochs each,
+    # so cut k of K falls at the latest after epoch epochs - (K - k + 1) * this (57, 68, 79
+    # of the paper's 90) and the last rate runs at least this many epochs. It holds no cut
+    # back: a plateau cuts whenever the error stops improving, also after epochs 4, 7 and
+    # 10 (Sec. 5 sets no time per rate). 0 = train.epochs // (2 * (max_reductions + 1)) (11
+    # of 90); "off" = no deadline, Sec. 5's rule alone (a run may end with fewer cuts)
+    plateau_min_epochs: int | Literal["off"] = 0
     step_epochs: tuple = ()  # for schedule=step: epochs at which lr *= lr_factor
     scale_lr: bool = True  # lr * global_batch / 128 when the batch differs from Sec. 5's
     # auto | keras (Keras' SGD ops) | fused (one fused kernel per variable, optim.FusedSGD)
@@ -212,9 +216,10 @@ def validate(config: Config) -> Config:
             )
     if config.finetune.lr_factor < 0:
         raise ConfigError("finetune.lr_factor must not be negative")
-    if config.optim.plateau_min_epochs < 0:
+    if config.optim.plateau_min_epochs != "off" and config.optim.plateau_min_epochs < 0:
         raise ConfigError(
-            "optim.plateau_min_epochs must not be negative (0: train.epochs // (2 * (max_reductions + 1)))"
+            "optim.plateau_min_epochs must not be negative (0: train.epochs // (2 * (max_reductions + 1)); "
+            "off: no deadline)"
         )
     if config.train.deterministic and config.train.jit_compile is True:
         raise ConfigError(
