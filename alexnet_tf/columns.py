@@ -3,9 +3,11 @@
 `distribute.strategy=columns` with two devices (`distribute.devices=gpu:0,gpu:1`, or
 `cpu:2`) runs the two-column net as the paper split it over its two GTX 580s: each device
 holds column A's or column B's half of the kernels and biases of every layer (`place`:
-half of each layer's output maps or units, with their momentum) and computes those maps
-(`forward`). It is model parallelism with one replica, run without XLA (an XLA cluster
-lives on one device); the numbers are those of the one-device model.
+half of each layer's output maps or units, with their momentum), computes those maps
+(`forward`; the training step places each gradient beside its forward op) and updates
+them (the fused update kernel runs where its variable is). It is model parallelism with
+one replica, run without XLA (an XLA cluster lives on one device); the numbers are those
+of the one-device model.
 
 What crosses between the devices, forward (the backward pass sends the gradients of the
 same tensors back the other way):

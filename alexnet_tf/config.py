@@ -214,6 +214,11 @@ def validate(config: Config) -> Config:
                 "distribute.strategy=columns runs on two devices, which one XLA cluster cannot span: "
                 "set train.jit_compile=False"
             )
+        if config.optim.update_op == "keras":
+            raise ConfigError(
+                "distribute.strategy=columns updates each column's weights on its own device with the fused "
+                "kernel (Keras' update ops would run on the first): set optim.update_op=fused or auto"
+            )
     if config.finetune.lr_factor < 0:
         raise ConfigError("finetune.lr_factor must not be negative")
     if config.optim.plateau_min_epochs != "off" and config.optim.plateau_min_epochs < 0:

@@ -61,9 +61,12 @@ def add_weight_decay(grads, variables, config: OptimConfig, scale: float = 1.0):
     gradients are summed.
     """
     wd = config.weight_decay * scale
-    return [
-        g + tf.cast(wd, g.dtype) * tf.cast(v, g.dtype) if decays(v, config) else g for g, v in zip(grads, variables)
-    ]
+
+    def decayed(g, v):
+        with tf.device(g.device):  # beside the gradient (a column's, on its own device)
+            return g + tf.cast(wd, g.dtype) * tf.cast(v, g.dtype)
+
+    return [decayed(g, v) if decays(v, config) else g for g, v in zip(grads, variables)]
 
 
 class LearningRateSchedule(tf.Module):

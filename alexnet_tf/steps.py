@@ -78,14 +78,25 @@ def _forward_backward(model, runtime: Runtime, data: DataConfig, optim_config: O
             # of the gradients is the gradient of the mean over the examples that were
             # read, so rows of unreadable files do not shrink the step.
             loss = tf.math.divide_no_nan(tf.reduce_sum(per_example * w), weight_sum)
-        grads = tape.gradient(loss, variables)
+        # Sec. 3.2's placement: tf.gradients puts each gradient op beside its forward op,
+        # so each column's backward pass runs on its own device; the tape leaves them to
+        # TensorFlow's placer, which puts every unplaced op on the first device.
+        grads = tf.gradients(loss, variables) if runtime.columns else tape.gradient(loss, variables)
         # Each replica adds its share of the decay so that the sum adds it once.
         replicas = tf.distribute.get_replica_context().num_replicas_in_sync
         grads = optim.add_weight_decay(grads, variables, optim_config, scale=1.0 / replicas)
-        grads = [g if f == 1.0 else g * tf.cast(f, g.dtype) for g, f in zip(grads, lr_scales)]
+        grads = [_scaled(g, f) for g, f in zip(grads, lr_scales)]
         return grads, {"loss": loss, **correct(labels, logits, w), "count": tf.reduce_sum(w)}
 
     return fn
+
+
+def _scaled(grad: tf.Tensor, factor: float) -> tf.Tensor:
+    """`grad * factor`, on the device of `grad` (a column's gradient stays on its own)."""
+    if factor == 1.0:
+        return grad
+    with tf.device(grad.device):
+        return grad * tf.cast(factor, grad.dtype)
 
 
 def _global_weight(batch: dict) -> tf.Tensor:

@@ -1,5 +1,6 @@
 """The training loop under tf.distribute, restarts and preemption (CPU devices)."""
 
+import collections
 import dataclasses
 import json
 import os
@@ -118,6 +119,26 @@ def test_dropout_masks_of_two_replicas_are_the_rows_of_one_devices_mask():
         a, b = a == 0, b == 0
         assert 0.3 < a.mean() < 0.7 and 0.3 < b.mean() < 0.7
         assert (a != b).mean() > 0.3  # independent masks disagree on about half the units
+
+
+def test_replica_r_gets_rows_r_of_the_global_batch():
+    """What model.Dropout relies on: under MirroredStrategy replica 0 trains on rows 0-15
+    of one device's global batch of 32 and replica 1 on rows 16-31, crops, flips and
+    colour noise included."""
+    from alexnet_tf import data as data_lib
+    from alexnet_tf.distribute import distributed_dataset, make_runtime
+
+    config = tiny()
+    source = data_lib.open_source(config.data.source, config.data)
+    # (after make_runtime: tf.data's shuffle of an in-memory split also reads TensorFlow's
+    # global seed, which setup_runtime sets from train.seed in every process of a run)
+    _, runtime = make_runtime(config, tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+    one = next(iter(data_lib.train_dataset(source, config.data, "train", 32, seed=5, epoch=1)))
+    per_replica = next(iter(distributed_dataset(runtime, source, config.data, 5, "train", 32, True, epoch=1)))
+    for k, v in one.items():
+        parts = [t.numpy() for t in runtime.strategy.experimental_local_results(per_replica[k])]
+        assert [len(p) for p in parts] == [16, 16]
+        np.testing.assert_array_equal(np.concatenate(parts), v.numpy(), err_msg=k)
 
 
 def test_two_replicas_train_like_one_device_with_dropout():
@@ -307,8 +328,21 @@ def test_columns_strategy_keeps_each_columns_weights_on_its_device(tmp_path):
         whole = model.get_layer(path.split("/")[0]).kernel if "kernel" in path else None
         if whole is not None:
             assert v.shape[-1] * 2 == whole.shape[-1] and v.shape[:-1] == whole.shape[:-1]
-    one_model, one_loop = train_loop(config, tf.distribute.OneDeviceStrategy("/cpu:0"), 8)
     batch = data_lib.synthetic_batch(config, 8, seed=3)
+    # the backward pass and the update's inputs of each column on its own device too (left
+    # unplaced, TensorFlow puts them on the first)
+    forward_backward = steps_lib._forward_backward(model, runtime, c.data, c.optim, stats, [1.0] * len(halves))
+    traced = tf.function(forward_backward).get_concrete_function(batch, tf.constant(8.0))
+    kinds = ("Conv2D", "Conv2DBackpropFilter", "Conv2DBackpropInput", "MatMul")
+    placed = collections.Counter((op.type, op.device[-5:]) for op in traced.graph.get_operations() if op.type in kinds)
+    assert {device for _, device in placed} == {"CPU:0", "CPU:1"}, placed
+    for kind in kinds:
+        assert placed[(kind, "CPU:0")] == placed[(kind, "CPU:1")] > 0, placed
+    grads, _ = traced.structured_outputs
+    for g, path in zip(grads, halves):
+        g = g.op.inputs[0] if g.op.type == "Identity" else g  # the function's output wrapper
+        assert g.device.endswith({"a": "CPU:0", "b": "CPU:1"}[path.rsplit("_", 1)[1]]), (path, g.device)
+    one_model, one_loop = train_loop(config, tf.distribute.OneDeviceStrategy("/cpu:0"), 8)
     loss = float(loop(iter([batch]), tf.constant(1))["loss"])
     assert loss == pytest.approx(float(one_loop(iter([batch]), tf.constant(1))["loss"]), rel=1e-5)
     for layer in one_model.layers:
