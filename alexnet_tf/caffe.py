@@ -34,6 +34,7 @@ BVLC_ALEXNET_SHA1 = "9116a64c0fbe4459d18f4bb6b56d647b63920377"
 # What makes the Keras net compute what Caffe computes (`caffe_config`).
 CAFFE_SETTINGS = {
     "model.lrn_convention": "caffe",  # Caffe's LRN divides alpha by n and has k = 1
+    "model.lrn_scope": "layer",  # norm1 and norm2 span all the maps of conv1 and conv2
     "model.dropout_form": "inverted",  # Caffe's dropout scales in training: the identity at test
     "data.channel_order": "bgr",  # Caffe reads images with OpenCV: the net takes BGR
     "data.resize": "warp",  # Caffe's ImageNet data: every image warped to 256x256 (data.ops.resize_warp)

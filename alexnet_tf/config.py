@@ -68,6 +68,12 @@ class ModelConfig:
     two_columns: bool = True  # Sec. 3.2; False = one column with half the kernels
     lrn: bool = True  # Sec. 3.3
     lrn_convention: Literal["paper", "cuda-convnet", "caffe"] = "paper"  # see model.LocalResponseNormalization
+    # Which maps the LRN window of conv1 and conv2 spans in the two-column net: "column",
+    # each column's own (it stops at the column's edge: the columns do not talk there,
+    # Sec. 3.2; cuda-convnet's two-GPU layers); "layer", all the layer's maps (Sec. 3.3's
+    # "N is the total number of kernels in the layer"; Caffe's bvlc_alexnet).
+    # recipes/paper.py gives the reason for its choice
+    lrn_scope: Literal["column", "layer"] = "column"
     lrn_size: int = 5  # Sec. 3.3: n = 5
     lrn_alpha: float = 1e-4  # Sec. 3.3
     lrn_beta: float = 0.75  # Sec. 3.3
@@ -116,10 +122,14 @@ class OptimConfig:
     plateau_start_drop: float = 0.02
     plateau_cooldown: int = 0  # epochs after a cut that do not count (Keras' ReduceLROnPlateau cooldown)
     # a deadline for Sec. 5's `max_reductions` cuts, so that all fall within `train.epochs`
-    # whatever the validation error does: each rate after a cut runs at least this many
-    # epochs, and a cut that would leave too few for those still to come falls anyway;
-    # 0 = train.epochs // (2 * (max_reductions + 1)) (11 of the paper's 90)
-    plateau_min_epochs: int = 0
+    # (Sec. 5: "reduced three times prior to termination") whatever the validation error
+    # does: the epochs left always hold the cuts still to come at this many epochs each,
+    # so cut k of K falls at the latest after epoch epochs - (K - k + 1) * this (57, 68, 79
+    # of the paper's 90) and the last rate runs at least this many epochs. It holds no cut
+    # back: a plateau cuts whenever the error stops improving, also after epochs 4, 7 and
+    # 10 (Sec. 5 sets no time per rate). 0 = train.epochs // (2 * (max_reductions + 1)) (11
+    # of 90); "off" = no deadline, Sec. 5's rule alone (a run may end with fewer cuts)
+    plateau_min_epochs: int | Literal["off"] = 0
     step_epochs: tuple = ()  # for schedule=step: epochs at which lr *= lr_factor
     scale_lr: bool = True  # lr * global_batch / 128 when the batch differs from Sec. 5's
     # auto | keras (Keras' SGD ops) | fused (one fused kernel per variable, optim.FusedSGD)
@@ -204,11 +214,17 @@ def validate(config: Config) -> Config:
                 "distribute.strategy=columns runs on two devices, which one XLA cluster cannot span: "
                 "set train.jit_compile=False"
             )
+        if config.optim.update_op == "keras":
+            raise ConfigError(
+                "distribute.strategy=columns updates each column's weights on its own device with the fused "
+                "kernel (Keras' update ops would run on the first): set optim.update_op=fused or auto"
+            )
     if config.finetune.lr_factor < 0:
         raise ConfigError("finetune.lr_factor must not be negative")
-    if config.optim.plateau_min_epochs < 0:
+    if config.optim.plateau_min_epochs != "off" and config.optim.plateau_min_epochs < 0:
         raise ConfigError(
-            "optim.plateau_min_epochs must not be negative (0: train.epochs // (2 * (max_reductions + 1)))"
+            "optim.plateau_min_epochs must not be negative (0: train.epochs // (2 * (max_reductions + 1)); "
+            "off: no deadline)"
         )
     if config.train.deterministic and config.train.jit_compile is True:
         raise ConfigError(
@@ -373,8 +389,9 @@ def _set(node: Any, dotted: str, value: Any, prefix: str = "") -> Any:
 
 
 # What a run's config.json written before a field existed stands for: runs trained before
-# model.dropout_form existed used the inverted form.
-LEGACY_VALUES = {("model", "dropout_form"): "inverted"}
+# model.dropout_form existed used the inverted form; before model.lrn_scope, the LRN
+# spanned the whole layer.
+LEGACY_VALUES = {("model", "dropout_form"): "inverted", ("model", "lrn_scope"): "layer"}
 
 
 def load_json(path: str) -> Config:

@@ -85,7 +85,8 @@ def resolve(device_kind: str, precision: str, wanted: dict) -> Forms:
     """The forms for `device_kind` ("cpu" or "gpu"; anything else counts as "gpu") and
     `precision`: each "auto" in `wanted` (as `requested` gives it) from TABLE, the other
     values as they are. XLA stays off where it cannot run: deterministic runs (no
-    deterministic XLA max-pooling gradient) and the columns strategy (two devices)."""
+    deterministic XLA max-pooling gradient) and the columns strategy (two devices), which
+    also takes the fused update (it runs on each variable's device, Keras' ops on the first)."""
     kind = "cpu" if device_kind == "cpu" else "gpu"
     row = TABLE[(kind, precision)]
     values, chosen = {}, []
@@ -96,6 +97,8 @@ def resolve(device_kind: str, precision: str, wanted: dict) -> Forms:
         values[name] = value
     if "jit_compile" in chosen and (wanted.get("deterministic") or wanted.get("columns")):
         values["jit_compile"] = False
+    if "update_op" in chosen and wanted.get("columns"):  # no XLA; the fused kernel runs beside each variable
+        values["update_op"] = "fused"
     fused = bool(values["jit_compile"] and wanted.get("fused_update", True))
     return Forms(kind, precision, fused_update=fused, chosen=tuple(chosen), **values)
 

@@ -49,6 +49,9 @@ class LocalResponseNormalization(layers.Layer):
       paper:        alpha' = alpha,     k = 2   (the formula as printed, no 1/n)
       cuda-convnet: alpha' = alpha / n, k = 2   (Alex's released code)
       caffe:        alpha' = alpha / n, k = 1   (bvlc_alexnet)
+    `groups`: the maps fall into this many consecutive groups (the columns of Sec. 3.2)
+    and the window stops at a group's edge as at the layer's: 2 normalizes each column
+    over its own maps, 1 over all the maps of the layer (`model.lrn_scope`).
     Computed in float32 whatever the dtype policy (tf.nn.local_response_normalization
     has no bf16 kernel and does not compile in bf16); `implementation` says with which ops.
     """
@@ -62,7 +65,7 @@ class LocalResponseNormalization(layers.Layer):
     # alexnet_tf.forms picks one per device.
     IMPLEMENTATIONS = ("ops", "matmul", "tf_op")
 
-    def __init__(self, size=5, alpha=1e-4, beta=0.75, convention="paper", implementation="ops", **kwargs):
+    def __init__(self, size=5, alpha=1e-4, beta=0.75, convention="paper", implementation="ops", groups=1, **kwargs):
         super().__init__(**kwargs)
         if convention not in self.CONVENTIONS:
             raise ValueError(f"convention must be one of {sorted(self.CONVENTIONS)}, got {convention!r}")
@@ -70,29 +73,46 @@ class LocalResponseNormalization(layers.Layer):
             raise ValueError(f"implementation must be one of {self.IMPLEMENTATIONS}, got {implementation!r}")
         if size % 2 != 1:
             raise ValueError(f"size must be odd, got {size}")
+        if groups < 1:
+            raise ValueError(f"groups must be 1 or more, got {groups}")
         self.size, self.alpha, self.beta, self.convention = size, alpha, beta, convention
-        self.implementation = implementation
+        self.implementation, self.groups = implementation, groups
         self.k, per_term = self.CONVENTIONS[convention]
         self.scaled_alpha = alpha / size if per_term else alpha
+
+    def build(self, input_shape):
+        if input_shape[-1] % self.groups:
+            raise ValueError(f"{input_shape[-1]} maps do not fall into {self.groups} groups of one size")
+        super().build(input_shape)
 
     def call(self, x):
         in_dtype = x.dtype
         x = ops.cast(x, "float32")
-        r = self.size // 2
-        if self.implementation == "tf_op":
-            y = tf.nn.local_response_normalization(x, r, self.k, self.scaled_alpha, self.beta)
-            return ops.cast(y, in_dtype)
-        squares = ops.square(x)
+        r, g = self.size // 2, self.groups
         channels = x.shape[-1]
+        if self.implementation == "tf_op":
+            # each group's maps as a position of their own: (B, H, W * g, C / g)
+            shape = tf.shape(x)
+            grouped = tf.reshape(x, [shape[0], shape[1], shape[2] * g, channels // g]) if g > 1 else x
+            y = tf.nn.local_response_normalization(grouped, r, self.k, self.scaled_alpha, self.beta)
+            return ops.cast(tf.reshape(y, shape) if g > 1 else y, in_dtype)
+        squares = ops.square(x)
         if self.implementation == "matmul":
             c = np.arange(channels)
-            band = (np.abs(c[:, None] - c[None, :]) <= r).astype("float32")  # (C, C): maps c' with |c - c'| <= n//2
+            near = np.abs(c[:, None] - c[None, :]) <= r
+            same_group = (c[:, None] * g) // channels == (c[None, :] * g) // channels
+            band = (near & same_group).astype("float32")  # (C, C): maps c' of c's group with |c - c'| <= n//2
             window = ops.matmul(squares, band)
         else:
-            padded = ops.pad(squares, [[0, 0], [0, 0], [0, 0], [r, r]])
-            window = padded[..., 0:channels]
+            if g > 1:  # (B, H, W, g, C / g): the window runs within the last axis
+                squares = tf.reshape(squares, tf.concat([tf.shape(squares)[:-1], [g, channels // g]], 0))
+            width = channels // g
+            padded = ops.pad(squares, [[0, 0]] * (len(squares.shape) - 1) + [[r, r]])
+            window = padded[..., 0:width]
             for i in range(1, self.size):
-                window = window + padded[..., i : i + channels]
+                window = window + padded[..., i : i + width]
+            if g > 1:
+                window = tf.reshape(window, tf.shape(x))
         y = x * self._inverse_power(self.k + self.scaled_alpha * window)
         return ops.cast(y, in_dtype)
 
@@ -115,6 +135,7 @@ class LocalResponseNormalization(layers.Layer):
             "beta": self.beta,
             "convention": self.convention,
             "implementation": self.implementation,
+            "groups": self.groups,
         }
 
 
@@ -143,7 +164,7 @@ class SplitConv2D(layers.Conv2D):
 
 @keras.saving.register_keras_serializable(package="alexnet_tf")
 class Dropout(layers.Dropout):
-    """Dropout as Sec. 4.2 computes it, with masks that differ across replicas.
+    """Dropout as Sec. 4.2 computes it, with masks that depend on the global batch alone.
 
     `form="paper"`: in training each unit is set to zero with probability `rate` and
     the others pass unchanged; at test all units pass, multiplied by 1 - rate ("at test
@@ -152,9 +173,14 @@ class Dropout(layers.Dropout):
     (keras.layers.Dropout, PyTorch, Caffe). Both give the same test-time function; their
     training differs by that factor in what the next layer sees.
 
-    Under MirroredStrategy the seed state of Keras' Dropout is mirrored, so every
-    replica would draw the same mask. Folding the replica id into the seed gives each
-    replica its own masks, as one device with the whole batch would.
+    The mask of a training call is one draw for the whole global batch, keyed by the
+    layer's seed state (the run's seed and layer, advanced once per call: once per step)
+    and taken row by row by the example's index in the global batch. Under a
+    tf.distribute strategy, replica r of R holds rows r * b .. r * b + b - 1 of it (the
+    input pipelines cut the global batch so, `alexnet_tf.data.train_dataset`): each
+    replica draws the global mask and keeps its rows, so one device and eight zero the
+    same units of the same example. (The seed state of Keras' Dropout is mirrored: a
+    per-replica draw would give every replica the same mask.)
     """
 
     FORMS = ("paper", "inverted")
@@ -170,13 +196,27 @@ class Dropout(layers.Dropout):
             return inputs
         if not training:
             return inputs * (1.0 - self.rate) if self.form == "paper" else inputs
-        seed = tf.cast(self.seed_generator.next(), tf.int64)
+        return self.drop(inputs, self.seed_generator.next())
+
+    def drop(self, inputs, seed):
+        """`inputs` (this replica's rows of the global batch) with the units that the mask
+        of `seed` (a seed state of `seed_generator`) zeroes set to zero, the others
+        passed as the form says."""
         ctx = tf.distribute.get_replica_context()
-        replica = ctx.replica_id_in_sync_group if ctx is not None else 0
-        seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(replica, tf.int64))
-        kept = tf.nn.experimental.stateless_dropout(inputs, self.rate, seed=seed, noise_shape=self.noise_shape)
-        # stateless_dropout divides the kept units by 1 - rate (the inverted form)
-        return kept * (1.0 - self.rate) if self.form == "paper" else kept
+        replicas, replica = (ctx.num_replicas_in_sync, ctx.replica_id_in_sync_group) if ctx else (1, 0)
+        shape = tf.shape(inputs)
+        rows = shape[0]
+        if self.noise_shape is not None:  # None: that axis as the input's
+            shape = tf.stack([shape[i] if n is None else n for i, n in enumerate(self.noise_shape)])
+        per_row = self.noise_shape is None or self.noise_shape[0] is None
+        if per_row and replicas > 1:  # the mask of the global batch (B * R, ...), this replica's rows
+            shape = tf.concat([[rows * replicas], shape[1:]], 0)
+        u = tf.random.stateless_uniform(shape, seed=tf.cast(seed, tf.int64))
+        if per_row and replicas > 1:
+            u = u[replica * rows : (replica + 1) * rows]
+        keep = tf.cast(u >= self.rate, inputs.dtype)
+        # Sec. 4.2 passes the kept units as they are; the inverted form divides by 1 - rate
+        return inputs * keep if self.form == "paper" else inputs * keep / tf.cast(1.0 - self.rate, inputs.dtype)
 
     def get_config(self):
         return {**super().get_config(), "form": self.form}
@@ -246,8 +286,9 @@ class _Layers:
         c = self.config
         if not c.lrn:
             return x
+        groups = 2 if c.two_columns and c.lrn_scope == "column" else 1  # Sec. 3.2: each column its own maps
         lrn = LocalResponseNormalization(
-            c.lrn_size, c.lrn_alpha, c.lrn_beta, c.lrn_convention, self.lrn_impl, name=name
+            c.lrn_size, c.lrn_alpha, c.lrn_beta, c.lrn_convention, self.lrn_impl, groups, name=name
         )
         return lrn(x)
 
@@ -311,6 +352,14 @@ def model_variables(model: keras.Model) -> dict:
     """The model's variables by layer and name, the form in which checkpoints hold them.
 
     Keras 3 models are not tracked by tf.train.Checkpoint themselves; this nested dict
-    is, so checkpoint keys read "model/conv1/kernel/...", "model/dropout6/seed_generator_state/...".
+    is, so checkpoint keys read "model/conv1/kernel/...", "model/dropout6/seed_generator_state/...",
+    whatever the placement (a weight split over two devices by `alexnet_tf.columns` as one).
     """
-    return {layer.name: {v.name: v for v in layer.variables} for layer in model.layers if layer.variables}
+    out = {}
+    for layer in model.layers:
+        weights = {v.name: v for v in layer.variables}
+        if hasattr(getattr(layer, "kernel", None), "halves"):  # alexnet_tf.columns.place: saved whole
+            weights = {"kernel": layer.kernel, "bias": layer.bias}
+        if weights:
+            out[layer.name] = weights
+    return out

@@ -58,6 +58,10 @@ class TrainedNet:
         outputs = self.model.output.shape[-1]
         if outputs != len(self.class_names):
             raise ValueError(f"the model has {outputs} outputs but {len(self.class_names)} class names were given")
+        # Every command and the Python API run a net through its TrainedNet: float32 is
+        # float32 here as in the net's training unless its run set train.tf32 (TensorFlow's
+        # own default is TF32 on Ampere and newer GPUs). Process-wide: the latest net decides.
+        tf.config.experimental.enable_tensor_float_32_execution(self.config.train.tf32)
 
     @property
     def num_classes(self) -> int:

@@ -61,9 +61,12 @@ def add_weight_decay(grads, variables, config: OptimConfig, scale: float = 1.0):
     gradients are summed.
     """
     wd = config.weight_decay * scale
-    return [
-        g + tf.cast(wd, g.dtype) * tf.cast(v, g.dtype) if decays(v, config) else g for g, v in zip(grads, variables)
-    ]
+
+    def decayed(g, v):
+        with tf.device(g.device):  # beside the gradient (a column's, on its own device)
+            return g + tf.cast(wd, g.dtype) * tf.cast(v, g.dtype)
+
+    return [decayed(g, v) if decays(v, config) else g for g, v in zip(grads, variables)]
 
 
 class LearningRateSchedule(tf.Module):
@@ -81,13 +84,16 @@ class LearningRateSchedule(tf.Module):
         plateau); after a cut, once an epoch at the new rate has improved;
       - `plateau_patience` counted epochs in a row cut the rate; the `plateau_cooldown`
         epochs after a cut are not counted;
-      - a deadline: each rate after a cut runs at least `plateau_min_epochs` epochs (by
-        default epochs // (2 * (cuts + 1)), 11 of the paper's 90), and when the epochs left
-        just hold the cuts still to come at that many each, the rate is cut whatever the
-        error did: every cut the paper made falls within the run (the last one at least
-        11 epochs before its end), even for an error that never falls far enough to
-        start counting or never improves after a cut, and the plateau rule has every
-        epoch before that to cut as Sec. 5 says.
+      - a deadline, so that the paper's cuts fall within the run ("reduced three times
+        prior to termination"): when the epochs left just hold the cuts still to come at
+        `plateau_min_epochs` epochs each (by default epochs // (2 * (cuts + 1)), 11 of the
+        paper's 90), the rate is cut whatever the error did, so cut k of K falls at the
+        latest after epoch epochs - (K - k + 1) * min_epochs (57, 68, 79 of 90) and the
+        last rate runs at least min_epochs, even for an error that never falls far
+        enough to start counting or never improves after a cut. It holds no cut back: the
+        plateau rule cuts whenever the error stops improving, also after epochs 4, 7 and
+        10 (Sec. 5 sets no time per rate). `plateau_min_epochs="off"`: no deadline, Sec.
+        5's rule alone.
     step: multiply by `lr_factor` at each epoch in `step_epochs`. constant: `lr` throughout.
     `status` says after each epoch what the rule did and what it waits for.
     """
@@ -97,7 +103,8 @@ class LearningRateSchedule(tf.Module):
         self.config = config
         self.base = base_lr(config, global_batch)
         self.epochs = epochs
-        self.min_epochs = config.plateau_min_epochs or max(1, epochs // (2 * (config.max_reductions + 1)))
+        m = config.plateau_min_epochs
+        self.min_epochs = None if m == "off" else m or max(1, epochs // (2 * (config.max_reductions + 1)))
         self.best_error = tf.Variable(float("inf"), trainable=False, name="best_error")
         # epochs count once best_error is at or below this (set by the first epoch and each cut)
         self.counts_below = tf.Variable(float("inf"), trainable=False, name="counts_below")
@@ -149,7 +156,8 @@ class LearningRateSchedule(tf.Module):
             if int(self.bad_epochs.numpy()) >= c.plateau_patience:
                 reason = "the validation error stopped improving"
         full = int(self.reductions.numpy()) >= c.max_reductions
-        if not reason and not full and self._deadline() <= int(self.epochs_done.numpy()):
+        deadline = self._deadline()
+        if not reason and not full and deadline is not None and deadline <= int(self.epochs_done.numpy()):
             left = c.max_reductions - int(self.reductions.numpy())
             reason = (
                 f"the {self.epochs - int(self.epochs_done.numpy())} epochs left hold the {left} cut(s) still to come "
@@ -161,13 +169,15 @@ class LearningRateSchedule(tf.Module):
             return True
         if full:
             self.status += f"; the rate was cut {c.max_reductions} times (Sec. 5) and stays"
-        else:
-            self.status += f"; cut at the latest after epoch {self._deadline()}"
+        elif deadline is not None:
+            self.status += f"; cut at the latest after epoch {deadline}"
         return False
 
-    def _deadline(self) -> int:
+    def _deadline(self) -> int | None:
         """The epoch (1-based) after which the next cut falls at the latest: when the epochs
-        left hold the cuts still to come, `min_epochs` each."""
+        left hold the cuts still to come, `min_epochs` each; None without a deadline."""
+        if self.min_epochs is None:
+            return None
         left = self.config.max_reductions - int(self.reductions.numpy())
         return max(1, self.epochs - left * self.min_epochs)
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from alexnet_tf import columns, optim
 from alexnet_tf import data as data_lib
-from alexnet_tf import optim
 from alexnet_tf import predict as predict_lib
 from alexnet_tf.config import ConfigError, DataConfig, ModelConfig, OptimConfig
 from alexnet_tf.distribute import Runtime
@@ -31,9 +31,13 @@ def create_state(
     frozen: tuple = (),
 ):
     """(model, optimizer, step) of a run, made under the strategy's scope and the dtype
-    policy: the net with the run's seed (the layers named in `frozen` not trainable),
-    Sec. 5's SGD for the global batch (built, so that its slots exist before a compiled
-    step), and the step counter."""
+    policy: the net with the run's seed (the layers named in `frozen` not trainable;
+    with Sec. 3.2's placement its weights split over the two columns' devices,
+    `columns.place`), Sec. 5's SGD for the global batch (built, so that its slots exist
+    before a compiled step), and the step counter."""
+    # the run's float32 (distribute.setup_runtime set it; a pretrained net loaded since,
+    # nets.TrainedNet, set its own run's)
+    tf.config.experimental.enable_tensor_float_32_execution(runtime.tf32)
     with runtime.strategy.scope(), runtime.policy():
         model = build_model(model_config, seed=seed)
         names = [layer.name for layer in model.layers]
@@ -41,6 +45,8 @@ def create_state(
             if name not in names:
                 raise ConfigError(f"finetune.freeze names no layer {name!r}; the net's layers: {', '.join(names)}")
             model.get_layer(name).trainable = False
+        if runtime.columns:  # Sec. 3.2: each column's weights on its own device
+            columns.place(model, list(runtime.columns))
         optimizer = optim.build_optimizer(optim_config, global_batch)
         optimizer.build(model.trainable_variables)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
@@ -51,8 +57,6 @@ def model_call(model: keras.Model, runtime: Runtime):
     """`model` itself, or with Sec. 3.2's placement its column-placed forward pass."""
     if not runtime.columns:
         return model
-    from alexnet_tf import columns
-
     return lambda images, training: columns.forward(model, images, list(runtime.columns), training)
 
 
@@ -74,14 +78,25 @@ def _forward_backward(model, runtime: Runtime, data: DataConfig, optim_config: O
             # of the gradients is the gradient of the mean over the examples that were
             # read, so rows of unreadable files do not shrink the step.
             loss = tf.math.divide_no_nan(tf.reduce_sum(per_example * w), weight_sum)
-        grads = tape.gradient(loss, variables)
+        # Sec. 3.2's placement: tf.gradients puts each gradient op beside its forward op,
+        # so each column's backward pass runs on its own device; the tape leaves them to
+        # TensorFlow's placer, which puts every unplaced op on the first device.
+        grads = tf.gradients(loss, variables) if runtime.columns else tape.gradient(loss, variables)
         # Each replica adds its share of the decay so that the sum adds it once.
         replicas = tf.distribute.get_replica_context().num_replicas_in_sync
         grads = optim.add_weight_decay(grads, variables, optim_config, scale=1.0 / replicas)
-        grads = [g if f == 1.0 else g * tf.cast(f, g.dtype) for g, f in zip(grads, lr_scales)]
+        grads = [_scaled(g, f) for g, f in zip(grads, lr_scales)]
         return grads, {"loss": loss, **correct(labels, logits, w), "count": tf.reduce_sum(w)}
 
     return fn
+
+
+def _scaled(grad: tf.Tensor, factor: float) -> tf.Tensor:
+    """`grad * factor`, on the device of `grad` (a column's gradient stays on its own)."""
+    if factor == 1.0:
+        return grad
+    with tf.device(grad.device):
+        return grad * tf.cast(factor, grad.dtype)
 
 
 def _global_weight(batch: dict) -> tf.Tensor:
@@ -150,11 +165,27 @@ def make_train_loop(
     return train_loop
 
 
+def _skip_empty(call, classes: int):
+    """`call(images, training)` that gives no logits (0, classes) for a batch of no images
+    without running the net. The last eval batch of a split that does not fill every
+    replica leaves some empty (tf.distribute hands them 0 rows), and TensorFlow's oneDNN
+    convolutions (CPU) return their input for an empty batch, which the next layer
+    refuses ("Incompatible shapes: [0,67,67,3] vs. [0,15,15,24]")."""
+
+    def call_unless_empty(images, training=False):
+        def run():
+            return tf.cast(call(images, training=training), tf.float32)
+
+        return tf.cond(tf.shape(images)[0] > 0, run, lambda: tf.zeros([0, classes], tf.float32))
+
+    return call_unless_empty
+
+
 def make_eval_step(model: keras.Model, runtime: Runtime, data: DataConfig, stats: dict):
     """`eval_step(batch)`: summed `loss_sum`, `top1_correct`, `top5_correct` and `count`
     of one distributed eval batch (centre crops; weight-0 rows are padding or unreadable
-    files and count for nothing)."""
-    call = model_call(model, runtime)
+    files and count for nothing; a replica's batch may be empty, see `_skip_empty`)."""
+    call = _skip_empty(model_call(model, runtime), model.output.shape[-1])
     compute_dtype = runtime.compute_dtype
 
     @tf.function(jit_compile=runtime.jit)

@@ -50,8 +50,9 @@ def get_config():
             # all but fc8 (fc7's features with a new linear classifier, Sec. 6.1)
             "finetune.freeze": (),
             # A trained net starts near its end: fewer epochs and one cut of the rate, at a
-            # plateau or at the latest after half of them (Caffe's solver likewise cuts
-            # "lower than if we were training from scratch", every 20,000 iterations, not 100,000)
+            # plateau or at the latest after epoch 8 (optim.plateau_min_epochs' default
+            # deadline: 10 // 4 = 2 epochs at the last rate). Caffe's solver likewise cuts
+            # "lower than if we were training from scratch", every 20,000 iterations, not 100,000
             "train.epochs": 10,
             "optim.max_reductions": 1,
             "train.log_every": 20,

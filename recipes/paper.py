@@ -25,6 +25,14 @@ def get_config() -> Config:
             two_columns=True,  # Sec. 3.2
             lrn=True,  # Sec. 3.3: k=2, n=5, alpha=1e-4, beta=0.75
             lrn_convention="paper",
+            # Sec. 3.2: "the GPUs communicate only in certain layers", conv3 and the fully
+            # connected ones (Fig. 2), so each GPU normalizes the maps it holds: conv1's and
+            # conv2's LRN within a column, as cuda-convnet's two-GPU layer definitions do
+            # (rnorm1a: cmrnorm over conv1a's 48 maps, size 5). Sec. 3.3's "N is the total
+            # number of kernels in the layer" then bounds the window at the column's edge,
+            # the layer as one GPU holds it. Caffe's one-GPU bvlc_alexnet spans all 96 maps
+            # ("layer", what an imported bvlc_alexnet uses)
+            lrn_scope="column",
             lrn_size=5,
             lrn_alpha=1e-4,
             lrn_beta=0.75,
@@ -41,6 +49,10 @@ def get_config() -> Config:
             schedule="plateau",  # Sec. 5: /10 when validation error stops improving
             lr_factor=0.1,
             max_reductions=3,  # Sec. 5: three times
+            # Sec. 5: "reduced three times prior to termination": a deadline cuts where no
+            # plateau did, at the latest after epochs 57, 68 and 79 (0: 90 // 8 = 11 epochs
+            # held for each cut to come); "off" leaves Sec. 5's plateau rule alone
+            plateau_min_epochs=0,
         ),
         train=TrainConfig(
             batch_size=128,  # Sec. 5

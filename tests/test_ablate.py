@@ -93,3 +93,38 @@ def test_summary_pairs_each_seed_with_its_baseline():
     assert math.isclose(rows["baseline"]["top1_error_mean"], 25.0)
     assert math.isclose(rows["baseline"]["test_minus_train_mean"], 5.0)
     assert math.isclose(rows["ten_crop"]["diff_mean"], -1.5) and rows["ten_crop"]["direction_matches"]
+
+
+def test_the_baseline_is_named_by_what_ran():
+    """The table's baseline is the recipe's net, named so, with every setting in which it
+    is not the paper's net (recipes/paper.py): for the quickstart a quarter of the width,
+    67 px, fan-in init, biases 0, inputs x1/64, and the schedule the command set."""
+    from alexnet_tf.config import load_recipe, override
+
+    quick = override(load_recipe("quickstart"), ["optim.schedule=step", "optim.step_epochs=(5, 7)"])
+    changes = ablate.differences_from_paper(quick)
+    for expected in (
+        "model.width=0.25",
+        "model.input_size=67",
+        "model.init='fan_in'",
+        "model.bias_one=False",
+        "data.crop_size=67",
+        "data.input_scale=0.015625",
+        "optim.schedule='step'",
+        "optim.step_epochs=(5, 7)",
+    ):
+        assert expected in changes
+    assert not any(c.startswith(("model.num_classes", "model.conv_form", "data.source")) for c in changes)
+    assert ablate.differences_from_paper(load_recipe("paper")) == []
+    assert "optim.step_epochs" not in " ".join(ablate.differences_from_paper(load_recipe("quickstart")))
+
+    summary = ablate.summarize(
+        dict([_run("baseline", 0, 0.3, 0.25), _run("no_lrn", 0, 0.32, 0.26)]), ["baseline", "no_lrn"], [], 0.25
+    )
+    meta = {"dataset": "d", "seeds": 1, "budget_epochs": 8, "recipe": "recipes/quickstart.py"}
+    md = ablate.markdown(summary, {**meta, "baseline_differs_from_paper": changes})
+    assert "paper's net)" not in md and "| baseline (quickstart.py) |" in md
+    assert "Baseline: the net of quickstart.py, not the paper's net: it differs from recipes/paper.py in" in md
+    assert "model.width=0.25" in md and "optim.schedule='step'" in md
+    paper_md = ablate.markdown(summary, {**meta, "recipe": "paper.py", "baseline_differs_from_paper": []})
+    assert "| baseline (paper.py) |" in paper_md and "the net of paper.py, the paper's" in paper_md

@@ -32,6 +32,10 @@ def test_explicit_values_stay_and_xla_stays_off_where_it_cannot_run():
     assert forms.apply(deterministic, "gpu")[0].train.jit_compile is False
     columns = override(load_recipe(PAPER), {"distribute.strategy": "columns"})
     assert forms.apply(columns, "gpu")[0].train.jit_compile is False
+    # ... and updates each column's weights with the fused kernel, on the weights' device
+    assert forms.apply(columns, "gpu")[0].optim.update_op == "fused"
+    with pytest.raises(ConfigError, match="optim.update_op=fused or auto"):
+        override(columns, {"optim.update_op": "keras"})
     # explicit CPU forms on a GPU resolve as they are; the quickstart leaves them to the table
     explicit = override(load_recipe(QUICKSTART), {"model.conv_form": "split", "train.jit_compile": False})
     quick, _ = forms.apply(explicit, "gpu")

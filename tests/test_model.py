@@ -50,9 +50,10 @@ def test_groups_and_kernel_shapes(paper_model):
 
 
 @pytest.mark.parametrize("form", ["grouped", "split"])
-@pytest.mark.parametrize("layer", ["conv2", "conv4", "conv5"])
+@pytest.mark.parametrize("layer", ["conv2", "conv4", "conv5", "lrn1", "lrn2"])
 def test_column_isolation(form, layer):
-    """Changing column A's input maps of a grouped layer leaves column B's outputs alone."""
+    """Changing column A's input maps of a grouped layer (or of an LRN within columns, the
+    default model.lrn_scope) leaves column B's outputs alone."""
     cfg = dataclasses.replace(SMALL, conv_form=form)
     model = build_model(cfg)
     target = model.get_layer(layer)
@@ -69,6 +70,36 @@ def test_column_isolation(form, layer):
     x3 = x.copy()
     x3[..., cin:] = rng.normal(size=x3[..., cin:].shape)
     np.testing.assert_array_equal(y[..., :cout], sub(x3).numpy()[..., :cout])
+
+
+def test_lrn_scope_layer_spans_both_columns():
+    """model.lrn_scope="layer" (Caffe's): column B's maps at the edge see column A's."""
+    model = build_model(dataclasses.replace(SMALL, lrn_scope="layer"))
+    lrn = model.get_layer("lrn1")
+    assert lrn.groups == 1 and build_model(SMALL).get_layer("lrn1").groups == 2
+    x = np.random.default_rng(0).normal(scale=100.0, size=(1, 3, 3, lrn.input.shape[-1])).astype("float32")
+    x2 = x.copy()
+    half = x.shape[-1] // 2
+    x2[..., :half] *= 2.0
+    changed = np.abs(lrn(x2).numpy() - lrn(x).numpy())[..., half:].max(axis=(0, 1, 2))
+    assert (changed[:2] > 0).all() and (changed[2:] == 0).all()  # n // 2 = 2 maps past the edge
+
+
+def test_lrn_scope_of_the_recipes_and_of_older_runs(tmp_path):
+    """The paper's recipe normalizes within each column (its reason beside the setting),
+    Caffe's imported net over the layer, and a run's config.json from before the setting
+    existed as it was trained: over the layer."""
+    import json
+
+    from alexnet_tf.caffe import caffe_config
+    from alexnet_tf.config import load_json, load_recipe, to_dict
+
+    assert load_recipe("paper").model.lrn_scope == "column"
+    assert caffe_config().model.lrn_scope == "layer"
+    old = to_dict(load_recipe("quickstart"))
+    del old["model"]["lrn_scope"]
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    assert load_json(str(tmp_path / "config.json")).model.lrn_scope == "layer"
 
 
 def test_conv3_sees_both_columns():
@@ -108,24 +139,51 @@ def test_lrn_matches_formula(convention, k, per_term, implementation):
     np.testing.assert_allclose(other(a).numpy(), expected, rtol=1e-5)
 
 
+def _lrn_columns_numpy(a, groups, *args):
+    """Each group of consecutive maps normalized on its own (Sec. 3.2's columns)."""
+    return np.concatenate([_lrn_numpy(part, *args) for part in np.split(a, groups, axis=-1)], -1)
+
+
 @pytest.mark.parametrize("implementation", LocalResponseNormalization.IMPLEMENTATIONS)
-def test_lrn_gradient_matches_formula(implementation):
+@pytest.mark.parametrize("convention,k,per_term", [("paper", 2.0, False), ("caffe", 1.0, True)])
+def test_lrn_within_columns_matches_formula(convention, k, per_term, implementation):
+    """groups=2: each column's maps over its own window, which stops at the column's edge
+    (cuda-convnet's rnorm1a over conv1a's maps), in float64 NumPy; maps beside the edge
+    differ from the layer-wide LRN, the others do not."""
+    rng = np.random.default_rng(4)
+    a = rng.normal(scale=100.0, size=(2, 3, 3, 12)).astype("float32")  # alpha * a^2 about k
+    layer = LocalResponseNormalization(5, 1e-4, 0.75, convention, implementation, groups=2)
+    expected = _lrn_columns_numpy(a.astype(np.float64), 2, 5, 1e-4, 0.75, k, per_term)
+    out = layer(a).numpy()
+    np.testing.assert_allclose(out, expected, rtol=1e-5)
+    whole = _lrn_numpy(a.astype(np.float64), 5, 1e-4, 0.75, k, per_term)
+    edge = [4, 5, 6, 7]  # within n // 2 = 2 maps of the edge between maps 5 and 6
+    assert np.abs(out[..., edge] / whole[..., edge] - 1).max() > 0.1
+    inner = [0, 1, 2, 3, 8, 9, 10, 11]
+    np.testing.assert_allclose(out[..., inner], whole[..., inner], rtol=1e-5)
+    empty = layer(np.zeros((0, 3, 3, 12), "float32"))
+    assert empty.shape == (0, 3, 3, 12)
+
+
+@pytest.mark.parametrize("implementation", LocalResponseNormalization.IMPLEMENTATIONS)
+@pytest.mark.parametrize("groups", [1, 2])
+def test_lrn_gradient_matches_formula(implementation, groups):
     """d(sum(w * LRN(a)))/da of each implementation against central differences of the
-    NumPy formula (float64)."""
+    NumPy formula (float64), over the layer and within two columns."""
     rng = np.random.default_rng(5)
-    a = rng.normal(scale=30.0, size=(1, 2, 2, 7))
+    a = rng.normal(scale=30.0, size=(1, 2, 2, 8))
     w = rng.normal(size=a.shape)
     x = tf.constant(a, tf.float32)
     with tf.GradientTape() as tape:
         tape.watch(x)
-        y = tf.reduce_sum(LocalResponseNormalization(implementation=implementation)(x) * w)
+        y = tf.reduce_sum(LocalResponseNormalization(implementation=implementation, groups=groups)(x) * w)
     grad = tape.gradient(y, x).numpy()
     eps, expected = 1e-3, np.zeros_like(a)
     for i in np.ndindex(a.shape):
         hi, lo = a.copy(), a.copy()
         hi[i] += eps
         lo[i] -= eps
-        f = lambda z: (_lrn_numpy(z, 5, 1e-4, 0.75, 2.0, False) * w).sum()  # noqa: E731
+        f = lambda z: (_lrn_columns_numpy(z, groups, 5, 1e-4, 0.75, 2.0, False) * w).sum()  # noqa: E731
         expected[i] = (f(hi) - f(lo)) / (2 * eps)
     np.testing.assert_allclose(grad, expected, rtol=1e-3, atol=1e-5)
 

@@ -150,3 +150,42 @@ def test_plateau_schedule_deadline_follows_the_budget():
     assert [c + 1 for c in _cuts(falling, epochs=10, max_reductions=1)[0]] == [8]
     plateau = [0.9, 0.6, 0.5, 0.5, 0.5, 0.45, 0.4, 0.4, 0.4, 0.4]
     assert [c + 1 for c in _cuts(plateau, epochs=10, max_reductions=1)[0]] == [5]
+
+
+@pytest.mark.parametrize("deadline", [0, "off"])
+def test_plateau_cuts_need_no_time_at_a_rate(deadline):
+    """Sec. 5 cuts when the error stops improving at the current rate, however soon: three
+    plateaus cut after epochs 4, 7 and 10 of 90, with the deadline (it holds no cut back)
+    and without it."""
+    errors = [0.9, 0.8, 0.8, 0.8, 0.7, 0.7, 0.7, 0.6, 0.6, 0.6] + [0.6] * 80
+    cuts, s = _cuts(errors, plateau_min_epochs=deadline)
+    assert [c + 1 for c in cuts] == [4, 7, 10]
+    assert s.reductions.numpy() == 3
+
+
+def test_plateau_deadline_off_is_sec5_alone():
+    """optim.plateau_min_epochs="off": no cut but at a plateau. An error at chance for 90
+    epochs is never cut (the deadline would cut after epochs 57, 68, 79; a deadline of one
+    epoch a rate after 87, 88, 89), and the log names no deadline."""
+    out, s = _statuses([0.9] * 90, plateau_min_epochs="off")
+    assert not any(cut for cut, _ in out) and s.reductions.numpy() == 0
+    assert all("waiting" in status and "at the latest" not in status for _, status in out)
+    assert [c + 1 for c in _cuts([0.9] * 90, plateau_min_epochs=1)[0]] == [87, 88, 89]
+    # a plateau still cuts, as Sec. 5 says; after it nothing improves: no further cut
+    out, s = _statuses([0.9, 0.7, 0.5, 0.5, 0.5] + [0.5005] * 85, plateau_min_epochs="off")
+    assert [i + 1 for i, (cut, _) in enumerate(out) if cut] == [5]
+    assert "stopped improving" in out[4][1]
+
+
+def test_plateau_deadline_setting():
+    """`--set optim.plateau_min_epochs=off` as the command line gives it; 0 is the default
+    deadline; a negative number is refused in one line."""
+    from alexnet_tf.config import Config, ConfigError, override
+
+    assert override(Config(), ["optim.plateau_min_epochs=off"]).optim.plateau_min_epochs == "off"
+    assert override(Config(), ["optim.plateau_min_epochs=3"]).optim.plateau_min_epochs == 3
+    assert Config().optim.plateau_min_epochs == 0
+    with pytest.raises(ConfigError, match="must not be negative"):
+        override(Config(), ["optim.plateau_min_epochs=-1"])
+    with pytest.raises(ConfigError, match="off"):
+        override(Config(), ["optim.plateau_min_epochs=never"])

@@ -2,8 +2,10 @@
 [--seeds N] [--budget-epochs E] [--out DIR] [--settings a,b] [--set k=v]`.
 
 Trains the small variant of the paper's net (recipes/quickstart.py: the same builder and
-layers at 67 px and a quarter of the width) once per setting and seed, each setting one
-of the paper's switches flipped, and compares it with the unchanged net of the same seed:
+layers at 67 px and a quarter of the width, started with fan-in weights, biases 0 and
+inputs x1/64) once per setting and seed, each setting one of the paper's switches
+flipped, and compares it with the unchanged net of the same seed, the baseline (the
+report names it by its recipe and lists where it differs from the paper's net):
 
     setting      switch                       paper's claim
     no_lrn       model.lrn=False              Sec. 3.3: LRN lowers top-1 error by 1.4 points
@@ -38,7 +40,15 @@ import os
 import sys
 
 from alexnet_tf.ablate.report import curve, fig1, first_reaching, markdown, summarize, write_report
-from alexnet_tf.ablate.settings import ABLATIONS, BASELINE, DEFAULT_DATASET, DEFAULT_RECIPE, NAMES, Ablation
+from alexnet_tf.ablate.settings import (
+    ABLATIONS,
+    BASELINE,
+    DEFAULT_DATASET,
+    DEFAULT_RECIPE,
+    NAMES,
+    Ablation,
+    differences_from_paper,
+)
 from alexnet_tf.report import Progress
 
 __all__ = [
@@ -48,6 +58,7 @@ __all__ = [
     "Ablation",
     "ablate",
     "curve",
+    "differences_from_paper",
     "fig1",
     "first_reaching",
     "main",
@@ -232,6 +243,7 @@ def ablate(
         "budget_epochs": budget_epochs,
         "recipe": recipe,
         "overrides": list(overrides or []),
+        "baseline_differs_from_paper": differences_from_paper(base),
         "steps_per_epoch": steps_per_epoch,
         "global_batch": base.train.batch_size,
     }

@@ -94,11 +94,24 @@ def _fmt(mean, std) -> str:
     return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
 
 
+def baseline_name(meta: dict) -> str:
+    """The baseline's row: the recipe whose net it is (not the paper's unless recipes/paper.py)."""
+    return f"baseline ({os.path.basename(meta['recipe'])})"
+
+
 def markdown(summary: dict, meta: dict) -> str:
+    recipe = os.path.basename(meta["recipe"])
+    changes = meta.get("baseline_differs_from_paper")
+    if changes:
+        what = f"the net of {recipe}, not the paper's net: it differs from recipes/paper.py in {', '.join(changes)}"
+    else:
+        what = f"the net of {recipe}" + (", the paper's" if changes == [] else "")
     lines = [
         f"Small-scale ablations: {meta['dataset']}, {meta['seeds']} seed(s), {meta['budget_epochs']} epoch(s) "
-        f"per run, recipe {os.path.basename(meta['recipe'])}. Top-1 error in %, mean ± std over seeds; "
+        f"per run, recipe {recipe}. Top-1 error in %, mean ± std over seeds; "
         "difference = setting − baseline of the same seed, in points.",
+        "",
+        f"Baseline: {what}. Each other row flips one of the paper's switches in it.",
         "",
         "| setting | paper section | top-1 error | difference | paper's difference | direction as in paper |"
         " test − train error |",
@@ -111,7 +124,7 @@ def markdown(summary: dict, meta: dict) -> str:
         gap = _fmt(r["test_minus_train_mean"], r["test_minus_train_std"]) if "test_minus_train_mean" in r else ""
         if r["setting"] == BASELINE:
             lines.append(
-                f"| baseline (paper's net) | | {_fmt(r['top1_error_mean'], r['top1_error_std'])} | | | | {gap} |"
+                f"| {baseline_name(meta)} | | {_fmt(r['top1_error_mean'], r['top1_error_std'])} | | | | {gap} |"
             )
             continue
         paper = "" if r["paper_diff"] is None else f"{r['paper_sign'] * r['paper_diff']:+.1f}"

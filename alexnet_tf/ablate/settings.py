@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from alexnet_tf.config import recipe_folder
+from alexnet_tf.config import Config, load_recipe, recipe_folder
 
 DEFAULT_DATASET = "fashion_mnist:/usr/share/datasets/fashion-mnist"
 DEFAULT_RECIPE = os.path.join(recipe_folder(), "quickstart.py")  # the shipped one, installed or in a checkout
@@ -59,3 +59,39 @@ ABLATIONS = (
     Ablation("ten_crop", {}, "4.1", "averaging ten crops beats the centre crop", None, -1, eval_only=True),
 )
 NAMES = (BASELINE,) + tuple(a.name for a in ABLATIONS)
+
+# What makes the net that is ablated, and how it trains: the settings in which the
+# baseline may differ from the paper's net (recipes/paper.py). Left out: the data's
+# source and classes, and the forms, which compute the same function at another speed.
+NET_SETTINGS = (
+    "model",
+    "optim",
+    "data.resize_size",
+    "data.crop_size",
+    "data.pad_crop",
+    "data.resize",
+    "data.random_flip",
+    "data.pca_noise_std",
+    "data.subtract_mean",
+    "data.input_scale",
+    "data.channel_order",
+    "train.batch_size",
+)
+SAME_FUNCTION = ("model.num_classes", "model.conv_form", "model.lrn_impl", "optim.update_op")
+
+
+def differences_from_paper(config: Config) -> list[str]:
+    """`key=value` for each NET_SETTINGS leaf of `config` that is not recipes/paper.py's:
+    what the baseline of an ablation is, said where its table is (for the quickstart: a
+    quarter of the width, 67 px, fan-in init, biases 0, inputs x1/64, and its schedule)."""
+
+    def leaves(tree, prefix=""):
+        for k, v in tree.items():
+            yield from leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else [(prefix + k, v)]
+
+    paper = dict(leaves(dataclasses.asdict(load_recipe(os.path.join(recipe_folder(), "paper.py")))))
+    ours = dict(leaves(dataclasses.asdict(config)))
+    wanted = [k for k in ours if any(k == s or k.startswith(s + ".") for s in NET_SETTINGS)]
+    if ours.get("optim.schedule") != "step":
+        wanted = [k for k in wanted if k != "optim.step_epochs"]
+    return [f"{k}={ours[k]!r}" for k in wanted if k not in SAME_FUNCTION and ours[k] != paper.get(k)]

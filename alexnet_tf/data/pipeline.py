@@ -9,7 +9,9 @@ short last batch with weight-0 rows.
 
 Training batches are slices of the same global batches whatever the number of replicas
 or workers, and every random choice is a function of (seed, epoch, example index), so
-`skip_batches` resumes an epoch exactly.
+`skip_batches` resumes an epoch exactly. Replica r of R (counted over all workers) gets
+rows r * b .. r * b + b - 1 of each global batch, b = its batch size: `model.Dropout`
+draws its mask for the global batch and keeps those rows.
 """
 
 from __future__ import annotations
