@@ -138,16 +138,25 @@ class ServingLRN(LocalResponseNormalization):
 
     def call(self, x):
         x = tf.cast(x, tf.float32)
-        c, r = x.shape[-1], self.size // 2
+        c, r, g = x.shape[-1], self.size // 2, self.groups
         i = np.arange(c)
-        band = (np.abs(i[:, None] - i[None, :]) <= r).astype(np.float32) * np.float32(self.scaled_alpha)
+        # the window stops at the edge of a map's group (`model.lrn_scope`: a column's maps)
+        band = (np.abs(i[:, None] - i[None, :]) <= r) & ((i[:, None] * g) // c == (i[None, :] * g) // c)
+        band = band.astype(np.float32) * np.float32(self.scaled_alpha)
 
         def banded():
             # (B, H, W, C) @ (C, C): BatchMatMulV2 broadcasts the band, no reshape
             return x * self._inverse_power(tf.matmul(tf.square(x), band) + self.k)
 
         def native():
-            return tf.nn.local_response_normalization(x, r, self.k, self.scaled_alpha, self.beta)
+            if g == 1:
+                return tf.nn.local_response_normalization(x, r, self.k, self.scaled_alpha, self.beta)
+            # each group's maps as a position of their own, (B, H, W * g, C / g), so that
+            # TensorFlow's window, which stops at the last axis' ends, stops at the group's
+            shape = tf.shape(x)
+            grouped = tf.reshape(x, [shape[0], shape[1], shape[2] * g, c // g])
+            y = tf.nn.local_response_normalization(grouped, r, self.k, self.scaled_alpha, self.beta)
+            return tf.reshape(y, shape)
 
         return tf.cond(tf.size(x, out_type=tf.int64) >= self.LARGE, banded, native)
 

@@ -19,11 +19,13 @@ from alexnet_tf.nets import TrainedNet
 from alexnet_tf.serving_form import ServingLRN, is_serving_model
 
 SMALL = ModelConfig(input_size=67, width=0.25, num_classes=10, init="fan_in", conv_form="grouped", lrn_impl="ops")
-# (model switches, data switches): the paper's two columns, dropout form and LRN, with an
-# input scale that is not a power of two and Caffe's BGR order; and the ablations' one
-# column with torchvision's dropout and Caffe's LRN constants
+# (model switches, data switches): the paper's two columns, dropout form and LRN (within
+# each column), with an input scale that is not a power of two and Caffe's BGR order; the
+# two columns with the LRN over the whole layer (Caffe's bvlc_alexnet); and the ablations'
+# one column with torchvision's dropout and Caffe's LRN constants
 CASES = {
     "two_columns": ({}, {"input_scale": 1 / 50, "channel_order": "bgr"}),
+    "two_columns_layer_lrn": ({"lrn_scope": "layer"}, {}),
     "one_column": (
         {"two_columns": False, "dropout_form": "inverted", "dropout_placement": "inputs", "lrn_convention": "caffe"},
         {},
@@ -65,8 +67,11 @@ def _conv(x, kernel, bias, stride, same, groups):
     return np.maximum(np.concatenate(out, -1) + bias, 0.0)
 
 
-def _lrn(a, k, alpha):
-    """Sec. 3.3: b = a / (k + alpha * sum of a^2 over the 5 neighbouring maps) ** 0.75."""
+def _lrn(a, k, alpha, groups=1):
+    """Sec. 3.3: b = a / (k + alpha * sum of a^2 over the 5 neighbouring maps) ** 0.75, the
+    neighbours taken within each of `groups` consecutive groups of maps (the columns)."""
+    if groups > 1:
+        return np.concatenate([_lrn(part, k, alpha) for part in np.split(a, groups, axis=-1)], -1)
     sq = np.pad(a**2, [(0, 0)] * 3 + [(2, 2)])
     window = sum(sq[..., i : i + a.shape[-1]] for i in range(5))
     return a / (k + alpha * window) ** 0.75
@@ -92,8 +97,9 @@ def numpy_logits(net: TrainedNet, images: np.ndarray) -> np.ndarray:
 
     k, alpha = (2.0, 1e-4) if m.lrn_convention == "paper" else (1.0, 1e-4 / 5)
     groups = 2 if m.two_columns else 1
-    x = _pool(_lrn(_conv(x, *w("conv1"), 4, False, 1), k, alpha))
-    x = _pool(_lrn(_conv(x, *w("conv2"), 1, True, groups), k, alpha))
+    lrn_groups = groups if m.lrn_scope == "column" else 1
+    x = _pool(_lrn(_conv(x, *w("conv1"), 4, False, 1), k, alpha, lrn_groups))
+    x = _pool(_lrn(_conv(x, *w("conv2"), 1, True, groups), k, alpha, lrn_groups))
     x = _conv(x, *w("conv3"), 1, True, 1)
     x = _conv(x, *w("conv4"), 1, True, groups)
     x = _pool(_conv(x, *w("conv5"), 1, True, groups))
@@ -132,13 +138,14 @@ def test_serving_form_gives_the_trained_nets_logits(case):
     )
 
 
+@pytest.mark.parametrize("groups", [1, 2])
 @pytest.mark.parametrize("large", [False, True])
 @pytest.mark.parametrize("convention,k,alpha", [("paper", 2.0, 1e-4), ("caffe", 1.0, 1e-4 / 5)])
-def test_serving_lrn_both_kernels_match_the_formula(convention, k, alpha, large, monkeypatch):
+def test_serving_lrn_both_kernels_match_the_formula(convention, k, alpha, large, groups, monkeypatch):
     monkeypatch.setattr(ServingLRN, "LARGE", 0 if large else 10**12)  # the band matmul, or tf's LRN op
     a = np.random.default_rng(6).normal(scale=30.0, size=(2, 3, 3, 16)).astype("float32")
-    layer = ServingLRN(convention=convention)
-    np.testing.assert_allclose(layer(a).numpy(), _lrn(a.astype(np.float64), k, alpha), rtol=1e-5)
+    layer = ServingLRN(convention=convention, groups=groups)
+    np.testing.assert_allclose(layer(a).numpy(), _lrn(a.astype(np.float64), k, alpha, groups), rtol=1e-5)
     assert layer(np.zeros((0, 3, 3, 16), "float32")).shape == (0, 3, 3, 16)  # an empty batch
 
 
