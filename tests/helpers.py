@@ -136,21 +136,6 @@ def summaries(folder):
     return out
 
 
-def command(*args, cwd, env=None, timeout=900):
-    """`python -m ARGS...` in a subprocess run from `cwd` (a user's working directory, to
-    which the paths in ARGS are relative), stdout and stderr merged."""
-    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", *map(str, args)],
-        cwd=cwd,
-        env=full_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=timeout,
-    )
-
-
 def sets(values):
     """`--set k=v` arguments of a dict."""
     return [arg for k, v in dict(values).items() for arg in ("--set", f"{k}={v}")]

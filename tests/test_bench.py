@@ -380,6 +380,7 @@ def _torch_net():
     return module
 
 
+@pytest.mark.peer
 @pytest.mark.parametrize("convention", ["paper", "cuda-convnet", "caffe"])
 def test_the_peers_lrn_is_ours(convention):
     """torch.nn.LocalResponseNorm divides alpha by n: the peer passes 5 x 1e-4 for the paper's
@@ -396,6 +397,7 @@ def test_the_peers_lrn_is_ours(convention):
     assert torch_net.lrn("paper").alpha == pytest.approx(5e-4) and torch_net.lrn("paper").k == 2.0
 
 
+@pytest.mark.peer
 def test_the_peer_is_the_same_net():
     """The quickstart net with our weights gives our logits in PyTorch (two columns,
     LRN, pooling, fc layers; dropout off); the paper's net has Sec. 3.5's parameters and

@@ -1,13 +1,14 @@
 """Paths as users give them: every command and `load_net` run from a working directory
 with relative paths (run folders, checkpoints, data specs, exports, caffemodels) and
-absolute ones alike, resolved in one place (`alexnet_tf.paths`)."""
+absolute ones alike, resolved in one place (`alexnet_tf.paths`). The slow tier runs the
+README's and docs/'s commands as printed, relative paths and all, each in a subprocess
+from a fresh working directory (tests/test_docs.py: train and resume, evaluate, export,
+serve a run folder, figures, convert a caffemodel, load_net)."""
 
 import json
 import os
 
-import numpy as np
-import pytest
-from helpers import TINY, command, make_image_folder, sets
+from helpers import TINY, make_image_folder, sets
 
 import alexnet_tf
 from alexnet_tf import evaluate, export, figures, paths
@@ -82,64 +83,3 @@ def test_a_relative_data_spec_is_the_same_data_wherever_the_run_resumes(user_cwd
     os.chdir(tmp_path_factory.mktemp("elsewhere"))
     assert train_main(["--workdir", str(user_cwd / "runs" / "f"), "--set", "train.max_steps=3"]) == 0
     assert "at step 2" in capsys.readouterr().out
-
-
-@pytest.mark.slow
-def test_the_commands_in_subprocesses_from_a_working_directory(user_cwd, caffemodel):
-    """Each command as a user runs it, from the folder the paths are relative to: train
-    and resume, evaluate, export, figures, serve a run folder (asked over REST), convert
-    a caffemodel and `load_net` in a Python process."""
-    import shutil
-    import subprocess
-    import sys
-    import urllib.request
-
-    from helpers import free_ports
-
-    def ok(*args):
-        run = command(*args, cwd=user_cwd)
-        assert run.returncode == 0, run.stdout[-3000:]
-        return run.stdout
-
-    ok("alexnet_tf.train", "quickstart", "--workdir", "runs/q", *sets(SMALL))
-    out = ok("alexnet_tf.train", "--workdir", "runs/q", "--set", "train.max_steps=3")
-    assert "at step 2" in out and "step 3/3" in out
-    ok("alexnet_tf.evaluate", "--workdir", "runs/q", "--crops", "ten")
-    ok("alexnet_tf.export", "--workdir", "runs/q", "--out", "exports/q/1")
-    ok("alexnet_tf.figures", "--workdir", "runs/q", "--out", "figs", "--queries", "1", "--train-examples", "8")
-    assert (user_cwd / "exports" / "q" / "1" / "saved_model.pb").is_file() and (user_cwd / "figs").is_dir()
-
-    port = free_ports(1)[0]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "alexnet_tf.serve", "runs/q", "--port", str(port), "--quiet"],
-        cwd=user_cwd,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        for line in server.stdout:
-            if line.startswith("serving "):
-                break
-        status = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models/alexnet", timeout=60))
-        assert status["model_version_status"][0]["state"] == "AVAILABLE"
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
-
-    shutil.copy(caffemodel, user_cwd / "bvlc_alexnet.caffemodel")
-    shutil.copy(os.path.join(os.path.dirname(caffemodel), "imagenet_mean.binaryproto"), user_cwd)
-    ok("alexnet_tf.convert", "bvlc_alexnet.caffemodel", "--workdir", "runs/bvlc", "--mean", "imagenet_mean.binaryproto")
-    code = (
-        "import alexnet_tf\n"
-        "print(alexnet_tf.load_net('runs/q').origin)\n"
-        "print(alexnet_tf.load_net('runs/bvlc').num_classes)\n"
-        "print(alexnet_tf.load_net('bvlc_alexnet.caffemodel').num_classes)\n"
-    )
-    run = subprocess.run([sys.executable, "-c", code], cwd=user_cwd, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    origin, classes, direct = run.stdout.split("\n")[:3]
-    assert origin == str(user_cwd / "runs" / "q" / "checkpoints" / "ckpt-3") and classes == direct == "1000"
-    images = np.random.default_rng(0).integers(0, 256, (2, 40, 50, 3), dtype=np.uint8)
-    assert alexnet_tf.load_net("runs/bvlc").predict_images(images).shape == (2, 1000)
