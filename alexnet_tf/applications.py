@@ -3,7 +3,7 @@
     import alexnet_tf
 
     net = alexnet_tf.load_net("runs/paper")                  # or "bvlc_alexnet.caffemodel"
-    probs = net.predict_images(images)                         # uint8 (B, H, W, 3) or JPEG bytes
+    probs = net.predict_images(images)                         # pixels 0..255, encoded bytes or paths
     feats = net.predict_images(images, output="features")      # fc7, Sec. 6.1 / Fig. 4
 
     model = alexnet_tf.AlexNet(weights="runs/paper")                       # logits

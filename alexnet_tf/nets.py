@@ -3,7 +3,7 @@ take, wherever the net came from (a training run's folder, imported weights, a t
 notebook).
 
     net = alexnet_tf.load_net("runs/paper")            # a run folder or one checkpoint
-    probs = net.predict_images(images)                   # uint8 (B, H, W, 3) or encoded bytes
+    probs = net.predict_images(images)                   # pixels 0..255, encoded bytes or paths
     feats = net.predict_images(images, output="features")  # fc7, Sec. 6.1
 
 A `TrainedNet` holds the Keras model, the config it was built and trained with (its
