@@ -352,7 +352,8 @@ def train_and_evaluate(config: Config, workdir: str) -> dict:
     """Trains `config` in `workdir` (resuming if it holds checkpoints) and evaluates;
     `workdir` and the paths in `config` relative to the working directory or absolute.
 
-    Everything that can be checked is checked before anything is written. The chief
+    The data, the batch sizes and the folder's checkpoints are checked before anything is
+    written; the rest that can be checked is checked before the first step. The chief
     writes workdir/config.json, classes.json, stats.npz, checkpoints/, tb/, history.json
     and results.json; returns the results.
     """
