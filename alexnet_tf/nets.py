@@ -108,8 +108,8 @@ class TrainedNet:
 
         images: RGB pixels 0..255, uint8 or float: a batch (N, H, W, 3) or one image
         (H, W, 3); or a sequence or iterable (a list, a generator) of such images of
-        different sizes, of encoded JPEG/PNG/GIF/BMP bytes or of image file paths, mixed
-        as you like; or one bytes object or path. One image gives one row. Anything else,
+        different sizes (arrays, PIL images), of encoded JPEG/PNG/GIF/BMP bytes or of image
+        file paths, mixed as you like; or one PIL image, bytes object or path. One image gives one row. Anything else,
         and floats in 0..1, raise a ValueError that says what is expected.
 
         The net sees `batch_size` images per call and an iterable is read as it goes, so
@@ -136,8 +136,8 @@ class TrainedNet:
 
 
 IMAGES = (
-    "RGB pixels 0..255 (uint8 or float) as (N, H, W, 3) or (H, W, 3), or a list of such images, "
-    "encoded JPEG/PNG/GIF/BMP bytes or image file paths"
+    "RGB pixels 0..255 (uint8 or float) as (N, H, W, 3) or (H, W, 3), or a list of such images "
+    "(arrays, PIL images), encoded JPEG/PNG/GIF/BMP bytes or image file paths"
 )
 
 
@@ -148,6 +148,8 @@ def _image_batches(images, net: TrainedNet, batch_size: int):
     kind share a batch."""
     if isinstance(images, tf.Tensor):
         images = images.numpy()
+    elif _array_like(images) and not isinstance(images, np.ndarray):  # a PIL image, ...
+        images = np.asarray(images)
     if isinstance(images, np.ndarray) and images.dtype.kind in "uif":  # pixels: a batch, or one image
         array = images[None] if images.ndim == 3 else images
         if array.ndim != 4:
@@ -186,12 +188,17 @@ def _resized(item, index: int, size: int, resize: str) -> tf.Tensor:
             raise ValueError(
                 f"images[{index}]: {len(item)} bytes that are no JPEG, PNG, GIF or BMP ({e.message})"
             ) from None
-    if isinstance(item, (np.ndarray, tf.Tensor, list, tuple)):
+    if isinstance(item, (np.ndarray, tf.Tensor, list, tuple)) or _array_like(item):
         pixels = _pixels(np.asarray(item), f"images[{index}]")
         if pixels.ndim != 3:
             raise ValueError(f"images[{index}] has shape {pixels.shape}: expected one image (H, W, 3) per entry")
         return decode_and_resize(tf.convert_to_tensor(pixels), size, False, resize)
     raise ValueError(f"images[{index}] is a {type(item).__name__}: expected {IMAGES}")
+
+
+def _array_like(value) -> bool:
+    """Whether NumPy reads `value` as an array of its own (a PIL image, a framework's tensor)."""
+    return hasattr(value, "__array__") or hasattr(value, "__array_interface__")
 
 
 def _pixels(array: np.ndarray, what: str) -> np.ndarray:

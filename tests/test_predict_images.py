@@ -53,13 +53,14 @@ def test_pixels_in_every_form_give_the_same_answer(net, tmp_path):
     assert one.shape == (1, 10)
     np.testing.assert_allclose(one[0], expected[2], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(net.predict_images(tf.constant(batch)), expected, rtol=1e-5, atol=1e-6)
-    # encoded bytes (lossless PNG) and file paths, alone or in a list, mixed with arrays
+    # encoded bytes (lossless PNG), file paths and PIL images, alone or in a list, mixed with arrays
     path = tmp_path / "image.png"
     path.write_bytes(png(batch[3]))
     np.testing.assert_allclose(net.predict_images(png(batch[0]))[0], expected[0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(net.predict_images(str(path))[0], expected[3], rtol=1e-5, atol=1e-6)
-    mixed = net.predict_images([png(batch[0]), batch[1], path, str(path)])
-    np.testing.assert_allclose(mixed, expected[[0, 1, 3, 3]], rtol=1e-5, atol=1e-6)
+    mixed = net.predict_images([png(batch[0]), batch[1], path, str(path), Image.fromarray(batch[2])])
+    np.testing.assert_allclose(mixed, expected[[0, 1, 3, 3, 2]], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(net.predict_images(Image.fromarray(batch[1]))[0], expected[1], rtol=1e-5, atol=1e-6)
 
 
 def test_images_of_different_sizes_in_one_list(net):
