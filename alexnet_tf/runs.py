@@ -192,6 +192,15 @@ def check_resume(config: Config, workdir: str) -> None:
             and old_flat.get(k) != v
         ]
 
+    old_columns, new_columns = (flat.get("distribute.strategy") == "columns" for flat in (old_flat, new_flat))
+    if old_columns != new_columns and holds_checkpoints(workdir):
+        # distribute.strategy=columns keeps each column's half of a variable's momentum apart
+        raise ConfigError(
+            f"{workdir} holds a run trained {'with' if old_columns else 'without'} distribute.strategy=columns, "
+            f"whose optimizer state is laid out {'per column' if old_columns else 'whole'}: resume it with "
+            f"distribute.strategy={old_flat.get('distribute.strategy')} (evaluate, export and load_net read its "
+            "weights under any strategy), or use a new --workdir"
+        )
     changed = differ(RESUME_KEYS)
     if not changed:
         return

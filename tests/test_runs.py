@@ -343,6 +343,22 @@ def test_statistics_of_a_start_with_other_data_are_dropped(image_folder, tmp_pat
     assert not (workdir / "stats.npz").exists()
 
 
+@pytest.mark.parametrize("old,new", [("one_device", "columns"), ("columns", "one_device")])
+def test_a_run_does_not_resume_across_the_columns_layout(old, new, tmp_path):
+    """Under distribute.strategy=columns each column's momentum lives apart; a checkpoint
+    of one layout cannot resume under the other (it raised deep in the restore)."""
+    from alexnet_tf.runs import check_resume, write_json
+
+    workdir = tmp_path / "run"
+    (workdir / "checkpoints").mkdir(parents=True)
+    write_json(str(workdir / "config.json"), cli_to_dict(tiny(**{"distribute.strategy": old})))
+    check_resume(tiny(**{"distribute.strategy": new}), str(workdir))  # no step saved: nothing bound
+    (workdir / "checkpoints" / "ckpt-5.index").write_bytes(b"")
+    with pytest.raises(ConfigError, match=f"resume it with distribute.strategy={old}"):
+        check_resume(tiny(**{"distribute.strategy": new}), str(workdir))
+    check_resume(tiny(**{"distribute.strategy": old}), str(workdir))  # the run's own layout resumes
+
+
 def cli_to_dict(config):
     from alexnet_tf.config import to_dict
 
