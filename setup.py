@@ -35,9 +35,11 @@ setup(
         "peer": ["torch>=2.4"],  # benchmarks/torch_peer.py, the PyTorch peer of `bench train` and `bench export`
         # pillow: the input benchmark's baseline; matplotlib: the ablation test draws Fig. 1;
         # setuptools, wheel: the packaging test builds a wheel without build isolation;
-        # grpcio-tools: protoc, with which the Caffe tests write caffemodels independently of the reader
+        # grpcio-tools: protoc, with which the Caffe tests write caffemodels independently of the reader;
+        # sybil: reads the code blocks of README.md and docs/ that tests/test_docs.py runs
         "dev": [
             "pytest>=8",
+            "sybil>=9",
             "ruff~=0.17.6",
             "pillow>=10",
             "matplotlib>=3.7",

@@ -3,7 +3,7 @@
     import alexnet_tf
 
     net = alexnet_tf.load_net("runs/paper")                  # or "bvlc_alexnet.caffemodel"
-    probs = net.predict_images(images)                         # uint8 (B, H, W, 3) or JPEG bytes
+    probs = net.predict_images(images)                         # pixels 0..255, encoded bytes or paths
     feats = net.predict_images(images, output="features")      # fc7, Sec. 6.1 / Fig. 4
 
     model = alexnet_tf.AlexNet(weights="runs/paper")                       # logits
@@ -16,19 +16,24 @@ trained (`net.config.data`: mean image subtracted, ...), which `TrainedNet.predi
 
 from __future__ import annotations
 
+import os
+
 import keras
 
+from alexnet_tf import paths
 from alexnet_tf.config import ModelConfig
 from alexnet_tf.model import build_model
 from alexnet_tf.nets import TrainedNet
 from alexnet_tf.predict import features_model
 
 
-def load_net(path: str, best: bool = False) -> TrainedNet:
+def load_net(path: str | os.PathLike, best: bool = False) -> TrainedNet:
     """A trained net: a run folder (its newest readable checkpoint, or with `best` the
     one with the lowest validation error), one checkpoint in one, or Caffe's
-    bvlc_alexnet .caffemodel (read without Caffe, see `alexnet_tf.caffe`)."""
-    if str(path).endswith(".caffemodel"):
+    bvlc_alexnet .caffemodel (read without Caffe, see `alexnet_tf.caffe`); relative to the
+    working directory or absolute."""
+    path = paths.resolve(path)
+    if path.endswith(".caffemodel"):
         from alexnet_tf import caffe
 
         return caffe.load_net(path)

@@ -21,6 +21,7 @@ import tensorflow as tf
 from google.protobuf import message
 
 from alexnet_tf import config as config_lib
+from alexnet_tf import paths
 from alexnet_tf.caffemodel import CaffeError, CaffeLayer, CaffeNet, read_caffemodel, read_mean
 from alexnet_tf.config import Config
 from alexnet_tf.data.records import imagenet_class_descriptions
@@ -238,7 +239,9 @@ def load_net(path: str, mean: str | None = None) -> TrainedNet:
     """bvlc_alexnet's net from `path` as a trained net (our Keras model with Caffe's
     settings, ILSVRC-2012's synsets, the mean of `mean` or Caffe's per-channel one),
     checked: CaffeError if it is not that net; a ChecksumWarning if the file is not the
-    published one. Its `origin` names the file, its format and its sha1."""
+    published one. Its `origin` names the file, its format and its sha1. Paths relative
+    to the working directory or absolute."""
+    path, mean = paths.resolve(path), mean and paths.resolve(mean)
     net = read_caffemodel(path)
     blobs = check_alexnet(net)
     if net.sha1 != BVLC_ALEXNET_SHA1:

@@ -15,6 +15,8 @@ import threading
 
 import tensorflow as tf
 
+from alexnet_tf.config import ConfigError
+
 log = logging.getLogger(__name__)
 UNREADABLE = "unreadable"  # the folder beside the checkpoints where unreadable ones are set aside
 
@@ -31,35 +33,110 @@ def problem(path: str) -> str:
     return ""
 
 
-def newest_readable(directory: str, set_aside: bool = False) -> str | None:
-    """The newest checkpoint of `directory` that can be read whole, or None. Each newer
-    one that cannot is named in a warning and passed over; with `set_aside` its files
-    are moved to DIRECTORY/unreadable/ (never deleted) and the folder's checkpoint list
-    is rewritten without it, so that the run's own bookkeeping forgets it too."""
+def saved(directory: str) -> list[str]:
+    """The checkpoints of `directory` (prefixes, oldest first by step): those its checkpoint
+    list names, and any other `NAME-STEP.index` there (a list lost or cut short)."""
+    directory = os.path.abspath(directory)
     state = tf.train.get_checkpoint_state(directory)
-    if state is None:
+    # get_checkpoint_state has already joined relative entries onto `directory`
+    listed = (list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]) if state else []
+    found = [f[: -len(".index")] for f in glob.glob(os.path.join(glob.escape(directory), "*-*.index"))]
+    paths = {os.path.abspath(p) for p in [*listed, *found]}
+
+    def step(path: str) -> tuple:
+        number = path.rpartition("-")[2]
+        return (int(number), path) if number.isdigit() else (-1, path)
+
+    return sorted(paths, key=step)
+
+
+def newest_readable(directory: str, set_aside: bool = False, start_over: str = "") -> str | None:
+    """The newest checkpoint of `directory` that can be read whole, or None if it holds
+    none. Each newer one that cannot is named in a warning and passed over; with
+    `set_aside` the files it has are moved to DIRECTORY/unreadable/ (never deleted) and the
+    folder's checkpoint list is rewritten to the readable ones, so that the run's own
+    bookkeeping forgets it too. When none can be read nothing is moved: a ConfigError
+    names each with its reason, `start_over` saying how to begin afresh."""
+    directory = os.path.abspath(directory)
+    paths = saved(directory)
+    if not paths:
         return None
-    paths = list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]
-    paths = [p if os.path.isabs(p) else os.path.join(directory, p) for p in paths]
-    for i, path in enumerate(reversed(paths)):
+    newest, bad = _newest(paths)
+    if newest is None:
+        named = "; ".join(f"{os.path.basename(p)} ({why})" for p, why in bad)
+        raise ConfigError(
+            f"no checkpoint in {directory} can be read: {named}; nothing was moved or deleted"
+            + (f". {start_over}" if start_over else "")
+        )
+    _pass_over(directory, paths, bad, set_aside)
+    return newest
+
+
+def set_aside_unreadable(directory: str) -> None:
+    """Every checkpoint of `directory` newer than its newest readable one (all of them if
+    none can be read) set aside as `newest_readable` does: for the best checkpoint, which
+    the run can go on without."""
+    directory = os.path.abspath(directory)
+    paths = saved(directory)
+    _pass_over(directory, paths, _newest(paths)[1], set_aside=True)
+
+
+def _newest(paths: list[str]) -> tuple[str | None, list[tuple[str, str]]]:
+    """(the newest readable of `paths`, or None; the newer ones with why each cannot be read)."""
+    bad = []
+    for path in reversed(paths):
         why = problem(path)
         if not why:
-            return path
-        if set_aside:
+            return path, bad
+        bad.append((path, why))
+    return None, bad
+
+
+def _pass_over(directory: str, paths: list[str], bad: list[tuple[str, str]], set_aside: bool) -> None:
+    """Warns of each of `bad`; with `set_aside` moves the files it has (only those that
+    exist: nothing unchecked is touched) and rewrites the folder's list to the rest."""
+    for path, why in bad:
+        files = glob.glob(glob.escape(path) + ".*")
+        if not files:
+            where = "its files are missing"
+        elif set_aside:
             aside = os.path.join(directory, UNREADABLE)
             os.makedirs(aside, exist_ok=True)
-            for f in glob.glob(path + ".*"):
+            for f in files:
                 os.replace(f, os.path.join(aside, os.path.basename(f)))
-            keep = paths[: len(paths) - 1 - i]
-            if keep:
-                tf.compat.v1.train.update_checkpoint_state(directory, keep[-1], all_model_checkpoint_paths=keep)
-            else:
-                os.remove(os.path.join(directory, "checkpoint"))
             where = f"moved to {aside}"
         else:
             where = "left where it is"
-        log.warning("checkpoint %s cannot be read (%s); %s, using the one before it", path, why, where)
-    return None
+        log.warning("checkpoint %s cannot be read (%s); %s, passed over", path, why, where)
+    if not set_aside:
+        return
+    keep = [os.path.basename(p) for p in paths[: len(paths) - len(bad)]]
+    state = tf.train.get_checkpoint_state(directory)
+    listed = [os.path.basename(p) for p in state.all_model_checkpoint_paths] if state else []
+    if keep and listed != keep:
+        # the names alone: the list stays valid wherever the run folder is moved
+        tf.compat.v1.train.update_checkpoint_state(directory, keep[-1], all_model_checkpoint_paths=keep)
+    elif not keep and state:
+        os.remove(os.path.join(directory, "checkpoint"))
+
+
+def resume_point(workdir: str, chief: bool) -> str | None:
+    """The checkpoint a run in `workdir` resumes from: the newest readable one of
+    WORKDIR/checkpoints, None for a new run. The chief sets unreadable ones aside (and
+    those of checkpoints/best, which the run can go on without). A run never starts
+    afresh over checkpoints: none of them readable, or a best checkpoint and no other,
+    raise a ConfigError that says how to start over, with nothing changed."""
+    directory = os.path.join(workdir, "checkpoints")
+    best = os.path.join(directory, "best")
+    start_over = f"To start over, give a new --workdir (or move {directory} out of the way)"
+    resume_from = newest_readable(directory, set_aside=chief, start_over=start_over)
+    if not resume_from and saved(best):
+        # a fresh start would replace the run's best checkpoint with its own
+        names = ", ".join(os.path.basename(p) for p in saved(best))
+        raise ConfigError(f"{best} holds {names} but {directory} no checkpoint to resume. {start_over}")
+    if chief:
+        set_aside_unreadable(best)
+    return resume_from
 
 
 class Checkpoints:
@@ -68,14 +145,12 @@ class Checkpoints:
     saves into a folder of its own that is removed after each save; every worker
     restores from the chief's."""
 
-    def __init__(self, workdir: str, chief: bool, task: str, keep: int, **objects):
+    def __init__(self, workdir: str, chief: bool, task: str, keep: int, resume_from: str | None = None, **objects):
+        """`resume_from`: what `resume_point(workdir, chief)` gave (the checkpoint to restore)."""
         self.checkpoint = tf.train.Checkpoint(**objects)
         self.directory = os.path.join(workdir, "checkpoints")
         self.chief = chief
-        # Before the managers read the folder's list: the chief sets unreadable ones aside.
-        self.resume_from = newest_readable(self.directory, set_aside=chief)
-        if chief:
-            newest_readable(os.path.join(self.directory, "best"), set_aside=True)
+        self.resume_from = resume_from
         folder = self.directory if chief else os.path.join(workdir, "_nonchief", task)
         self.latest = tf.train.CheckpointManager(self.checkpoint, folder, max_to_keep=keep)
         self.best = tf.train.CheckpointManager(

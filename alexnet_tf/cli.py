@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 
+from alexnet_tf import paths
 from alexnet_tf.config import Config, ConfigError, load_json, load_recipe, override
 
 
@@ -103,7 +104,7 @@ def data_overrides(data: str | None) -> list[str]:
 def run_config(recipe: str | None, workdir: str | None, data: str | None, overrides: list[str]) -> tuple[Config, str]:
     """(config, workdir) of `train`: the recipe with --data and --set, or without a recipe
     the workdir's own config.json (a run to resume) with them; says in one line where the
-    config came from and what was set."""
+    config came from and what was set. The paths in it resolved (`alexnet_tf.paths`)."""
     sets = [*data_overrides(data), *overrides]
     if recipe is None:
         if not workdir:
@@ -114,22 +115,23 @@ def run_config(recipe: str | None, workdir: str | None, data: str | None, overri
         config, origin = load_json(path), path
     else:
         config, origin = load_recipe(recipe), recipe
-        workdir = workdir or os.path.join("runs", os.path.splitext(os.path.basename(recipe))[0])
+        workdir = workdir or paths.resolve(os.path.join("runs", os.path.splitext(os.path.basename(recipe))[0]))
     config = override(config, sets) if sets else config
     print(f"config: {origin}" + (f" with {', '.join(sets)}" if sets else ""), flush=True)
-    return config, workdir
+    return paths.resolve_config(config), workdir
 
 
 def recipe_config(recipe: str, data: str | None, overrides: list[str]) -> Config:
-    """A recipe with --data and --set."""
+    """A recipe with --data and --set, its paths resolved."""
     sets = [*data_overrides(data), *overrides]
     config = load_recipe(recipe)
-    return override(config, sets) if sets else config
+    return paths.resolve_config(override(config, sets) if sets else config)
 
 
 def eval_config(recipe: str | None, first_run: str, data: str | None, overrides: list[str]) -> Config:
     """The config that names the data to evaluate on: the recipe's, or without one that
-    of the first run (its own data and validation split), with --data and --set."""
+    of the first run (its own data and validation split), with --data and --set; its
+    paths resolved."""
     if recipe is not None:
         config = load_recipe(recipe)
     else:
@@ -137,12 +139,33 @@ def eval_config(recipe: str | None, first_run: str, data: str | None, overrides:
 
         config = load_json(os.path.join(resolve_checkpoint(first_run)[0], "config.json"))
     sets = [*data_overrides(data), *overrides]
-    return override(config, sets) if sets else config
+    return paths.resolve_config(override(config, sets) if sets else config)
+
+
+# The arguments that name a file or folder, in every command, and the data spec.
+PATH_ARGS = ("workdir", "out", "caffemodel", "mean", "path", "export_dir")
+
+
+def resolve_args(args: dict) -> dict:
+    """Parsed arguments with the paths users give (PATH_ARGS, repeated or not, and the
+    path in --data) made absolute by `alexnet_tf.paths`: relative to the working
+    directory or absolute alike."""
+    out = dict(args)
+    for key in PATH_ARGS:
+        value = out.get(key)
+        if isinstance(value, list):
+            out[key] = [paths.resolve(v) for v in value]
+        elif isinstance(value, str):
+            out[key] = paths.resolve(value)
+    if isinstance(out.get("data"), str):
+        out["data"] = paths.resolve_spec(out["data"])
+    return out
 
 
 def main(p: argparse.ArgumentParser, fn, argv=None) -> int:
-    """Parses `argv` with `p` and runs `fn(**the arguments)` under `run`."""
-    args = vars(p.parse_args(argv))
+    """Parses `argv` with `p` and runs `fn(**the arguments)`, paths resolved
+    (`resolve_args`), under `run`."""
+    args = resolve_args(vars(p.parse_args(argv)))
     return run(lambda: fn(**args))
 
 

@@ -3,7 +3,7 @@ take, wherever the net came from (a training run's folder, imported weights, a t
 notebook).
 
     net = alexnet_tf.load_net("runs/paper")            # a run folder or one checkpoint
-    probs = net.predict_images(images)                   # uint8 (B, H, W, 3) or encoded bytes
+    probs = net.predict_images(images)                   # pixels 0..255, encoded bytes or paths
     feats = net.predict_images(images, output="features")  # fc7, Sec. 6.1
 
 A `TrainedNet` holds the Keras model, the config it was built and trained with (its
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 
 import keras
 import numpy as np
@@ -25,7 +26,7 @@ import tensorflow as tf
 from alexnet_tf import predict as predict_lib
 from alexnet_tf import serving_form
 from alexnet_tf.config import Config
-from alexnet_tf.data import Stats, resize_images
+from alexnet_tf.data import Stats, decode_and_resize, resize_images
 from alexnet_tf.data import batch as batch_lib
 from alexnet_tf.model import SERVING_FORMS
 
@@ -102,14 +103,35 @@ class TrainedNet:
         data = self.config.data
         return predict_lib.predict(self.caller(output), batch, self.stats_tensors, data, views, output, crop_at=crop_at)
 
-    def predict_images(self, images, crops: str = "center", output: predict_lib.Output = "probabilities") -> np.ndarray:
-        """Probabilities (B, classes), logits (B * views, classes) or fc7 features (B, 4096)
-        of images of any size: uint8 (B, H, W, 3) RGB, or a list of encoded JPEG/PNG/GIF/BMP
-        bytes. Each is prepared as in evaluation: Sec. 2's resize and central square, the
-        centre crop or Sec. 4.1's ten crops, the training set's mean subtracted."""
-        encoded = bool(isinstance(images, (list, tuple)) and images and isinstance(images[0], bytes))
-        images = tf.constant(images) if encoded else tf.convert_to_tensor(np.asarray(images, np.uint8))
-        return self.predict_raw(images, encoded, crops, output).numpy()
+    def predict_images(
+        self,
+        images,
+        crops: str = "center",
+        output: predict_lib.Output = "probabilities",
+        batch_size: int = 32,
+    ) -> np.ndarray:
+        """Probabilities (N, classes), logits (N * views, classes) or fc7 features (N, 4096)
+        of N images of any size, each prepared as in evaluation: Sec. 2's resize and
+        central square, the centre crop or Sec. 4.1's ten crops, the training set's mean
+        subtracted.
+
+        images: RGB pixels 0..255, uint8 or float: a batch (N, H, W, 3) or one image
+        (H, W, 3); or a sequence or iterable (a list, a generator) of such images of
+        different sizes (arrays, PIL images), of encoded JPEG/PNG/GIF/BMP bytes or of image
+        file paths, mixed as you like; or one PIL image, bytes object or path. One image gives one row. Anything else,
+        and floats in 0..1, raise a ValueError that says what is expected.
+
+        The net sees `batch_size` images per call and an iterable is read as it goes, so
+        memory grows with `batch_size`, not with N."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be 1 or more, got {batch_size}")
+        parts = [
+            self.predict_raw(batch, False, crops, output).numpy() for batch in _image_batches(images, self, batch_size)
+        ]
+        if parts:
+            return np.concatenate(parts)
+        width = self.features_model.output.shape[-1] if output == "features" else self.num_classes
+        return np.zeros((0, width), np.float32)
 
     def predict_raw(
         self, images: tf.Tensor, encoded: bool, crops: str = "center", output: predict_lib.Output = "probabilities"
@@ -120,3 +142,89 @@ class TrainedNet:
         resized = resize_images(images, data.resize_size, encoded, data.resize)
         batch, views = batch_lib.views(resized, data, crops)
         return self.predict(batch, views, output, crop_at=batch_lib.crop_at(data, crops))
+
+
+IMAGES = (
+    "RGB pixels 0..255 (uint8 or float) as (N, H, W, 3) or (H, W, 3), or a list of such images "
+    "(arrays, PIL images), encoded JPEG/PNG/GIF/BMP bytes or image file paths"
+)
+
+
+def _image_batches(images, net: TrainedNet, batch_size: int):
+    """uint8 batches (B <= batch_size, H, W, 3) of `images` (see `predict_images`): a
+    batch array sliced as it is; anything else image by image, each resized to the net's
+    `data.resize_size` square (as `predict_raw` would) so that images of any size and
+    kind share a batch."""
+    if isinstance(images, tf.Tensor):
+        images = images.numpy()
+    elif _array_like(images) and not isinstance(images, np.ndarray):  # a PIL image, ...
+        images = np.asarray(images)
+    if isinstance(images, np.ndarray) and images.dtype.kind in "uif":  # pixels: a batch, or one image
+        array = images[None] if images.ndim == 3 else images
+        if array.ndim != 4:
+            raise ValueError(f"images of shape {images.shape}: expected {IMAGES}")
+        for start in range(0, len(array), batch_size):
+            yield tf.convert_to_tensor(_pixels(array[start : start + batch_size], f"images[{start}:]"))
+        return
+    if isinstance(images, (bytes, str, os.PathLike)):
+        images = [images]
+    elif isinstance(images, np.ndarray):  # encoded images (bytes or object), or something else
+        images = images.reshape(-1) if images.dtype.kind in "OS" else [images]
+    try:
+        items = iter(images)
+    except TypeError:
+        raise ValueError(f"images of type {type(images).__name__}: expected {IMAGES}") from None
+    data = net.config.data
+    batch = []
+    for i, item in enumerate(items):
+        batch.append(_resized(item, i, data.resize_size, data.resize))
+        if len(batch) == batch_size:
+            yield tf.stack(batch)
+            batch = []
+    if batch:
+        yield tf.stack(batch)
+
+
+def _resized(item, index: int, size: int, resize: str) -> tf.Tensor:
+    """One image of a list (pixels, encoded bytes or a file path) as uint8 (size, size, 3)."""
+    if isinstance(item, (str, os.PathLike)):
+        with open(item, "rb") as f:
+            item = f.read()
+    if isinstance(item, (bytes, bytearray, np.bytes_)):
+        try:
+            return decode_and_resize(tf.constant(bytes(item)), size, True, resize)
+        except tf.errors.InvalidArgumentError as e:
+            raise ValueError(
+                f"images[{index}]: {len(item)} bytes that are no JPEG, PNG, GIF or BMP ({e.message})"
+            ) from None
+    if isinstance(item, (np.ndarray, tf.Tensor, list, tuple)) or _array_like(item):
+        pixels = _pixels(np.asarray(item), f"images[{index}]")
+        if pixels.ndim != 3:
+            raise ValueError(f"images[{index}] has shape {pixels.shape}: expected one image (H, W, 3) per entry")
+        return decode_and_resize(tf.convert_to_tensor(pixels), size, False, resize)
+    raise ValueError(f"images[{index}] is a {type(item).__name__}: expected {IMAGES}")
+
+
+def _array_like(value) -> bool:
+    """Whether NumPy reads `value` as an array of its own (a PIL image, a framework's tensor)."""
+    return hasattr(value, "__array__") or hasattr(value, "__array_interface__")
+
+
+def _pixels(array: np.ndarray, what: str) -> np.ndarray:
+    """`array` as uint8 pixels, checked: RGB (..., H, W, 3), values 0..255 (floats
+    rounded); floats that all lie in 0..1 are refused (scaled images: multiply by 255)."""
+    if array.ndim < 3 or array.shape[-1] != 3 or 0 in array.shape:
+        raise ValueError(f"{what} has shape {array.shape}: expected {IMAGES}")
+    if array.dtype == np.uint8:
+        return array
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise ValueError(f"{what} has dtype {array.dtype}: expected {IMAGES}")
+    low, high = array.min(), array.max()
+    if not (np.isfinite(low) and np.isfinite(high)) or low < 0 or high > 255:
+        raise ValueError(f"{what} has values from {low} to {high}: expected RGB pixels 0..255")
+    if np.issubdtype(array.dtype, np.floating) and 0 < high <= 1:
+        raise ValueError(
+            f"{what} holds floats in 0..1 (max {high:.3g}): expected pixels 0..255, as the net was trained on; "
+            "multiply by 255"
+        )
+    return np.rint(array).astype(np.uint8)

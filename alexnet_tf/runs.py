@@ -20,7 +20,8 @@ import sys
 import tensorflow as tf
 
 from alexnet_tf import data as data_lib
-from alexnet_tf.checkpoints import newest_readable, problem
+from alexnet_tf import paths
+from alexnet_tf.checkpoints import newest_readable, problem, saved
 from alexnet_tf.config import Config, ConfigError, DataConfig, load_json, to_dict, validate
 from alexnet_tf.data.records import imagenet_class_descriptions
 from alexnet_tf.model import build_model, model_variables
@@ -31,8 +32,10 @@ log = logging.getLogger(__name__)
 
 
 def resolve_checkpoint(path: str, best: bool = False) -> tuple[str, str]:
-    """(workdir, checkpoint prefix) for a run folder (its newest readable checkpoint, or
-    with `best` its best) or for a checkpoint prefix inside one."""
+    """(workdir, checkpoint prefix), both absolute, for a run folder (its newest readable
+    checkpoint, or with `best` its best) or for a checkpoint prefix inside one; `path`
+    relative to the working directory or absolute."""
+    path = paths.resolve(path)
     if os.path.isdir(path):
         folder = os.path.join(path, "checkpoints", "best" if best else "")
         checkpoint = newest_readable(folder)
@@ -47,7 +50,7 @@ def resolve_checkpoint(path: str, best: bool = False) -> tuple[str, str]:
             raise ConfigError(
                 f"checkpoint {path} cannot be read ({why}); give its run folder to use the newest readable one"
             )
-        workdir = os.path.dirname(os.path.abspath(path))
+        workdir = os.path.dirname(path)
         if os.path.basename(workdir) == "best":
             workdir = os.path.dirname(workdir)
         return os.path.dirname(workdir), path
@@ -61,7 +64,7 @@ def load_net(path: str, best: bool = False) -> TrainedNet:
     config_path = os.path.join(workdir, "config.json")
     if not os.path.isfile(config_path):
         raise ConfigError(f"{workdir!r} has no config.json; is it a run folder of `python -m alexnet_tf.train`?")
-    config = load_json(config_path)
+    config = paths.resolve_config(load_json(config_path))
     class_names, descriptions = read_classes(workdir, config.model.num_classes)
     stats = data_lib.Stats.load(os.path.join(workdir, "stats.npz"))
     # Variables are float32 under every precision policy, so a float32 model restores them.
@@ -73,6 +76,7 @@ def load_net(path: str, best: bool = False) -> TrainedNet:
 
 def check_new_workdir(workdir: str) -> None:
     """Raises unless `workdir` is new or empty: a net written as a run never overwrites one."""
+    workdir = paths.resolve(workdir)
     if os.path.exists(workdir) and (not os.path.isdir(workdir) or os.listdir(workdir)):
         raise ConfigError(f"{workdir} exists and is not empty: give a new --workdir")
 
@@ -82,8 +86,9 @@ def write_net(net: TrainedNet, workdir: str, step: int = 0) -> str:
     at `step`) that evaluate, export, figures, serve and fine-tuning take; returns the
     checkpoint's path. `workdir` must be new or empty; the folder is written beside it and
     renamed, so a failure leaves no half folder."""
+    workdir = paths.resolve(workdir)
     check_new_workdir(workdir)
-    parent, name = os.path.split(os.path.abspath(workdir))
+    parent, name = os.path.split(workdir)
     os.makedirs(parent, exist_ok=True)
     tmp = os.path.join(parent, f".{name}.writing-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -149,34 +154,64 @@ RESUME_KEYS = (
 # How the net is computed (alexnet_tf.forms): the same numbers in every form, so a run may
 # resume on another kind of device with the forms chosen there.
 RESUME_FREE = ("model.conv_form", "model.lrn_impl")
+# What WORKDIR/stats.npz (the training set's mean image and covariance) was computed from.
+STATS_KEYS = (
+    "data.source",
+    "data.train_split",
+    "data.resize_size",
+    "data.resize",
+    "data.stats_path",
+    "finetune.init_from",
+)
+
+
+def holds_checkpoints(workdir: str) -> bool:
+    """Whether the run folder `workdir` holds a checkpoint (readable or not; the newest
+    few or the best): a run that saved at least one step."""
+    folder = os.path.join(workdir, "checkpoints")
+    return bool(saved(folder) or saved(os.path.join(folder, "best")))
 
 
 def check_resume(config: Config, workdir: str) -> None:
-    """Refuses a workdir whose run was started with other RESUME_KEYS settings: its
-    checkpoint would be resumed with another net or at the wrong place in the data."""
+    """Refuses a workdir whose run was started with other RESUME_KEYS settings and saved a
+    checkpoint: it would be resumed with another net or at the wrong place in the data.
+    A start that saved none binds nothing: its settings give way to `config`, said in one
+    line, and statistics computed for other data are dropped (STATS_KEYS)."""
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         return
-    old = to_dict(load_json(path))
-    new = to_dict(config)
+    old_flat = _leaves(to_dict(paths.resolve_config(load_json(path))))
+    new_flat = _leaves(to_dict(config))
 
-    def leaves(tree, prefix):
-        for k, v in tree.items():
-            yield from leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else [(prefix + k, v)]
+    def differ(keys):
+        return [
+            f"{k} {old_flat.get(k, '(unset)')!r} -> {v!r}"
+            for k, v in sorted(new_flat.items())
+            if any(k == key or k.startswith(key + ".") for key in keys)
+            and k not in RESUME_FREE
+            and old_flat.get(k) != v
+        ]
 
-    old_flat, new_flat = dict(leaves(old, "")), dict(leaves(new, ""))
-    changed = [
-        f"{k} {old_flat.get(k, '(unset)')!r} -> {v!r}"
-        for k, v in sorted(new_flat.items())
-        if any(k == key or k.startswith(key + ".") for key in RESUME_KEYS)
-        and k not in RESUME_FREE
-        and old_flat.get(k) != v
-    ]
-    if changed:
+    changed = differ(RESUME_KEYS)
+    if not changed:
+        return
+    if holds_checkpoints(workdir):
         raise ConfigError(
             f"{workdir} holds a run with different settings ({'; '.join(changed)}); resuming it would mix "
             "them: use a new --workdir, or the run's own recipe and overrides"
         )
+    log.info("%s: the start that wrote its config.json saved no step; starting with these settings", workdir)
+    stats = os.path.join(workdir, "stats.npz")
+    if differ(STATS_KEYS) and os.path.exists(stats):
+        os.remove(stats)  # computed for other data: computed again
+
+
+def _leaves(tree: dict, prefix: str = "") -> dict:
+    """{"section.key": value} of a nested dict."""
+    out = {}
+    for k, v in tree.items():
+        out.update(_leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+    return out
 
 
 def resolve_data(config: Config, source: data_lib.Source, evaluate: bool = True) -> Config:

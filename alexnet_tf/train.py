@@ -20,15 +20,16 @@ import time
 import tensorflow as tf
 
 from alexnet_tf import data as data_lib
-from alexnet_tf import finetune, optim
+from alexnet_tf import finetune, optim, paths
 from alexnet_tf import steps as steps_lib
-from alexnet_tf.checkpoints import Checkpoints, StopRequest
+from alexnet_tf.checkpoints import Checkpoints, StopRequest, resume_point
 from alexnet_tf.config import Config, ConfigError, to_dict, validate
 from alexnet_tf.distribute import Runtime, barrier, check_same_step, distributed_dataset, make_runtime
 from alexnet_tf.drawing import conv1_grid
 from alexnet_tf.errors import Preempted, TrainingError
 from alexnet_tf.metrics import TRAIN_METRICS, EpochSums, accumulate, errors
 from alexnet_tf.model import model_variables
+from alexnet_tf.nets import TrainedNet
 from alexnet_tf.report import ProfileWindow, Reporter, Window, format_duration
 from alexnet_tf.runs import check_resume, resolve_data, run_stats, write_classes, write_json
 
@@ -47,12 +48,15 @@ class Trainer:
     checkpoint of a run that never stopped.
     """
 
-    def __init__(self, config: Config, workdir: str, runtime: Runtime, source: data_lib.Source):
+    def __init__(
+        self, config: Config, workdir: str, runtime: Runtime, source: data_lib.Source, resume_from: str | None = None
+    ):
+        """`resume_from`: the checkpoint to resume from (`checkpoints.resume_point`), None for a new run."""
         c = config
         self.config, self.workdir, self.runtime, self.source = config, workdir, runtime, source
         self.global_batch = c.train.batch_size
         self.eval_batch = c.train.eval_batch_size or c.train.batch_size
-        self._check()
+        check_data(c, source, runtime.replicas)
         self.steps_per_epoch = source.sizes[c.data.train_split] // self.global_batch
         self.total_steps = c.train.epochs * self.steps_per_epoch
         if c.train.max_steps:
@@ -75,6 +79,7 @@ class Trainer:
             runtime.chief,
             runtime.task,
             c.train.keep_checkpoints,
+            resume_from,
             model=model_variables(self.model),
             optimizer=self.optimizer,
             schedule=self.schedule,
@@ -104,18 +109,6 @@ class Trainer:
         self.started, self.seconds_before = time.perf_counter(), 0.0
 
     # ---------------------------------------------------------------- setup
-    def _check(self) -> None:
-        """Everything about the data and devices that would otherwise fail later."""
-        c, source, replicas = self.config, self.source, self.runtime.replicas
-        for key, batch in (("train.batch_size", self.global_batch), ("train.eval_batch_size", self.eval_batch)):
-            if batch % replicas:
-                raise ConfigError(f"{key}={batch} is not divisible by the {replicas} replicas")
-        n_train, n_eval = source.sizes[c.data.train_split], source.sizes[c.data.eval_split]
-        if n_train < self.global_batch:
-            raise ConfigError(f"train.batch_size={self.global_batch} exceeds the {n_train} training examples")
-        if n_eval == 0:
-            raise ConfigError(f"the eval split {c.data.eval_split!r} of {c.data.source} has no examples")
-
     def _dataset(self, split: str, training: bool, epoch: int = 0, skip_batches: int = 0):
         c = self.config
         batch = self.global_batch if training else self.eval_batch
@@ -341,39 +334,60 @@ class Trainer:
         self.reporter.images("train", step, "conv1_kernels", grid[None], max_outputs=1)
 
 
-def train_and_evaluate(config: Config, workdir: str) -> dict:
-    """Trains `config` in `workdir` (resuming if it holds checkpoints) and evaluates.
+def check_data(config: Config, source: data_lib.Source, replicas: int) -> None:
+    """Everything about the data and devices that would otherwise fail later."""
+    c = config
+    train_batch, eval_batch = c.train.batch_size, c.train.eval_batch_size or c.train.batch_size
+    for key, batch in (("train.batch_size", train_batch), ("train.eval_batch_size", eval_batch)):
+        if batch % replicas:
+            raise ConfigError(f"{key}={batch} is not divisible by the {replicas} replicas")
+    n_train, n_eval = source.sizes[c.data.train_split], source.sizes[c.data.eval_split]
+    if n_train < train_batch:
+        raise ConfigError(f"train.batch_size={train_batch} exceeds the {n_train} training examples")
+    if n_eval == 0:
+        raise ConfigError(f"the eval split {c.data.eval_split!r} of {c.data.source} has no examples")
 
-    Everything that can be checked is checked before the first step. The chief writes
-    workdir/config.json, classes.json, stats.npz, checkpoints/, tb/, history.json and
-    results.json; returns the results.
+
+def train_and_evaluate(config: Config, workdir: str) -> dict:
+    """Trains `config` in `workdir` (resuming if it holds checkpoints) and evaluates;
+    `workdir` and the paths in `config` relative to the working directory or absolute.
+
+    The data, the batch sizes and the folder's checkpoints are checked before anything is
+    written; the rest that can be checked is checked before the first step. The chief
+    writes workdir/config.json, classes.json, stats.npz, checkpoints/, tb/, history.json
+    and results.json; returns the results.
     """
-    config, runtime = make_runtime(validate(config))
+    workdir = paths.resolve(workdir)
+    config, runtime = make_runtime(validate(paths.resolve_config(config)))
     source = data_lib.open_source(config.data.source, config.data)
     config = resolve_data(config, source)
-    os.makedirs(workdir, exist_ok=True)
+    pretrained = None
     if config.finetune.init_from:
-        config = _adopt_pretrained(config, workdir, runtime)
+        config, pretrained = _adopt_pretrained(config, workdir, runtime)
+    check_data(config, source, runtime.replicas)
     check_resume(config, workdir)
+    resume_from = resume_point(workdir, runtime.chief)
+    os.makedirs(workdir, exist_ok=True)
     if runtime.chief:
+        if pretrained:
+            finetune.write_stats(pretrained, workdir)
         write_json(os.path.join(workdir, "config.json"), to_dict(config))
         write_classes(workdir, source.class_names)
-    results = Trainer(config, workdir, runtime, source).run()
+    results = Trainer(config, workdir, runtime, source, resume_from).run()
     if runtime.chief:
         write_json(os.path.join(workdir, "results.json"), results)
     return results
 
 
-def _adopt_pretrained(config: Config, workdir: str, runtime: Runtime) -> Config:
+def _adopt_pretrained(config: Config, workdir: str, runtime: Runtime) -> tuple[Config, TrainedNet]:
     """A fine-tuning run's config with the pretrained net's architecture and input
-    preparation (`finetune.adopt`), said once; its statistics become the run's."""
+    preparation (`finetune.adopt`), said once, and the net (its statistics become the
+    run's)."""
     net = finetune.load_pretrained(config.finetune.init_from)
     config, changed = finetune.adopt(config, net)
-    if runtime.chief and not os.path.exists(os.path.join(workdir, "config.json")):
-        finetune.write_stats(net, workdir)
-        if changed:
-            log.info("from %s: %s", config.finetune.init_from, "; ".join(changed))
-    return validate(config)
+    if runtime.chief and changed and not os.path.exists(os.path.join(workdir, "config.json")):
+        log.info("from %s: %s", config.finetune.init_from, "; ".join(changed))
+    return validate(config), net
 
 
 def main(argv=None) -> int:

@@ -46,3 +46,28 @@ def export_dir(trained_workdir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def image_folder(tmp_path_factory):
     return helpers.make_image_folder(tmp_path_factory.mktemp("images"))
+
+
+@pytest.fixture
+def user_cwd(tmp_path, monkeypatch):
+    """A fresh working directory, as a user's clone is: the test gives the commands and
+    the Python API relative paths in it, as users paste them."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def caffemodel(tmp_path_factory):
+    """A V1 caffemodel in bvlc_alexnet's shapes with random weights, written once by the
+    independent writer (tests/caffe_writer.py) as bvlc_alexnet.caffemodel, and Caffe's
+    mean image file beside it as imagenet_mean.binaryproto; its path."""
+    import caffe_writer
+    import numpy as np
+
+    folder = tmp_path_factory.mktemp("caffe")
+    blobs = caffe_writer.encode(caffe_writer.random_weights(seed=0))
+    path = caffe_writer.write_caffemodel(str(folder / "bvlc_alexnet.caffemodel"), caffe_writer.alexnet_layers(blobs))
+    rng = np.random.default_rng(2)
+    mean = (rng.uniform(90, 130, (3, 1, 1)) + rng.uniform(-20, 20, (3, 256, 256))).astype(np.float32)
+    caffe_writer.write_mean(str(folder / "imagenet_mean.binaryproto"), mean)
+    return path

@@ -134,3 +134,22 @@ def summaries(folder):
             for value in event.summary.value:
                 out.setdefault(value.tag, []).append((event.step, value))
     return out
+
+
+def sets(values):
+    """`--set k=v` arguments of a dict."""
+    return [arg for k, v in dict(values).items() for arg in ("--set", f"{k}={v}")]
+
+
+def net_in_memory(form="paper"):
+    """A quickstart-size net made in memory, with no run folder: random weights, the
+    bundled Fashion-MNIST's classes, ImageNet's statistics."""
+    from alexnet_tf import data as data_lib
+    from alexnet_tf.model import build_model
+    from alexnet_tf.nets import TrainedNet
+
+    config = override(load_recipe(QUICKSTART), {"model.dropout_form": form})
+    model = build_model(config.model, seed=3)
+    stats = data_lib.Stats.imagenet(config.data.resize_size)
+    names = [f"class {i}" for i in range(config.model.num_classes)]
+    return TrainedNet(config, model, stats, names, origin=f"memory ({form})")

@@ -365,11 +365,14 @@ def test_jpegs_of_digits_are_thin_light_strokes_on_black(tmp_path):
     assert (grey > 150).mean() < 0.3  # thin strokes, not filled shapes
 
 
+PEER = 'the PyTorch peer is not installed: pip install -e ".[peer]"'
+
+
 def _torch_net():
     """benchmarks/torch_net.py, imported from the checkout (PyTorch is not a dependency)."""
     import importlib.util
 
-    pytest.importorskip("torch")
+    pytest.importorskip("torch", reason=PEER)
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "torch_net.py")
     spec = importlib.util.spec_from_file_location("torch_net", path)
     module = importlib.util.module_from_spec(spec)
@@ -377,11 +380,12 @@ def _torch_net():
     return module
 
 
+@pytest.mark.peer
 @pytest.mark.parametrize("convention", ["paper", "cuda-convnet", "caffe"])
 def test_the_peers_lrn_is_ours(convention):
     """torch.nn.LocalResponseNorm divides alpha by n: the peer passes 5 x 1e-4 for the paper's
     convention, and its numbers equal our layer's."""
-    import torch
+    torch = pytest.importorskip("torch", reason=PEER)
 
     from alexnet_tf.model import LocalResponseNormalization
 
@@ -393,11 +397,12 @@ def test_the_peers_lrn_is_ours(convention):
     assert torch_net.lrn("paper").alpha == pytest.approx(5e-4) and torch_net.lrn("paper").k == 2.0
 
 
+@pytest.mark.peer
 def test_the_peer_is_the_same_net():
     """The quickstart net with our weights gives our logits in PyTorch (two columns,
     LRN, pooling, fc layers; dropout off); the paper's net has Sec. 3.5's parameters and
     multiply-adds; Sec. 4.2's dropout form scales by 1 - p at test and not in training."""
-    import torch
+    torch = pytest.importorskip("torch", reason=PEER)
 
     from alexnet_tf.config import load_recipe
     from alexnet_tf.model import build_model

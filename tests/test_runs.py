@@ -13,11 +13,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import QUICKSTART, TINY, assert_same_weights, folder_config, model_weights, tiny
+from helpers import QUICKSTART, TINY, assert_same_weights, folder_config, model_weights, net_in_memory, tiny
 
 from alexnet_tf import cli
 from alexnet_tf import data as data_lib
-from alexnet_tf.config import ConfigError, load_recipe, override
+from alexnet_tf.config import ConfigError
 from alexnet_tf.model import build_model
 from alexnet_tf.nets import TrainedNet
 from alexnet_tf.runs import load_net
@@ -102,21 +102,11 @@ def test_an_unreadable_checkpoint_is_set_aside(tmp_path, how, caplog):
     assert any(not np.array_equal(good[k], model_weights(workdir)[k]) for k in good)
 
 
-def _net_in_memory(form="paper"):
-    """A quickstart-size net made in memory, with no run folder: random weights, the
-    bundled Fashion-MNIST's classes, ImageNet's statistics."""
-    config = override(load_recipe(QUICKSTART), {"model.dropout_form": form})
-    model = build_model(config.model, seed=3)
-    stats = data_lib.Stats.imagenet(config.data.resize_size)
-    names = [f"class {i}" for i in range(config.model.num_classes)]
-    return TrainedNet(config, model, stats, names, origin=f"memory ({form})")
-
-
 def test_a_net_in_memory_predicts_as_its_definition_says():
     """predict_images: Sec. 2's resize and centre crop, the mean subtracted, the net,
     the softmax; ten crops average the ten views' softmax (Sec. 4.1). Checked against
     the model called on crops cut here with NumPy."""
-    net = _net_in_memory()
+    net = net_in_memory()
     d = net.config.data
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (3, 76, 76, 3), dtype=np.uint8)  # already 76 x 76: no resize
@@ -141,7 +131,7 @@ def test_export_of_a_net_in_memory_equals_the_keras_model(tmp_path, form):
     the Keras model does; no run folder is involved."""
     from alexnet_tf.export import export
 
-    net = _net_in_memory(form)
+    net = net_in_memory(form)
     images = np.random.default_rng(1).integers(0, 256, (4, 50, 60, 3), dtype=np.uint8)
     probs = net.predict_images(images)
     loaded = tf.saved_model.load(export(net, str(tmp_path / form)))
@@ -155,14 +145,14 @@ def test_export_of_a_net_in_memory_equals_the_keras_model(tmp_path, form):
     stored = sum(int(np.prod(shape)) for key, shape in shapes.items() if key != "_CHECKPOINTABLE_OBJECT_GRAPH")
     assert stored == net.model.count_params()
     # the two forms give different test-time functions only through the 0.5 of Sec. 4.2
-    other = _net_in_memory("inverted" if form == "paper" else "paper")
+    other = net_in_memory("inverted" if form == "paper" else "paper")
     assert not np.allclose(other.predict_images(images), probs, atol=1e-6)
 
 
-def test_evaluate_takes_a_net_in_memory():
+def test_evaluate_takes_anet_in_memory():
     from alexnet_tf.evaluate import evaluate
 
-    net = _net_in_memory()
+    net = net_in_memory()
     data = dataclasses.replace(net.config.data, eval_examples=20)
     result = evaluate([net], data, crops="center", batch_size=10, stream=None)
     source = data_lib.open_source(data.source)
@@ -247,7 +237,113 @@ def test_finetuning_errors_name_what_to_change(image_folder, trained_workdir, tm
 
 
 def test_a_net_checks_its_class_names():
-    net = _net_in_memory()
+    net = net_in_memory()
     with pytest.raises(ValueError, match="10 outputs but 3 class names"):
         TrainedNet(net.config, net.model, net.stats, ["a", "b", "c"])
     assert isinstance(net.model, keras.Model) and net.num_classes == 10
+
+
+def _files(folder):
+    """{relative path: bytes} of every file under `folder`."""
+    out = {}
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, folder)] = f.read()
+    return out
+
+
+def test_a_run_whose_checkpoints_cannot_be_read_stops_and_changes_nothing(tmp_path, capsys):
+    """Every checkpoint cut short: the run does not start again from step 0 over them. One
+    line names each with its reason and says how to start over; nothing in the folder
+    is moved, rewritten or deleted."""
+    workdir = str(tmp_path / "run")
+    train_and_evaluate(tiny(**{"train.max_steps": 2, "train.checkpoint_every": 1}), workdir)
+    for step in (1, 2):
+        _break(os.path.join(workdir, "checkpoints", f"ckpt-{step}"), "truncated")
+    before = _files(workdir)
+    capsys.readouterr()
+    assert train_main(["--workdir", workdir, "--set", "train.max_steps=3"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: no checkpoint in {workdir}/checkpoints can be read: ")
+    assert re.search(r"ckpt-2 \(\w+Error: .*; ckpt-1 \(\w+Error: .*; nothing was moved or deleted", err)
+    assert "To start over, give a new --workdir" in err
+    assert _files(workdir) == before
+
+
+def test_a_lost_checkpoint_list_or_a_missing_checkpoint_is_no_fresh_start(tmp_path, caplog, capsys):
+    """The folder's checkpoint list lost: the run resumes from the newest checkpoint file.
+    A listed checkpoint whose files are gone is passed over and said to be missing,
+    nothing claimed moved."""
+    workdir = str(tmp_path / "run")
+    config = tiny(**{"train.max_steps": 2, "train.checkpoint_every": 1})
+    train_and_evaluate(config, workdir)
+    folder = os.path.join(workdir, "checkpoints")
+    os.remove(os.path.join(folder, "checkpoint"))
+    capsys.readouterr()
+    assert train_and_evaluate(tiny(**{"train.max_steps": 3, "train.checkpoint_every": 1}), workdir)["step"] == 3
+    assert "resumed from" in capsys.readouterr().out
+    assert tf.train.get_checkpoint_state(folder).all_model_checkpoint_paths[-1] == os.path.join(folder, "ckpt-3")
+    for f in glob.glob(os.path.join(folder, "ckpt-3.*")):
+        os.remove(f)
+    with caplog.at_level("WARNING", logger="alexnet_tf"):
+        assert train_and_evaluate(tiny(**{"train.max_steps": 4, "train.checkpoint_every": 1}), workdir)["step"] == 4
+    assert "ckpt-3 cannot be read" in caplog.text and "its files are missing" in caplog.text
+    assert "at step 2" in capsys.readouterr().out and not os.path.exists(os.path.join(folder, "unreadable"))
+
+
+def test_a_first_start_that_fails_before_its_first_step_leaves_the_folder_free(image_folder, tmp_path, capsys):
+    """A batch larger than the data fails before anything is written; a start that wrote
+    its config.json but saved no step binds nothing: the corrected command runs there,
+    and statistics computed for other data are dropped."""
+    workdir = tmp_path / "run"
+    sets = ["--data", f"folder:{image_folder}", "--set", "train.max_steps=1", "--set", "data.eval_examples=8"]
+    assert train_main([QUICKSTART, "--workdir", str(workdir), *sets, "--set", "train.batch_size=100"]) == 2
+    assert "train.batch_size=100 exceeds the 48 training examples" in capsys.readouterr().err
+    assert not workdir.exists()
+    # a start stopped after writing its config.json and statistics, before its first checkpoint
+    from alexnet_tf import train as train_lib
+
+    def stopped(self):
+        raise KeyboardInterrupt
+
+    first = folder_config(image_folder, **{"train.batch_size": 16, "train.max_steps": 1})
+    original = train_lib.Trainer.run
+    train_lib.Trainer.run = stopped
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train_and_evaluate(first, str(workdir))
+    finally:
+        train_lib.Trainer.run = original
+    assert (workdir / "config.json").exists() and (workdir / "stats.npz").exists()
+    stale = (workdir / "stats.npz").stat().st_mtime_ns
+    assert train_main([QUICKSTART, "--workdir", str(workdir), *sets, "--set", "train.batch_size=8"]) == 0
+    assert "saved no step; starting with these settings" in capsys.readouterr().out
+    assert (workdir / "stats.npz").stat().st_mtime_ns == stale  # the same data: its statistics kept
+    with open(workdir / "config.json") as f:
+        assert json.load(f)["train"]["batch_size"] == 8
+    # once a step is saved, other settings are refused
+    assert train_main([QUICKSTART, "--workdir", str(workdir), *sets, "--set", "train.batch_size=16"]) == 2
+    assert "different settings (train.batch_size 8 -> 16)" in capsys.readouterr().err
+
+
+def test_statistics_of_a_start_with_other_data_are_dropped(image_folder, tmp_path):
+    from alexnet_tf.runs import check_resume, write_json
+
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    old = folder_config(image_folder, **{"train.batch_size": 8})
+    write_json(str(workdir / "config.json"), cli_to_dict(old))
+    (workdir / "stats.npz").write_bytes(b"computed for the old data")
+    check_resume(folder_config(image_folder, **{"train.batch_size": 16}), str(workdir))
+    assert (workdir / "stats.npz").exists()  # the same data
+    other = shutil.copytree(image_folder, str(tmp_path / "other"))
+    check_resume(folder_config(other, **{"train.batch_size": 8}), str(workdir))
+    assert not (workdir / "stats.npz").exists()
+
+
+def cli_to_dict(config):
+    from alexnet_tf.config import to_dict
+
+    return to_dict(config)

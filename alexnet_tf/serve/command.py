@@ -231,7 +231,7 @@ def main(argv=None) -> int:
     from alexnet_tf import cli
 
     parser = argument_parser()
-    args = parser.parse_args(argv)
+    args = argparse.Namespace(**cli.resolve_args(vars(parser.parse_args(argv))))
     if bool(args.path) == bool(args.workdir):
         parser.error("give PATH (a SavedModel or a base path of versions) or --workdir RUN, one of them")
     options = {
