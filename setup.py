@@ -28,6 +28,8 @@ setup(
         "numpy>=1.26",
         "protobuf",  # alexnet_tf.caffemodel reads .caffemodel files with its runtime
         "pillow>=10",  # serve reads image sizes from their headers with it
+        # alexnet_tf.lock: one trainer per run folder (flock; 4.x: fallback_to_soft, preserve_lock_file, on_acquired)
+        "filelock>=4.0,<5",
     ],
     extras_require={
         "plots": ["matplotlib>=3.7"],  # the ablations' Fig. 1 plot

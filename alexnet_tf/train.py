@@ -20,9 +20,9 @@ import time
 import tensorflow as tf
 
 from alexnet_tf import data as data_lib
-from alexnet_tf import finetune, optim, paths
+from alexnet_tf import finetune, lock, optim, paths
 from alexnet_tf import steps as steps_lib
-from alexnet_tf.checkpoints import Checkpoints, StopRequest, resume_point
+from alexnet_tf.checkpoints import Checkpoints, StopRequest, disk_full_stops_run, resume_point
 from alexnet_tf.config import Config, ConfigError, to_dict, validate
 from alexnet_tf.distribute import Runtime, barrier, check_same_step, distributed_dataset, make_runtime
 from alexnet_tf.drawing import conv1_grid
@@ -354,6 +354,7 @@ def train_and_evaluate(config: Config, workdir: str) -> dict:
 
     The data, the batch sizes and the folder's checkpoints are checked before anything is
     written; the rest that can be checked is checked before the first step. The chief
+    holds the folder's lock (`alexnet_tf.lock`: a second trainer there is refused) and
     writes workdir/config.json, classes.json, stats.npz, checkpoints/, tb/, history.json
     and results.json; returns the results.
     """
@@ -365,17 +366,18 @@ def train_and_evaluate(config: Config, workdir: str) -> dict:
     if config.finetune.init_from:
         config, pretrained = _adopt_pretrained(config, workdir, runtime)
     check_data(config, source, runtime.replicas)
-    check_resume(config, workdir)
-    resume_from = resume_point(workdir, runtime.chief)
-    os.makedirs(workdir, exist_ok=True)
-    if runtime.chief:
-        if pretrained:
-            finetune.write_stats(pretrained, workdir)
-        write_json(os.path.join(workdir, "config.json"), to_dict(config))
-        write_classes(workdir, source.class_names)
-    results = Trainer(config, workdir, runtime, source, resume_from).run()
-    if runtime.chief:
-        write_json(os.path.join(workdir, "results.json"), results)
+    with lock.held(workdir, runtime.chief), disk_full_stops_run(workdir):
+        check_resume(config, workdir)
+        resume_from = resume_point(workdir, runtime.chief)
+        os.makedirs(workdir, exist_ok=True)
+        if runtime.chief:
+            if pretrained:
+                finetune.write_stats(pretrained, workdir)
+            write_json(os.path.join(workdir, "config.json"), to_dict(config))
+            write_classes(workdir, source.class_names)
+        results = Trainer(config, workdir, runtime, source, resume_from).run()
+        if runtime.chief:
+            write_json(os.path.join(workdir, "results.json"), results)
     return results
 
 
