@@ -9,14 +9,15 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import tensorflow as tf
-from helpers import QUICKSTART, ROOT, TINY
+from helpers import QUICKSTART, ROOT, TINY, workers
 
 from alexnet_tf.checkpoints import Checkpoints, disk_full_stops_run, resume_point
 from alexnet_tf.config import ConfigError
-from alexnet_tf.errors import TrainingError
+from alexnet_tf.errors import TrainingError, lost_workers
 from alexnet_tf.lock import LOCK_FILE, RunLock
 from alexnet_tf.report import Reporter
 from alexnet_tf.runs import write_json
@@ -242,3 +243,51 @@ def test_full_disk_at_a_checkpoint_in_a_real_run(small_disk):
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
     assert f"resumed from {intact} at step {step - 2}" in out
+
+
+# The end of TensorFlow 2.21's error on the survivor when worker 1 of two was SIGKILLed.
+HEARTBEATS = (
+    "Collective ops is aborted by: Error reported from /job:worker/task:1: The following tasks are unhealthy "
+    "(stopped sending heartbeats):\n/job:worker/replica:0/task:1\nThe tasks have crashed. Check the task logs for "
+    "an earlier error, or scheduler events (e.g. preemption, eviction) to debug further.\nThe error could be from a "
+    "previous operation. Restart your program to reset.\n\t [[{{node while/CollectiveReduceV2}}]]"
+)
+
+
+def test_lost_workers_read_from_tensorflows_error():
+    assert lost_workers(HEARTBEATS) == "worker 1"
+    two = HEARTBEATS.replace("task:1\nThe", "task:2\n/job:worker/replica:0/task:0\nThe")
+    assert lost_workers(two) == "worker 0 and worker 2"
+    assert lost_workers("Collective ops is aborted by: Socket closed") == "a worker"
+    assert lost_workers("Incompatible shapes: [0,67,67,3] vs. [0,15,15,24]") is None
+
+
+@pytest.mark.slow
+def test_survivor_of_a_killed_worker_says_who_and_exits_to_be_restarted(tmp_path):
+    """Worker 1 of two SIGKILLed mid-run: worker 0 exits 75 in one line naming worker 1,
+    the step and the checkpoint a restart resumes from; restarted, both resume there."""
+    workdir = str(tmp_path / "run")
+    sets = {"train.max_steps": 400, "train.checkpoint_every": 4, "train.steps_per_loop": 1}
+    procs = workers(workdir, sets)
+    for line in procs[1].stdout:
+        if "step 9/400" in line:
+            procs[1].send_signal(signal.SIGKILL)
+            killed = time.time()
+            break
+    out = procs[0].communicate(timeout=300)[0]
+    noticed = time.time() - killed
+    procs[1].wait()
+    print(f"the survivor exited {noticed:.1f} s after the SIGKILL")
+    assert procs[0].returncode == 75, out
+    assert "Traceback" not in out
+    (line,) = [x for x in out.splitlines() if x.startswith("worker lost:")]
+    match = re.fullmatch(r"worker lost: worker 1 stopped .* during step (\d+); .* resume from (\S+)", line)
+    assert match, line
+    step, resume = int(match[1]), match[2]
+    assert resume == tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
+    saved = int(resume.rsplit("-", 1)[1])
+    assert 8 <= saved < step and step >= 10
+    procs = workers(workdir, {**sets, "train.max_steps": saved + 2})
+    outs = [p.communicate(timeout=400)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert all(f"resumed from {resume} at step {saved}" in out for out in outs)
