@@ -1,6 +1,7 @@
 """The errors of training that the commands turn into exit codes (`cli.run`): a run that
-cannot go on, a preempted one and one that lost a worker (both exit 75: run again). (A config that cannot be used raises
-`config.ConfigError`, data that cannot be read `data.DataError`: exit code 2.)
+cannot go on (2), a preempted one and one that lost a worker (75: run it again). (A
+config that cannot be used raises `config.ConfigError`, data that cannot be read
+`data.DataError`: exit code 2.)
 
 They live in a module that no command is: `python -m alexnet_tf.train` loads train.py a
 second time as `__main__`, and a class defined there would not be the one `cli.run`
@@ -38,6 +39,13 @@ def lost_workers(message: str) -> str | None:
         tasks = sorted(set(re.findall(r"/job:(\w+)/replica:\d+/task:(\d+)", message.split("heartbeats", 1)[1])))
         if tasks:
             return " and ".join(f"{job} {task}" for job, task in tasks)
+    # a peer gone mid-call (the coordination service's own task among them): gRPC's reset
+    peer = re.search(
+        r"(?:Connection reset by peer|Socket closed|Connection refused)[\s\S]*?remote target /job:(\w+)/replica:\d+/task:(\d+)",
+        message,
+    )
+    if peer:
+        return f"{peer[1]} {peer[2]}"
     if "Collective ops is aborted" in message or "Restart your program to reset" in message:
         return "a worker"
     return None

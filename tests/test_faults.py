@@ -259,29 +259,39 @@ def test_lost_workers_read_from_tensorflows_error():
     two = HEARTBEATS.replace("task:1\nThe", "task:2\n/job:worker/replica:0/task:0\nThe")
     assert lost_workers(two) == "worker 0 and worker 2"
     assert lost_workers("Collective ops is aborted by: Socket closed") == "a worker"
+    # what worker 1 got when worker 0, the chief, was SIGKILLed
+    reset = (
+        "recvmsg:Connection reset by peer\nAdditional GRPC error information from remote target "
+        "/job:worker/replica:0/task:0 while calling /tensorflow.WorkerService/CompleteInstance:\n"
+        ':UNKNOWN:Error received from peer  {grpc_message:"recvmsg:Connection reset by peer", grpc_status:14}'
+    )
+    assert lost_workers(reset) == "worker 0"
     assert lost_workers("Incompatible shapes: [0,67,67,3] vs. [0,15,15,24]") is None
 
 
 @pytest.mark.slow
-def test_survivor_of_a_killed_worker_says_who_and_exits_to_be_restarted(tmp_path):
-    """Worker 1 of two SIGKILLed mid-run: worker 0 exits 75 in one line naming worker 1,
-    the step and the checkpoint a restart resumes from; restarted, both resume there."""
+@pytest.mark.parametrize("lost", [1, 0])
+def test_survivor_of_a_killed_worker_says_who_and_exits_to_be_restarted(tmp_path, lost):
+    """Worker `lost` of two (0: the chief, which holds the folder's lock) SIGKILLed
+    mid-run: the other exits 75 in one line naming it, the step and the checkpoint a
+    restart resumes from; restarted, both resume there."""
     workdir = str(tmp_path / "run")
     sets = {"train.max_steps": 400, "train.checkpoint_every": 4, "train.steps_per_loop": 1}
     procs = workers(workdir, sets)
-    for line in procs[1].stdout:
+    for line in procs[lost].stdout:
         if "step 9/400" in line:
-            procs[1].send_signal(signal.SIGKILL)
+            procs[lost].send_signal(signal.SIGKILL)
             killed = time.time()
             break
-    out = procs[0].communicate(timeout=300)[0]
+    survivor = procs[1 - lost]
+    out = survivor.communicate(timeout=300)[0]
     noticed = time.time() - killed
-    procs[1].wait()
+    procs[lost].wait()
     print(f"the survivor exited {noticed:.1f} s after the SIGKILL")
-    assert procs[0].returncode == 75, out
+    assert survivor.returncode == 75, out
     assert "Traceback" not in out
     (line,) = [x for x in out.splitlines() if x.startswith("worker lost:")]
-    match = re.fullmatch(r"worker lost: worker 1 stopped .* during step (\d+); .* resume from (\S+)", line)
+    match = re.fullmatch(rf"worker lost: worker {lost} stopped .* during step (\d+); .* resume from (\S+)", line)
     assert match, line
     step, resume = int(match[1]), match[2]
     assert resume == tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
@@ -291,3 +301,4 @@ def test_survivor_of_a_killed_worker_says_who_and_exits_to_be_restarted(tmp_path
     outs = [p.communicate(timeout=400)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     assert all(f"resumed from {resume} at step {saved}" in out for out in outs)
+    assert ("taking over" in outs[0]) == (lost == 0)  # the chief's lock, left by the killed chief
