@@ -28,6 +28,10 @@ setup(
         "numpy>=1.26",
         "protobuf",  # alexnet_tf.caffemodel reads .caffemodel files with its runtime
         "pillow>=10",  # serve reads image sizes from their headers with it
+        # alexnet_tf.lock: one trainer per run folder (flock; fallback_to_soft, preserve_lock_file and
+        # on_acquired as in 4.0.8, the version tested); on_acquired needs exceptiongroup before Python 3.11
+        "filelock>=4.0.8,<5",
+        "exceptiongroup; python_version < '3.11'",
     ],
     extras_require={
         "plots": ["matplotlib>=3.7"],  # the ablations' Fig. 1 plot

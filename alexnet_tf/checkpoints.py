@@ -1,13 +1,16 @@
 """The run's state on disk: one tf.train.Checkpoint of the run, saved by every worker
 (saving may run collectives) and kept from the chief alone, the newest few and the best;
-the resume, which passes over checkpoints that cannot be read; and SIGTERM, which asks
-the loop to stop at its next host call."""
+the resume, which passes over checkpoints that cannot be read; a full disk, which ends
+the run in one line with the partial save removed; and SIGTERM, which asks the loop to
+stop at its next host call."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import logging
+import math
 import os
 import shutil
 import signal
@@ -16,6 +19,7 @@ import threading
 import tensorflow as tf
 
 from alexnet_tf.config import ConfigError
+from alexnet_tf.errors import TrainingError
 
 log = logging.getLogger(__name__)
 UNREADABLE = "unreadable"  # the folder beside the checkpoints where unreadable ones are set aside
@@ -148,6 +152,7 @@ class Checkpoints:
     def __init__(self, workdir: str, chief: bool, task: str, keep: int, resume_from: str | None = None, **objects):
         """`resume_from`: what `resume_point(workdir, chief)` gave (the checkpoint to restore)."""
         self.checkpoint = tf.train.Checkpoint(**objects)
+        self.objects = objects
         self.directory = os.path.join(workdir, "checkpoints")
         self.chief = chief
         self.resume_from = resume_from
@@ -165,13 +170,94 @@ class Checkpoints:
         return path
 
     def save(self, step: int, best: bool = False) -> None:
+        """Saves at `step`; on a full disk removes what the save wrote and raises a
+        TrainingError naming the folder, the space the checkpoint needs and the newest
+        intact checkpoint (which the next start resumes from)."""
         manager = self.best if best else self.latest
-        manager.save(checkpoint_number=step)
+        try:
+            manager.save(checkpoint_number=step)
+        except (OSError, tf.errors.OpError) as e:
+            if not is_disk_full(e):
+                raise
+            raise TrainingError(self._disk_full(manager, step)) from None
         if not self.chief:
             shutil.rmtree(manager.directory, ignore_errors=True)
 
+    def _disk_full(self, manager: tf.train.CheckpointManager, step: int) -> str:
+        """Removes the partial save of `step` (TensorFlow's NAME-STEP_temp/ and any file of
+        NAME-STEP that the manager does not list as saved); says what happened."""
+        prefix = os.path.join(manager.directory, f"{'best' if manager is self.best else 'ckpt'}-{step}")
+        for path in glob.glob(glob.escape(prefix) + "_temp*"):
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.remove(path)
+        if os.path.abspath(prefix) not in {os.path.abspath(p) for p in manager.checkpoints}:
+            for path in glob.glob(glob.escape(prefix) + ".*"):
+                os.remove(path)
+        intact = newest_readable(self.directory)
+        needed = sum(os.path.getsize(f) for f in glob.glob(glob.escape(intact) + ".*")) if intact else None
+        needed = needed or _nbytes(self.objects)
+        free = shutil.disk_usage(manager.directory).free
+        return (
+            f"no space left on device for the checkpoint at step {step} in {manager.directory}: it needs "
+            f"{_size(needed)}, {_size(free)} are free; the partial save was removed. "
+            + (
+                f"The newest intact checkpoint is {intact}: free space and run the same command to resume from it"
+                if intact
+                else "No checkpoint was saved before: free space and run the same command to start the run"
+            )
+        )
+
     def describe_latest(self) -> str:
         return self.latest.latest_checkpoint if self.chief else "the chief's checkpoint"
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_disk_full(e: Exception) -> bool:
+    """Whether `e` says the filesystem is full (or the user's quota): an OSError, or the
+    error a TensorFlow op raised for one (its message carries the OS's words)."""
+    if isinstance(e, OSError):
+        return e.errno in DISK_FULL
+    return isinstance(e, tf.errors.OpError) and any(os.strerror(n) in str(e) for n in DISK_FULL)
+
+
+@contextlib.contextmanager
+def disk_full_stops_run(workdir: str):
+    """A full disk while the run writes anything (history, metrics, statistics, TensorBoard)
+    becomes a TrainingError in one line naming the file and the newest intact checkpoint.
+    Every file a run rewrites is written beside and renamed, so what was there stays whole."""
+    try:
+        yield
+    except (OSError, tf.errors.OpError) as e:
+        if not is_disk_full(e):
+            raise
+        where = getattr(e, "filename", None) or workdir
+        intact = newest_readable(os.path.join(workdir, "checkpoints"))
+        raise TrainingError(
+            f"no space left on device writing {where} ({os.strerror(e.errno) if isinstance(e, OSError) else 'disk full'}); "
+            + (f"the newest intact checkpoint is {intact}: " if intact else "")
+            + "free space and run the same command again"
+        ) from None
+
+
+def _nbytes(tree) -> int:
+    """Bytes of the variables in `tree` (dicts of them, and objects with `.variables`)."""
+    if isinstance(tree, dict):
+        return sum(_nbytes(v) for v in tree.values())
+    if hasattr(tree, "shape") and hasattr(tree, "dtype"):
+        return math.prod(tree.shape) * tf.as_dtype(tree.dtype).size
+    return sum(_nbytes(v) for v in getattr(tree, "variables", ()))
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""
 
 
 class StopRequest:

@@ -10,7 +10,7 @@ The conventions, the same in every command:
               would replace what is there refuses unless given --overwrite)
   --set       KEY=VALUE overrides of the config, repeatable
 Errors are one line on standard error: exit code 2 for what the user can fix, 75 for a
-preempted run (run the same command again), 130 for Ctrl-C.
+preempted run or one that lost a worker (run the same command again), 130 for Ctrl-C.
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ def run(fn) -> int:
     """Runs `fn`, turning the project's expected errors into one line and an exit code;
     the library's log lines (checkpoints passed over, splits chosen) go to the console."""
     from alexnet_tf.data import DataError
-    from alexnet_tf.errors import Preempted, TrainingError
+    from alexnet_tf.errors import Preempted, TrainingError, WorkerLost
 
     info, warnings = logging.StreamHandler(sys.stdout), logging.StreamHandler(sys.stderr)
     info.addFilter(lambda record: record.levelno < logging.WARNING)
@@ -188,6 +188,9 @@ def run(fn) -> int:
     except Preempted as e:
         print(f"preempted: {e}", file=sys.stderr)
         return Preempted.exit_code
+    except WorkerLost as e:
+        print(f"worker lost: {e}", file=sys.stderr)
+        return WorkerLost.exit_code
     except (ConfigError, DataError, TrainingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -115,8 +115,15 @@ class Reporter:
         with self.writer(name).as_default(step=step):
             for key, value in numbers.items():
                 tf.summary.scalar(key, value)
-        with open(self._jsonl, "a") as f:
-            f.write(json.dumps({"split": name, "step": int(step), **numbers, **(extra or {})}) + "\n")
+        line = memoryview((json.dumps({"split": name, "step": int(step), **numbers, **(extra or {})}) + "\n").encode())
+        with open(self._jsonl, "ab", buffering=0) as f:
+            end = f.seek(0, os.SEEK_END)
+            try:
+                while line:
+                    line = line[f.write(line) :]
+            except OSError:
+                f.truncate(end)  # a full disk leaves no half line
+                raise
 
     def settings(self, config: dict, metrics=(("eval", "top1_error"), ("eval", "top5_error"))) -> None:
         """The run's resolved config: every leaf as a hyperparameter (HParams dashboard,

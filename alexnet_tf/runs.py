@@ -245,10 +245,15 @@ def resolve_data(config: Config, source: data_lib.Source, evaluate: bool = True)
 def write_json(path: str, value) -> None:
     """Writes JSON to a temporary name and renames it: readers see the old file or the
     new one, never half of one."""
-    with open(path + ".tmp", "w") as f:
-        json.dump(value, f, indent=1)
-        f.write("\n")
-    os.replace(path + ".tmp", path)
+    try:
+        with open(path + ".tmp", "w") as f:
+            json.dump(value, f, indent=1)
+            f.write("\n")
+        os.replace(path + ".tmp", path)
+    except BaseException:
+        if os.path.exists(path + ".tmp"):
+            os.remove(path + ".tmp")  # e.g. a full disk: the old file stays, no half copy beside it
+        raise
 
 
 def run_stats(source: data_lib.Source, config: DataConfig, workdir: str, chief: bool, say, wait) -> data_lib.Stats:
@@ -270,8 +275,13 @@ def run_stats(source: data_lib.Source, config: DataConfig, workdir: str, chief: 
         stats = data_lib.dataset_stats(source, config, config.train_split, progress and progress.update)
         if progress:
             progress.update(progress.total, final=True)
-        stats.save(path + ".tmp.npz")
-        os.replace(path + ".tmp.npz", path)  # never a half-written file for a resume to read
+        try:
+            stats.save(path + ".tmp.npz")
+            os.replace(path + ".tmp.npz", path)  # never a half-written file for a resume to read
+        except BaseException:
+            if os.path.exists(path + ".tmp.npz"):
+                os.remove(path + ".tmp.npz")
+            raise
     wait()
     if not os.path.exists(path):
         raise ConfigError(f"{path} was not written by the chief: the workers of one run need one shared --workdir")

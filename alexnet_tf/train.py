@@ -10,6 +10,7 @@ A workdir that holds a run resumes with its own config.json: the recipe may be l
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -20,13 +21,13 @@ import time
 import tensorflow as tf
 
 from alexnet_tf import data as data_lib
-from alexnet_tf import finetune, optim, paths
+from alexnet_tf import finetune, lock, optim, paths
 from alexnet_tf import steps as steps_lib
-from alexnet_tf.checkpoints import Checkpoints, StopRequest, resume_point
+from alexnet_tf.checkpoints import Checkpoints, StopRequest, disk_full_stops_run, newest_readable, resume_point
 from alexnet_tf.config import Config, ConfigError, to_dict, validate
 from alexnet_tf.distribute import Runtime, barrier, check_same_step, distributed_dataset, make_runtime
 from alexnet_tf.drawing import conv1_grid
-from alexnet_tf.errors import Preempted, TrainingError
+from alexnet_tf.errors import Preempted, TrainingError, WorkerLost, lost_workers
 from alexnet_tf.metrics import TRAIN_METRICS, EpochSums, accumulate, errors
 from alexnet_tf.model import model_variables
 from alexnet_tf.nets import TrainedNet
@@ -138,7 +139,7 @@ class Trainer:
     # ---------------------------------------------------------------- the run
     def run(self) -> dict:
         """Trains to the end (resuming where the workdir stands), returns the results."""
-        with self.stop.watch():
+        with self.stop.watch(), self._worker_loss():
             self._restore()
             self.reporter.settings(to_dict(self.config))
             self.started = time.perf_counter()
@@ -158,6 +159,22 @@ class Trainer:
                     break
                 self._train_epoch()
             return self._finish()
+
+    @contextlib.contextmanager
+    def _worker_loss(self):
+        """In a run of several workers, TensorFlow's error for a collective whose peer is
+        gone becomes WorkerLost: which worker, at which step, what a restart resumes from."""
+        try:
+            yield
+        except tf.errors.OpError as e:
+            lost = lost_workers(str(e)) if self.runtime.task else None
+            if lost is None:
+                raise
+            resume = newest_readable(self.checkpoints.directory) or "step 0 (no checkpoint yet)"
+            raise WorkerLost(
+                f"{lost} stopped without SIGTERM (killed, crashed or its host lost) during step "
+                f"{int(self.step.numpy()) + 1}; start every worker again to resume from {resume}"
+            ) from None
 
     def _elapsed(self) -> float:
         """Wall time of the run so far, across restarts (Fig. 1's x-axis)."""
@@ -354,6 +371,7 @@ def train_and_evaluate(config: Config, workdir: str) -> dict:
 
     The data, the batch sizes and the folder's checkpoints are checked before anything is
     written; the rest that can be checked is checked before the first step. The chief
+    holds the folder's lock (`alexnet_tf.lock`: a second trainer there is refused) and
     writes workdir/config.json, classes.json, stats.npz, checkpoints/, tb/, history.json
     and results.json; returns the results.
     """
@@ -365,17 +383,18 @@ def train_and_evaluate(config: Config, workdir: str) -> dict:
     if config.finetune.init_from:
         config, pretrained = _adopt_pretrained(config, workdir, runtime)
     check_data(config, source, runtime.replicas)
-    check_resume(config, workdir)
-    resume_from = resume_point(workdir, runtime.chief)
-    os.makedirs(workdir, exist_ok=True)
-    if runtime.chief:
-        if pretrained:
-            finetune.write_stats(pretrained, workdir)
-        write_json(os.path.join(workdir, "config.json"), to_dict(config))
-        write_classes(workdir, source.class_names)
-    results = Trainer(config, workdir, runtime, source, resume_from).run()
-    if runtime.chief:
-        write_json(os.path.join(workdir, "results.json"), results)
+    with lock.held(workdir, runtime.chief), disk_full_stops_run(workdir):
+        check_resume(config, workdir)
+        resume_from = resume_point(workdir, runtime.chief)
+        os.makedirs(workdir, exist_ok=True)
+        if runtime.chief:
+            if pretrained:
+                finetune.write_stats(pretrained, workdir)
+            write_json(os.path.join(workdir, "config.json"), to_dict(config))
+            write_classes(workdir, source.class_names)
+        results = Trainer(config, workdir, runtime, source, resume_from).run()
+        if runtime.chief:
+            write_json(os.path.join(workdir, "results.json"), results)
     return results
 
 
