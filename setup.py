@@ -28,6 +28,11 @@ setup(
         "numpy>=1.26",
         "protobuf",  # alexnet_tf.caffemodel reads .caffemodel files with its runtime
         "pillow>=10",  # serve reads image sizes from their headers with it
+        # serve's fast path: orjson parses and writes JSON in C (numpy arrays included), pybase64
+        # decodes {"b64": ...} with SIMD, uvloop runs the event loop on libuv (asyncio's where absent)
+        "orjson>=3.9",
+        "pybase64>=1.3",
+        "uvloop>=0.19; sys_platform != 'win32'",
     ],
     extras_require={
         "plots": ["matplotlib>=3.7"],  # the ablations' Fig. 1 plot

@@ -210,7 +210,10 @@ def test_predict_row_and_column_formats(server, export_dir, images):
         ("POST", "/v1/models/alexnet:predict", {"signature_name": "serve_uint8", "instances": [[[["1", 0, 0]]]]}, 400),
         ("POST", "/v1/models/other:predict", {"instances": []}, 404),
         ("POST", "/v1/models/alexnet/versions/7:predict", {"instances": []}, 404),
-        ("POST", "/v1/models/alexnet:classify", {"instances": []}, 404),
+        ("POST", "/v1/models/alexnet:explode", {"instances": []}, 404),
+        ("POST", "/v1/models/alexnet:classify", {"instances": []}, 400),  # classify takes "examples"
+        ("GET", "/v1/models/alexnet/labels/stable", None, 404),  # TF Serving's version labels: none set
+        ("GET", "/v1/models/alexnet/nothing", None, 404),
         ("GET", "/v2/anything", None, 404),
         ("GET", "/v1/models/alexnet:predict", None, 405),
         ("DELETE", "/v1/models/alexnet", None, 405),
