@@ -23,8 +23,9 @@ Binary values travel as {"b64": "..."}, e.g.
 Concurrent requests share model calls (`batching`): they wait in a queue bounded in
 images and bytes, and beyond it get 503 with Retry-After. Every client mistake gets a
 4xx and {"error": "..."}. The modules: `options` (`ServeOptions`: every option, which
-makes the flags), `server` (HTTP on an event loop, admission control: connections,
-head, body and the turns to send one), `routes` (a function per route, in a table),
+makes the flags), `server` (the event loop, the connection limit), `connection` (a
+connection's requests and the admission control: head, length, queue, turns, body),
+`protocol` (HTTP/1.1's heads and answers), `routes` (a function per route, in a table),
 `inputs` (a :predict request's JSON, checked against the limits), `examples` (:classify
 and :regress), `images` (pixels read from image headers), `batching` (the queue),
 `model` (the SavedModel), `command` (the command, `make_server`). docs/serving.md says
