@@ -6,9 +6,10 @@ POST route Content-Length (411, 413), the queue (503 while at one of its bounds)
 (at most `max_inflight` bodies received and parsed at once; the others wait up to
 `timeout`, then 503, their bytes left in the kernel) and its body (within `timeout` of its
 turn, else 408; read straight into its own buffer). The body is then parsed and the
-route's coroutine run at once up to its model call (`call.run`), all in the loop's
-thread, so one parse at a time; the model's outputs come back from a batcher thread and
-the route goes on to its answer.
+route's coroutine run at once up to its model call (`call.run`): in the loop's thread for
+an ordinary body, in the server's parsing thread for one of over INLINE_BODY bytes (one at
+a time, while the loop goes on). The job is queued, the turn passes on, and the model's
+outputs come back from a batcher thread; the route goes on to its answer.
 
 A refused request whose body was not read is answered with `Connection: close`; what the
 client still sends is read and dropped (at most `max_body` bytes for `timeout` seconds),
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from alexnet_tf.serve.server import Server
 
 HEAD_CHUNK = 65536  # bytes read at a time before a request's body (an ordinary request in one read)
+INLINE_BODY = 256 * 1024  # larger bodies are parsed in the parsing thread: the loop goes on meanwhile
 HEAD, WAITING, BODY, BUSY, DISCARD, CLOSED = range(6)  # what a connection is doing
 NEVER = float("inf")
 BUSY_ANSWER = (
@@ -50,7 +52,7 @@ class Connection(asyncio.BufferedProtocol):
         self.buf, self.filled, self.rest = bytearray(HEAD_CHUNK), 0, 0  # head bytes; rest: where the head ended
         self.turn = self.close = self.paused = self.paused_writing = self.next_waiting = False
         self.head, self.body_read = None, False
-        self.coro = None  # the route's coroutine, while its model call runs
+        self.coro = self.job = None  # the route's coroutine, while its model call runs; the call's job
 
     # ---- asyncio's side
     def connection_made(self, transport) -> None:
@@ -226,52 +228,49 @@ class Connection(asyncio.BufferedProtocol):
 
     def _body_done(self) -> None:
         self.state, self.body_read, self.deadline = BUSY, True, NEVER
-        body, self.body = self.body, None
+        holder = [self.body]  # the only reference: parsed, then dropped
+        self.body = None
         self.view.release()
-        try:
-            request = parse_json(body)
-        except RequestError as e:
-            return self._refuse(e.status, str(e))
-        del body
-        srv = self.server
-        self._step(self.route.fn(Call(srv.servable, srv.input_limits, self._run), request))
+        call = Call(self.server.servable, self.server.input_limits, self._run)
+        if len(holder[0]) > INLINE_BODY:
+            return self.server.parse_later(self, call, holder)
+        self.after(begin(self.route.fn, call, holder))
 
     def _run(self, job) -> _ModelCall:
-        """What a route awaits for the outputs of `job`'s share of a model call: the batcher
-        hands them back to the loop's thread (`_outputs_came`), which goes on with the route."""
-        loop, came = self.loop, self._outputs_came
-        try:
-            self.server.batcher.put(job, lambda pending: _hand_back(loop, came, pending))
-        except QueueFull as e:
-            raise RequestError(503, f"{e}; retry in {RETRY_AFTER_SECONDS} s") from None
+        """What a route awaits for the outputs of `job`'s share of a model call. The job is
+        queued once the route has stopped at its await (`after`): the outputs, handed back
+        by a batcher thread, go on with it (`_outputs_came`)."""
+        self.job = job
         return MODEL_CALL
 
     def _outputs_came(self, pending) -> None:
-        self._step(self.coro, pending.outputs, pending.error)
+        self.after((self.coro, *advance(self.coro, pending.outputs, pending.error)))
 
-    def _step(self, coro, value=None, error: BaseException | None = None) -> None:
-        """Runs a route's coroutine on to its next await (a model call) or its answer, in the
-        loop's thread and at once, as an eager task would: the parse and the route's checks
-        hold the turn, the model call does not; no future, no extra turn of the loop."""
-        self.coro = coro
-        try:
-            awaited = coro.throw(error) if error is not None else coro.send(value)
-            if awaited is not MODEL_CALL:
-                raise TypeError(f"a route awaited {type(awaited).__name__}; routes await only call.run(job)")
-        except StopIteration as done:
-            self._release_turn()
-            self.coro = None
-            return self._respond(200, done.value)
-        except RequestError as e:
-            self._release_turn()
-            self.coro = None
-            return self._refuse(e.status, str(e))
-        except Exception as e:
-            self._release_turn()
-            self.coro = None
-            coro.close()
-            return self._fault(e)
+    def after(self, outcome: tuple) -> None:
+        """In the loop's thread, once a route's coroutine has stopped: (coroutine, "await",
+        None) at a model call, ("answer", dict) or ("error", exception) at its end. The turn
+        to receive a body is held until then: the parse and the route's checks hold it, the
+        model call does not."""
+        coro, kind, payload = outcome
         self._release_turn()
+        if kind == "await":
+            job, self.job = self.job, None
+            if self.state == CLOSED:
+                return coro.close()
+            loop, came = self.loop, self._outputs_came
+            try:
+                self.server.batcher.put(job, lambda pending: _hand_back(loop, came, pending))
+            except QueueFull as e:
+                coro.close()
+                return self._refuse(503, f"{e}; retry in {RETRY_AFTER_SECONDS} s")
+            self.coro = coro
+            return
+        self.coro = None
+        if kind == "answer":
+            return self._respond(200, payload)
+        if isinstance(payload, RequestError):
+            return self._refuse(payload.status, str(payload))
+        self._fault(payload)
 
     def _release_turn(self) -> None:
         if self.turn:
@@ -315,6 +314,35 @@ class Connection(asyncio.BufferedProtocol):
             self.transport.write_eof()
         self._arm(self.transport.close)
         self._resume()
+
+
+def begin(fn, call: Call, holder: list) -> tuple:
+    """Parses the body in `holder` (and drops it) and runs the route `fn` on to its first
+    await or its end: (coroutine, kind, payload) for `Connection.after`. In the loop's
+    thread, or in the parsing thread for large bodies."""
+    try:
+        request = parse_json(holder.pop())
+    except RequestError as e:
+        return None, "error", e
+    coro = fn(call, request)
+    del request
+    return (coro, *advance(coro))
+
+
+def advance(coro, value=None, error: BaseException | None = None) -> tuple[str, object]:
+    """Runs a route's coroutine on to its next await ("await", None) or its end ("answer",
+    its dict, or "error", the exception), at once, as an eager task would; no future, no
+    extra turn of the loop."""
+    try:
+        awaited = coro.throw(error) if error is not None else coro.send(value)
+    except StopIteration as done:
+        return "answer", done.value
+    except Exception as e:
+        return "error", e
+    if awaited is not MODEL_CALL:
+        coro.close()
+        return "error", TypeError(f"a route awaited {type(awaited).__name__}; routes await only call.run(job)")
+    return "await", None
 
 
 class _ModelCall:

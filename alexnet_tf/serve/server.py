@@ -1,9 +1,10 @@
 """The server: one event loop (asyncio's, or uvloop's where installed) for every connection, in one thread.
 
 The loop's thread accepts connections (`connection.Connection`: each request's head, body
-and admission control), parses the JSON and answers; the model calls run in the
-batcher's threads, which hand the outputs back to the loop (`routes` has what each URL
-does). Beyond `max_connections` open connections a new one gets 503 at once, its request
+and admission control), parses the JSON and answers; bodies of over 256 KiB are parsed
+in a thread of their own, one at a time, so that the loop goes on reading and answering
+meanwhile; the model calls run in the batcher's threads, which hand the outputs back to
+the loop (`routes` has what each URL does). Beyond `max_connections` open connections a new one gets 503 at once, its request
 unread. Timeouts are noticed by one sweep of the connections every second (or a quarter of
 `timeout`, if less), not by a timer per request.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import queue
 import signal
 import socket
 import threading
@@ -19,7 +21,7 @@ import time
 from collections import deque
 
 from alexnet_tf.serve.batching import Batcher
-from alexnet_tf.serve.connection import WAITING, Connection
+from alexnet_tf.serve.connection import WAITING, Connection, begin
 from alexnet_tf.serve.inputs import InputLimits
 from alexnet_tf.serve.model import Servable
 from alexnet_tf.serve.options import ServeOptions
@@ -51,6 +53,9 @@ class Server:
         self._free_turns, self._waiting = options.max_inflight, deque()
         self._listener, self._stopped, self._date = None, threading.Event(), (0, b"")
         self._sweep_every = min(1.0, options.timeout / 4)  # how late a timeout may be noticed
+        self._to_parse = queue.SimpleQueue()
+        self._parser = threading.Thread(target=self._parse_forever, name="parse", daemon=True)
+        self._parser.start()
 
     def serve_forever(self) -> None:
         """Serves until `shutdown()` (or, in the main thread, SIGINT or SIGTERM: a signal
@@ -93,6 +98,7 @@ class Server:
             self.loop.run_until_complete(asyncio.sleep(0))  # their connection_lost
             self.loop.close()
         self.socket.close()
+        self._to_parse.put(None)
         self.batcher.close()
 
     def _sweep(self) -> None:
@@ -103,7 +109,23 @@ class Server:
             conn.expire()
         self.loop.call_later(self._sweep_every, self._sweep)
 
-    # ---- what connections share: turns to receive a body, the Date header
+    # ---- what connections share: the parsing thread, turns to receive a body, the Date header
+    def parse_later(self, conn: Connection, call, holder: list) -> None:
+        """Has the parsing thread parse a large body and start its route (`connection.begin`),
+        one at a time, while the loop goes on with other connections' reads and answers."""
+        self._to_parse.put((conn, call, holder))
+
+    def _parse_forever(self) -> None:
+        while (item := self._to_parse.get()) is not None:
+            conn, call, holder = item
+            del item
+            outcome = begin(conn.route.fn, call, holder)
+            try:
+                self.loop.call_soon_threadsafe(conn.after, outcome)
+            except RuntimeError:  # the loop is closed
+                pass
+            del conn, call, outcome
+
     def take_turn(self, conn: Connection) -> bool:
         """True if `conn` may receive its body now; else it waits in line (`turn_came`)."""
         if self._free_turns:
