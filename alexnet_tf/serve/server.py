@@ -51,26 +51,24 @@ class Server:
         self.connections: set[Connection] = set()
         self.scratch = memoryview(bytearray(1 << 16))  # where dropped bytes are read to
         self._free_turns, self._waiting = options.max_inflight, deque()
-        self._listener, self._stopped, self._date = None, threading.Event(), (0, b"")
+        self._stopped, self._date = threading.Event(), (0, b"")
+        self._listener = self.loop.run_until_complete(
+            self.loop.create_server(lambda: Connection(self), sock=self.socket, backlog=options.max_connections)
+        )  # no connection is served before serve_forever: announced only then, none is there yet
         self._sweep_every = min(1.0, options.timeout / 4)  # how late a timeout may be noticed
+        self.loop.call_later(self._sweep_every, self._sweep)
         self._to_parse = queue.SimpleQueue()
         self._parser = threading.Thread(target=self._parse_forever, name="parse", daemon=True)
         self._parser.start()
 
     def serve_forever(self) -> None:
-        """Serves until `shutdown()` (or, in the main thread, SIGINT or SIGTERM: a signal
-        stops the loop between callbacks, where an exception raised by Python's handler
-        would land in whichever callback runs and be reported there, not end the loop)."""
+        """Serves until `shutdown()` (or, in the main thread, SIGINT or SIGTERM). The signals'
+        handlers are the loop's, set before it runs: they stop it between callbacks, where
+        Python's KeyboardInterrupt would land in whichever callback runs, be reported there
+        and not end the loop."""
         self._stopped.clear()
         signals = (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
         try:
-            if self._listener is None:
-                self._listener = self.loop.run_until_complete(
-                    self.loop.create_server(
-                        lambda: Connection(self), sock=self.socket, backlog=self.options.max_connections
-                    )
-                )
-                self.loop.call_later(self._sweep_every, self._sweep)
             try:
                 for sig in signals:
                     self.loop.add_signal_handler(sig, self.loop.stop)
@@ -89,8 +87,7 @@ class Server:
 
     def server_close(self) -> None:
         """Closes the connections, the socket, the loop and the batcher."""
-        if self._listener is not None:
-            self._listener.close()
+        self._listener.close()
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.abort()
