@@ -725,6 +725,23 @@ def test_stalled_body_gets_408(strict_server, images, trickle):
 
 
 @pytest.mark.slow
+def test_a_request_sent_whole_then_half_closed_is_answered_in_its_turn(strict_server, images):
+    # The one turn to send a body is held by a stalled body until its 408; meanwhile another
+    # client sends a whole request and shuts its side: it waits for its turn, then gets its answer.
+    body = json.dumps({"instances": [b64png(images[0])]}).encode()
+    with stalled_post(strict_server) as stalled:
+        with socket.create_connection(("127.0.0.1", strict_server.server_address[1]), timeout=60) as sock:
+            sock.sendall(
+                b"POST /v1/models/alexnet:predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                % (len(body), body)
+            )
+            sock.shutdown(socket.SHUT_WR)
+            status, headers, answer = raw_answer(sock)
+        assert status == 200 and headers.get("Connection") == "close" and "predictions" in answer, answer
+        assert raw_answer(stalled)[0] == 408
+
+
+@pytest.mark.slow
 def test_beyond_the_queue_gets_503_and_service_resumes(strict_server, images):
     # The queue holds one image: while a request's model call is held, the next is refused.
     release, started = threading.Event(), threading.Event()

@@ -48,9 +48,9 @@ class Connection(asyncio.BufferedProtocol):
     def __init__(self, server: Server):
         self.server, self.loop = server, server.loop
         self.transport, self.state, self.write_timer = None, HEAD, None
-        self.deadline, self.expire = NEVER, None  # loop time when `expire()` is due (Server._sweep)
+        self.deadline, self.expire, self.armed = NEVER, None, 0  # when `expire()` is due (Server._sweep)
         self.buf, self.filled, self.rest = bytearray(HEAD_CHUNK), 0, 0  # head bytes; rest: where the head ended
-        self.turn = self.close = self.paused = self.paused_writing = self.next_waiting = False
+        self.turn = self.close = self.paused = self.paused_writing = self.next_waiting = self.eof = False
         self.head, self.body_read = None, False
         self.coro = self.job = None  # the route's coroutine, while its model call runs; the call's job
 
@@ -98,10 +98,11 @@ class Connection(asyncio.BufferedProtocol):
             self._pause()
 
     def eof_received(self) -> bool:
+        self.eof = True
         if self.state == BODY:
             self.close = True
             self._refuse(400, f"the body ended after {self.got} of {self.length} bytes")
-        elif self.state == BUSY:  # the client only stopped sending: answer, then close
+        elif self.state in (BUSY, WAITING):  # the client only stopped sending: answer, then close
             self.close = True
             return True
         return False  # asyncio closes the transport once the answer is written
@@ -131,6 +132,7 @@ class Connection(asyncio.BufferedProtocol):
     def _arm(self, expire) -> None:
         """`expire()` once `timeout` seconds have passed (unless the state changes first)."""
         self.deadline, self.expire = self.loop.time() + self.server.options.timeout, expire
+        self.armed = next(self.server.arms)
 
     def _pause(self) -> None:  # reading stops only when bytes come early: most clients wait for their answer
         if not self.paused:
@@ -217,6 +219,8 @@ class Connection(asyncio.BufferedProtocol):
         self.rest += self.got
         if self.got == self.length:
             return self._body_done()
+        if self.eof:  # the client stopped sending while it waited for its turn
+            return self._refuse(400, f"the body ended after {self.got} of {self.length} bytes")
         self.state = BODY
         self._arm(self._body_timed_out)
         self._resume()

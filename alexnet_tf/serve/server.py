@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import itertools
 import queue
 import signal
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -52,6 +54,7 @@ class Server:
         self.scratch = memoryview(bytearray(1 << 16))  # where dropped bytes are read to
         self._free_turns, self._waiting = options.max_inflight, deque()
         self._stopped, self._date = threading.Event(), (0, b"")
+        self.arms = itertools.count()  # the order in which connections' deadlines were set
         self._listener = self.loop.run_until_complete(
             self.loop.create_server(lambda: Connection(self), sock=self.socket, backlog=options.max_connections)
         )  # no connection is served before serve_forever: announced only then, none is there yet
@@ -100,11 +103,19 @@ class Server:
 
     def _sweep(self) -> None:
         """Ends what has waited for `timeout`: one timer for all connections, not one per request."""
+        self.loop.call_later(self._sweep_every, self._sweep)  # first: a fault below must not end the sweeps
         now = self.loop.time()
-        for conn in [c for c in self.connections if c.deadline <= now]:
+        # In the order they fell due: a body's 408 passes its turn on before a later waiter times out.
+        # (The loop's clock moves once a turn of the loop: `armed` orders deadlines set in one turn.)
+        for conn in sorted((c for c in self.connections if c.deadline <= now), key=lambda c: (c.deadline, c.armed)):
+            if conn.deadline > now:  # given its turn meanwhile
+                continue
             conn.deadline = float("inf")
-            conn.expire()
-        self.loop.call_later(self._sweep_every, self._sweep)
+            try:
+                conn.expire()
+            except Exception as e:  # a fault of the server: that connection goes, the others are swept
+                print(f"internal error: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+                conn.transport.abort()
 
     # ---- what connections share: the parsing thread, turns to receive a body, the Date header
     def parse_later(self, conn: Connection, call, holder: list) -> None:
@@ -135,6 +146,7 @@ class Server:
         while self._waiting:
             conn = self._waiting.popleft()
             if conn.state == WAITING:
+                conn.deadline = float("inf")  # no longer waiting: its turn has come
                 self.loop.call_soon(conn.turn_came)
                 return
         self._free_turns += 1
