@@ -32,6 +32,11 @@ setup(
         # on_acquired as in 4.0.8, the version tested); on_acquired needs exceptiongroup before Python 3.11
         "filelock>=4.0.8,<5",
         "exceptiongroup; python_version < '3.11'",
+        # serve's fast path: orjson parses and writes JSON in C (numpy arrays included), pybase64
+        # decodes {"b64": ...} with SIMD, uvloop runs the event loop on libuv (asyncio's where absent)
+        "orjson>=3.9",
+        "pybase64>=1.3",
+        "uvloop>=0.19; sys_platform != 'win32'",
     ],
     extras_require={
         "plots": ["matplotlib>=3.7"],  # the ablations' Fig. 1 plot

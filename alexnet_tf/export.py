@@ -2,11 +2,15 @@
 
 `python -m alexnet_tf.export --workdir DIR --out EXPORT_DIR [--crops center|ten] [--overwrite]`
 
-Signatures (both return the top-5 classes, best first):
+Signatures (all return the top-5 classes, best first):
   serving_default  images: tf.string (B,), JPEG/PNG/GIF/BMP bytes of any size
   serve_uint8      images: tf.uint8 (B, H, W, 3), RGB pixels of any size
   outputs          classes int32 (B, 5), class_names string (B, 5), probabilities float32 (B, 5),
                    and for ImageNet's synsets class_descriptions string (B, 5) ("tench, Tinca tinca")
+  classification   TF Serving's Classify API: inputs: tf.string (B,), serialized tf.train.Example
+                   with the image bytes as feature "image/encoded" (as `prepare` writes them);
+                   outputs classes string (B, 5) (the class names), scores float32 (B, 5)
+The class names, index by index, are also in EXPORT_DIR/assets.extra/classes.json.
 
 The preprocessing of training is inside: shorter side to `data.resize_size` and the
 central square (Sec. 2; or the whole image warped to that square, `data.resize`), the
@@ -19,6 +23,7 @@ existing SavedModel at EXPORT_DIR is replaced only with --overwrite.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -29,6 +34,11 @@ from alexnet_tf.config import ConfigError
 from alexnet_tf.nets import TrainedNet
 
 TOP_K = 5
+# The class names beside the SavedModel (assets.extra: files for the model's users, not
+# read by its graph): {"class_names": [...], "class_descriptions": [...] for ImageNet's
+# synsets}, index by index, as the REST server's GET /v1/models/NAME/classes answers.
+CLASSES_FILE = os.path.join("assets.extra", "classes.json")
+EXAMPLE_FEATURES = {"image/encoded": tf.io.FixedLenFeature([], tf.string)}  # of `classification`'s inputs
 
 
 def class_outputs(net: TrainedNet, indices: tf.Tensor) -> dict:
@@ -60,6 +70,10 @@ def export(net: TrainedNet, out: str, crops: str = "center", overwrite: bool = F
             "probabilities": top.values,  # (B, k) float32
         }
 
+    def classify(images) -> dict:  # TF Serving's classification signature: exactly these two outputs
+        out = serve(images, True)
+        return {"classes": out["class_names"], "scores": out["probabilities"]}
+
     # The endpoints' variables are tracked by add_endpoint itself; `archive.track(model)`
     # would store every weight a second time (keras-team/keras#23553: twice the disk and
     # twice the memory of every server that loads it).
@@ -72,7 +86,18 @@ def export(net: TrainedNet, out: str, crops: str = "center", overwrite: bool = F
         lambda images: serve(images, False),
         [tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")],
     )
+    archive.add_endpoint(
+        "classification",
+        lambda inputs: classify(tf.io.parse_example(inputs, EXAMPLE_FEATURES)["image/encoded"]),
+        [tf.TensorSpec([None], tf.string, name="inputs")],
+    )
     archive.write_out(out, verbose=False)
+    classes = {"class_names": list(net.class_names)}
+    if net.class_descriptions:
+        classes["class_descriptions"] = list(net.class_descriptions)
+    os.makedirs(os.path.join(out, os.path.dirname(CLASSES_FILE)), exist_ok=True)
+    with open(os.path.join(out, CLASSES_FILE), "w", encoding="utf-8") as f:
+        json.dump(classes, f, ensure_ascii=False)
     return out
 
 

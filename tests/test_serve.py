@@ -210,7 +210,10 @@ def test_predict_row_and_column_formats(server, export_dir, images):
         ("POST", "/v1/models/alexnet:predict", {"signature_name": "serve_uint8", "instances": [[[["1", 0, 0]]]]}, 400),
         ("POST", "/v1/models/other:predict", {"instances": []}, 404),
         ("POST", "/v1/models/alexnet/versions/7:predict", {"instances": []}, 404),
-        ("POST", "/v1/models/alexnet:classify", {"instances": []}, 404),
+        ("POST", "/v1/models/alexnet:explode", {"instances": []}, 404),
+        ("POST", "/v1/models/alexnet:classify", {"instances": []}, 400),  # classify takes "examples"
+        ("GET", "/v1/models/alexnet/labels/stable", None, 404),  # TF Serving's version labels: none set
+        ("GET", "/v1/models/alexnet/nothing", None, 404),
         ("GET", "/v2/anything", None, 404),
         ("GET", "/v1/models/alexnet:predict", None, 405),
         ("DELETE", "/v1/models/alexnet", None, 405),
@@ -356,6 +359,166 @@ def test_a_run_folder_is_served_as_its_export(trained_workdir, export_dir, image
     assert body["predictions"][0]["classes"] == direct(export_dir, images[:1])["classes"].numpy()[0].tolist()
     with export_dir_of(export_dir) as path:  # an export is served as it is
         assert path == export_dir
+
+
+# ---------------------------------------------------------------- TF Serving's other routes
+def serialized_examples(imgs):
+    from tensorflow.core.example import example_pb2, feature_pb2
+
+    examples = []
+    for img in imgs:
+        feature = feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[tf.io.encode_png(img).numpy()]))
+        examples.append(example_pb2.Example(features=feature_pb2.Features(feature={"image/encoded": feature})))
+    return [e.SerializeToString() for e in examples]
+
+
+@pytest.mark.slow
+def test_the_export_has_tf_serving_s_classification_signature(export_dir, trained_workdir, images):
+    # TF Serving's :classify (its method-name check off, as by default for TF2 models) runs a
+    # signature with one string input "inputs", serialized tf.Example, and outputs "classes"
+    # (strings) and/or "scores" (floats), (B, N) each: checked on the SignatureDef as written.
+    from google.protobuf import json_format
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    from alexnet_tf.runs import load_net
+
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(export_dir, "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    sig = json_format.MessageToDict(proto.meta_graphs[0].signature_def["classification"])
+    assert {
+        k: (v["dtype"], [int(d.get("size", 0)) for d in v["tensorShape"]["dim"]]) for k, v in sig["inputs"].items()
+    } == {"inputs": ("DT_STRING", [-1])}
+    assert {
+        k: (v["dtype"], [int(d.get("size", 0)) for d in v["tensorShape"]["dim"]]) for k, v in sig["outputs"].items()
+    } == {
+        "classes": ("DT_STRING", [-1, 5]),
+        "scores": ("DT_FLOAT", [-1, 5]),
+    }
+    # It answers what serving_default answers for the same images.
+    loaded = tf.saved_model.load(export_dir)
+    got = loaded.signatures["classification"](inputs=tf.constant(serialized_examples(images)))
+    expected = direct(export_dir, images)
+    np.testing.assert_array_equal(got["classes"].numpy(), expected["class_names"].numpy())
+    np.testing.assert_allclose(got["scores"].numpy(), expected["probabilities"].numpy(), rtol=1e-6)
+    # The class names beside it, index by index, are the run's.
+    with open(os.path.join(export_dir, "assets.extra", "classes.json"), encoding="utf-8") as f:
+        assert json.load(f) == {"class_names": list(load_net(trained_workdir).class_names)}
+
+
+@pytest.mark.slow
+def test_classify_answers_as_tf_serving(server, export_dir, trained_workdir, images):
+    from alexnet_tf.runs import load_net
+
+    expected = direct(export_dir, images[:3])
+    request_ = {
+        "signature_name": "classification",
+        "examples": [
+            {"image/encoded": b64png(images[0])},
+            {"image/encoded": [b64png(images[1])]},
+            {"image/encoded": b64png(images[2])},
+        ],
+    }
+    status, body = request(server, "POST", "/v1/models/alexnet/versions/1:classify", request_)
+    assert status == 200 and set(body) == {"results"}, body
+    for result, names, probs in zip(
+        body["results"], expected["class_names"].numpy(), expected["probabilities"].numpy()
+    ):
+        assert [label for label, _ in result] == [n.decode() for n in names]
+        np.testing.assert_allclose([score for _, score in result], probs, rtol=1e-5)
+    # As in TF Serving, serving_default unless named: not a classification signature here.
+    status, body = request(server, "POST", "/v1/models/alexnet:classify", {"examples": request_["examples"]})
+    assert status == 400 and '"signature_name": "classification"' in body["error"], body
+    status, body = request(server, "POST", "/v1/models/alexnet:regress", {"examples": request_["examples"]})
+    assert status == 400 and "regress" in body["error"], body
+    # The class names, and the signatures as TF Serving's metadata lists them.
+    status, body = request(server, "GET", "/v1/models/alexnet/classes")
+    assert status == 200 and body == {"class_names": list(load_net(trained_workdir).class_names)}
+    status, body = request(server, "GET", "/v1/models/alexnet/metadata")
+    assert set(body["metadata"]["signature_def"]["signature_def"]["classification"]["outputs"]) == {"classes", "scores"}
+
+
+@pytest.mark.slow
+def test_an_export_without_class_names_gets_404_for_them(export_dir, tmp_path, images):
+    import shutil
+
+    older = str(tmp_path / "older" / "1")
+    shutil.copytree(export_dir, older)
+    shutil.rmtree(os.path.join(older, "assets.extra"))
+    for srv in serving(make_server(older, port=0, quiet=True)):
+        status, body = request(srv, "GET", "/v1/models/alexnet/classes")
+        assert status == 404 and "export it again" in body["error"]
+        assert good_request(srv, images)[0] == 200
+
+
+@pytest.mark.slow
+def test_a_registered_route_is_served(server):
+    from alexnet_tf.serve import ROUTES, route
+
+    @route("POST", ":echo", "the request's signature name")
+    async def echo(call, request):
+        return {"model": call.servable.model_name, "signature_name": request.get("signature_name")}
+
+    try:
+        status, body = request(server, "POST", "/v1/models/alexnet:echo", {"signature_name": "x"})
+        assert status == 200 and body == {"model": "alexnet", "signature_name": "x"}
+        status, body = request(server, "GET", "/v1/models/alexnet:echo")
+        assert status == 405, body
+        status, body = request(server, "POST", "/v1/models/alexnet:echo", b"{nope")  # parsed by the server first
+        assert status == 400, body
+    finally:
+        del ROUTES[("POST", ":echo")]
+
+
+def read_answer(reader) -> tuple[int, dict]:
+    """(status, JSON body) of the next answer on a connection's buffered reader."""
+    status = int(reader.readline().split()[1])
+    length = 0
+    while (line := reader.readline()) != b"\r\n":
+        name, _, value = line.decode("latin-1").partition(":")
+        if name.lower() == "content-length":
+            length = int(value)
+    return status, json.loads(reader.read(length))
+
+
+@pytest.mark.slow
+def test_pipelined_requests_and_expect_100_continue(server, images):
+    body = json.dumps({"instances": [b64png(images[0])]}).encode()
+    post = b"POST /v1/models/alexnet:predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n" % len(body)
+    with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=60) as sock:
+        reader = sock.makefile("rb")
+        # Three requests in one write: three answers, in order, on the same connection.
+        sock.sendall(b"GET /v1/models/alexnet HTTP/1.1\r\n\r\n" + post + b"\r\n" + body + b"GET /nope HTTP/1.1\r\n\r\n")
+        answers = [read_answer(reader) for _ in range(3)]
+        assert [status for status, _ in answers] == [200, 200, 404]
+        assert "model_version_status" in answers[0][1] and "predictions" in answers[1][1]
+        # The body only once "100 Continue" came.
+        sock.sendall(post + b"Expect: 100-continue\r\n\r\n")
+        assert reader.readline() == b"HTTP/1.1 100 Continue\r\n" and reader.readline() == b"\r\n"
+        sock.sendall(body)
+        status, answer = read_answer(reader)
+        assert status == 200 and "predictions" in answer
+
+
+@pytest.mark.slow
+def test_asyncio_s_own_loop_serves_alike(export_dir, images, monkeypatch):
+    import asyncio
+
+    from alexnet_tf.serve import server as server_module
+
+    monkeypatch.setattr(server_module, "new_event_loop", asyncio.new_event_loop)  # as without uvloop
+    srv = make_server(export_dir, port=0, quiet=True, max_body=MAX_BODY)
+    assert type(srv.loop).__module__.startswith("asyncio")
+    for _ in serving(srv):
+        assert good_request(srv, images)[0] == 200
+        assert request(srv, "POST", "/v1/models/alexnet:predict", b"[" * 1000)[0] == 400
+        conn = http.client.HTTPConnection("127.0.0.1", srv.server_address[1], timeout=60)
+        conn.putrequest("POST", "/v1/models/alexnet:predict")
+        conn.putheader("Content-Length", str(MAX_BODY + 1))
+        conn.endheaders()
+        response = conn.getresponse()
+        assert response.status == 413 and response.getheader("Connection") == "close"
+        conn.close()
 
 
 # ---------------------------------------------------------------- hostile input
@@ -559,6 +722,23 @@ def test_stalled_body_gets_408(strict_server, images, trickle):
     assert status == 408 and headers.get("Connection") == "close" and answer["error"], (status, headers, answer)
     assert TIMEOUT <= time.monotonic() - start < TIMEOUT + 8
     assert good_request(strict_server, images)[0] == 200
+
+
+@pytest.mark.slow
+def test_a_request_sent_whole_then_half_closed_is_answered_in_its_turn(strict_server, images):
+    # The one turn to send a body is held by a stalled body until its 408; meanwhile another
+    # client sends a whole request and shuts its side: it waits for its turn, then gets its answer.
+    body = json.dumps({"instances": [b64png(images[0])]}).encode()
+    with stalled_post(strict_server) as stalled:
+        with socket.create_connection(("127.0.0.1", strict_server.server_address[1]), timeout=60) as sock:
+            sock.sendall(
+                b"POST /v1/models/alexnet:predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                % (len(body), body)
+            )
+            sock.shutdown(socket.SHUT_WR)
+            status, headers, answer = raw_answer(sock)
+        assert status == 200 and headers.get("Connection") == "close" and "predictions" in answer, answer
+        assert raw_answer(stalled)[0] == 408
 
 
 @pytest.mark.slow

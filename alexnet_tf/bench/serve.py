@@ -115,12 +115,10 @@ def serve_load(export_dir: str, clients: int = 32, seconds: float = 30.0, server
     kind and status, their latency and the server's peak resident memory (VmHWM)."""
     import threading
 
-    from alexnet_tf import serve
+    from alexnet_tf.serve import ServeOptions
 
-    limits, _ = serve.argument_parser().parse_known_args([export_dir, *server_args])
-    payloads = serve_payloads(
-        int(limits.max_body_mb * 2**20), limits.max_pixels, limits.max_request_pixels, limits.max_batch
-    )
+    limits = ServeOptions.parse(list(server_args))
+    payloads = serve_payloads(limits.max_body, limits.max_pixels, limits.max_request_pixels, limits.max_batch)
     proc, port = _start_server(export_dir, list(server_args))
     try:
         _post(port, limits.model_name, serve_payloads(2**16, 12, 12, 1)["images"])  # both signatures, once
@@ -256,9 +254,9 @@ def serve_throughput(
     """Starts the server on EXPORT_DIR and, `rounds` times over, has each number of
     `clients` send it ordinary requests (one photo-like 256 px JPEG each) for `seconds`;
     emits a JSON line per round and number of clients, and returns them."""
-    from alexnet_tf import serve
+    from alexnet_tf.serve import ServeOptions
 
-    limits, _ = serve.argument_parser().parse_known_args([export_dir, *server_args])
+    limits = ServeOptions.parse(list(server_args))
     bodies = [json.dumps({"instances": [{"b64": base64.b64encode(j).decode()}]}).encode() for j in photo_jpegs()]
     proc, port = _start_server(export_dir, list(server_args))
     lines = []

@@ -4,39 +4,54 @@
 
 PATH is a SavedModel from `python -m alexnet_tf.export`, a TF Serving base path whose
 numbered subfolders are versions (the highest is served), or a run folder of
-`python -m alexnet_tf.train` (exported into a temporary folder first). Routes:
+`python -m alexnet_tf.train` (exported into a temporary folder first). Routes (`routes.ROUTES`):
 
   GET  /v1/models/NAME[/versions/N]            version status
   GET  /v1/models/NAME[/versions/N]/metadata   signatures (as `saved_model_cli show`)
+  GET  /v1/models/NAME[/versions/N]/classes    the class names, index by index (not in TF Serving)
   POST /v1/models/NAME[/versions/N]:predict    {"instances": [...]} or {"inputs": ...}
+  POST /v1/models/NAME[/versions/N]:classify   {"signature_name": "classification", "examples": [...]}
+  POST /v1/models/NAME[/versions/N]:regress    (this model has no regression signature: 400)
 
 Binary values travel as {"b64": "..."}, e.g.
   {"instances": [{"b64": "<base64 JPEG>"}]}                       -> {"predictions": [{...}]}
   {"inputs": {"images": [{"b64": "..."}, {"b64": "..."}]}}         -> {"outputs": {...}}
   {"signature_name": "serve_uint8", "instances": [<H x W x 3 ints>]}
+  {"signature_name": "classification", "examples": [{"image/encoded": {"b64": "..."}}]}
+                                                                   -> {"results": [[[label, score], ...]]}
 
 Concurrent requests share model calls (`batching`): they wait in a queue bounded in
 images and bytes, and beyond it get 503 with Retry-After. Every client mistake gets a
-4xx and {"error": "..."}. The modules: `server` (HTTP, body and header limits), `inputs`
-(the JSON of a request, checked against the limits), `images` (pixels read from image
-headers), `batching` (the queue), `model` (the SavedModel), `command` (the flags,
-`make_server`). docs/serving.md says what the limits bound (peak memory, measured) and
-what they do not, and how the server performs under load.
+4xx and {"error": "..."}. The modules: `options` (`ServeOptions`: every option, which
+makes the flags), `server` (the event loop, the connection limit), `connection` (a
+connection's requests and the admission control: head, length, queue, turns, body),
+`protocol` (HTTP/1.1's heads and answers), `routes` (a function per route, in a table),
+`inputs` (a :predict request's JSON, checked against the limits), `examples` (:classify
+and :regress), `images` (pixels read from image headers), `batching` (the queue),
+`model` (the SavedModel), `command` (the command, `make_server`). docs/serving.md says
+what the limits bound (peak memory, measured) and what they do not, and how the server
+performs under load.
 """
 
 from alexnet_tf.serve.command import argument_parser, export_run, main, make_server
 from alexnet_tf.serve.images import ImageTooLarge, image_pixels
 from alexnet_tf.serve.inputs import RequestError
 from alexnet_tf.serve.model import Servable, find_versions
+from alexnet_tf.serve.options import ServeOptions
+from alexnet_tf.serve.routes import ROUTES, Call, route
 
 __all__ = [
+    "ROUTES",
+    "Call",
     "ImageTooLarge",
     "RequestError",
     "Servable",
+    "ServeOptions",
     "argument_parser",
     "export_run",
     "find_versions",
     "image_pixels",
     "main",
     "make_server",
+    "route",
 ]

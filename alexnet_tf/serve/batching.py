@@ -35,7 +35,7 @@ class _Pending:
     job: Job
     key: tuple  # requests with equal keys may share a model call
     arrived: float
-    done: threading.Event = dataclasses.field(default_factory=threading.Event)
+    done: Callable[[_Pending], None]  # called once, in a worker thread, when outputs or error are set
     outputs: dict | None = None
     error: BaseException | None = None
 
@@ -77,10 +77,20 @@ class Batcher:
             return len(self._queue)
 
     def submit(self, job: Job) -> dict:
-        """The outputs of `job` (rows of it alone), once its batch has run. QueueFull beyond
+        """The outputs of `job` (rows of it alone), once its batch has run; raises what `put` raises."""
+        finished = threading.Event()
+        pending = self.put(job, lambda p: finished.set())
+        finished.wait()
+        if pending.error is not None:
+            raise pending.error
+        return pending.outputs
+
+    def put(self, job: Job, done: Callable[[_Pending], None]) -> _Pending:
+        """Queues `job` and returns at once; `done(pending)` is called from a worker thread
+        once `pending.outputs` (rows of `job` alone) or `pending.error` is set. QueueFull beyond
         the bounds (a job larger than them alone is still taken when nothing else is queued)."""
         key = (job.signature, *(_shape_key(v) for _, v in sorted(job.inputs.items())))
-        pending = _Pending(job, key if self.batchable(job.signature) else (object(),), time.monotonic())
+        pending = _Pending(job, key if self.batchable(job.signature) else (object(),), time.monotonic(), done)
         with self._cond:
             over = self._images + job.size > self.max_images or self._bytes + job.nbytes > self.max_bytes
             if over and self._images:
@@ -92,10 +102,7 @@ class Batcher:
             self._bytes += job.nbytes
             self._queue.append(pending)
             self._cond.notify_all()
-        pending.done.wait()
-        if pending.error is not None:
-            raise pending.error
-        return pending.outputs
+        return pending
 
     def close(self) -> None:
         """Stops the workers once the queue is empty."""
@@ -112,7 +119,7 @@ class Batcher:
                     self._images -= sum(p.job.size for p in batch)
                     self._bytes -= sum(p.job.nbytes for p in batch)
                 for p in batch:
-                    p.done.set()
+                    p.done(p)
 
     def _next_batch(self) -> list[_Pending] | None:
         with self._cond:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
 import tensorflow as tf
 
+from alexnet_tf.export import CLASSES_FILE
 from alexnet_tf.serve.inputs import RequestError
 
 
@@ -40,10 +42,12 @@ class Servable:
         self.functions = dict(self.model.signatures)
         if "serving_default" not in self.functions:
             raise ValueError(f"{self.path} has no serving_default signature")
-        # {signature: {input name: TensorSpec}}
+        # {signature: {input name: TensorSpec}}, {signature: {output name: TensorSpec}}
         self.inputs = {k: fn.structured_input_signature[1] for k, fn in self.functions.items()}
+        self.outputs = {k: fn.structured_outputs for k, fn in self.functions.items()}
         self.batchable = {k: _batch_major(fn) for k, fn in self.functions.items()}
         self._signature_defs = self._read_signature_defs()
+        self._classes = _read_json(os.path.join(self.path, CLASSES_FILE))
 
     def _read_signature_defs(self) -> dict:
         from google.protobuf import json_format
@@ -55,12 +59,23 @@ class Servable:
         defs = proto.meta_graphs[0].signature_def
         return {k: json_format.MessageToDict(v, preserving_proto_field_name=True) for k, v in defs.items()}
 
-    def check_model(self, name: str, version: str | None) -> None:
-        """Raises 404 unless NAME (and VERSION, if given) is the model served."""
+    def check_model(self, name: str, version: str | None, label: str | None = None) -> None:
+        """Raises 404 unless NAME (and VERSION, if given) is the model served. TF Serving's
+        version labels (/labels/LABEL) come from its model config: none is set here."""
         if name != self.model_name:
             raise RequestError(404, f"Servable not found for request: Latest({name})")
         if version is not None and version != str(self.version):
             raise RequestError(404, f"Servable not found for request: Specific({name}, {version})")
+        if label is not None:
+            raise RequestError(404, f"Unrecognized servable version label: {label}")
+
+    def classes(self) -> dict:
+        """The answer to GET /v1/models/NAME/classes: the export's class names (CLASSES_FILE)."""
+        if self._classes is None:
+            raise RequestError(
+                404, f"this export has no {CLASSES_FILE}; export it again with `python -m alexnet_tf.export`"
+            )
+        return self._classes
 
     def status(self) -> dict:
         """The answer to GET /v1/models/NAME."""
@@ -99,6 +114,14 @@ def _batch_major(fn) -> bool:
     batch), so that requests can be concatenated along it and the answers split again."""
     specs = [*fn.structured_input_signature[1].values(), *tf.nest.flatten(fn.structured_outputs)]
     return all(s.shape.rank and s.shape[0] is None for s in specs)
+
+
+def _read_json(path: str) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
 
 
 def _first_line(text: str) -> str:
