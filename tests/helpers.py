@@ -4,6 +4,7 @@ command line in a subprocess, TensorBoard event files."""
 import atexit
 import functools
 import glob
+import importlib
 import json
 import os
 import shutil
@@ -166,3 +167,13 @@ def net_in_memory(form="paper"):
     stats = data_lib.Stats.imagenet(config.data.resize_size)
     names = [f"class {i}" for i in range(config.model.num_classes)]
     return TrainedNet(config, model, stats, names, origin=f"memory ({form})")
+
+
+def benchmark(name: str):
+    """benchmarks/NAME.py as `python -m benchmarks.NAME` imports it from the clone's root
+    (benchmarks/ is a development tool, not installed with the package)."""
+    sys.path.insert(0, ROOT)
+    try:
+        return importlib.import_module(f"benchmarks.{name}")
+    finally:
+        sys.path.remove(ROOT)

@@ -32,6 +32,11 @@ def test_docs_list_every_registered_source_and_no_other():
     assert sorted(documented) == sorted(specs.forms()), (
         "docs/input.md's table of sources and alexnet_tf/data/specs.py's registrations differ"
     )
+    # a table of the common flags that lists the kinds (the README's, where it has one) lists them all
+    with open(os.path.join(ROOT, "README.md")) as f:
+        rows = [line for line in f if line.startswith("| `--data SPEC` |")]
+    for row in rows:
+        assert sorted(re.findall(r"`([^`]+)`", row.split("|", 2)[2])) == sorted(specs.forms()), row
     # the kinds the README's quickstart and the recipes use are among them
     assert {"folder:PATH", "tfds:NAME[:SPLIT]", "tfrecord:GLOB", "builtin:fashion_mnist"} <= set(specs.forms())
 
