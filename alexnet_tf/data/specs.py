@@ -6,7 +6,7 @@ A kind of source is a function `(ARG, DataConfig) -> Source` registered with
 the first colon. The registry `SOURCES` makes the `--data` help (`cli.add_data`), the
 one-line error for an unknown kind, and which arguments are paths resolved against the
 working directory (`paths.resolve_spec`); docs/input.md's table of sources is checked
-against it (tests/test_data.py).
+against it (tests/test_sources.py).
 """
 
 from __future__ import annotations
