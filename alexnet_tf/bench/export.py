@@ -8,6 +8,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -15,7 +16,7 @@ from alexnet_tf import data as data_lib
 from alexnet_tf.bench.common import emit, usable_cores
 from alexnet_tf.bench.device import device_description, set_threads
 from alexnet_tf.config import ConfigError, load_recipe
-from alexnet_tf.export import export
+from alexnet_tf.exporting import export_saved_model
 from alexnet_tf.model import build_model
 from alexnet_tf.nets import TrainedNet
 
@@ -29,7 +30,7 @@ def fresh_export(recipe: str, out: str) -> tuple[str, int]:
     config = load_recipe(recipe)
     stats = data_lib.Stats.imagenet(config.data.resize_size)
     names = [str(i) for i in range(config.model.num_classes)]
-    export(TrainedNet(config, build_model(config.model), stats, names, origin=recipe), out, crops="center")
+    export_saved_model(TrainedNet(config, build_model(config.model), stats, names, origin=recipe), out, crops="center")
     return out, config.data.resize_size
 
 
@@ -117,7 +118,7 @@ def bench_export(
                 "threads": threads or usable_cores(),
                 "device": device,
                 "tf_version": tf.__version__,
-                "keras_version": __import__("keras").__version__,
+                "keras_version": keras.__version__,
             }
             emit(row, out)
             results.append(row)
