@@ -3,7 +3,7 @@
     python -m benchmarks.input_scale --out /tmp/input_scale [--images 3000] [--qualities 95 85 75]
         [--cores 1 2] [--rounds 3] [--seconds 8]
 
-Writes `--images` photo-like JPEGs (`benchmarks/jpegs.py`), reads them as a folder (`--data folder:DIR`), stores them with `python -m
+Writes `--images` photo-like JPEGs (`alexnet_tf/bench/common.py`, as `bench input` makes them), reads them as a folder (`--data folder:DIR`), stores them with `python -m
 alexnet_tf.prepare` as 256 px TFRecord shards once per JPEG quality (95 is prepare's
 default), then times the training input exactly as `train` builds it (`--data
 tfrecord:DIR`: read, decode the random 227 window, the batch's random draws, batches of
@@ -101,12 +101,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-cached", action="store_true", help="leave out the decoded-in-memory bound")
     args = p.parse_args(argv)
 
-    try:
-        from benchmarks.jpegs import make_jpegs
-    except ImportError:  # TEMP
-        from alexnet_tf.bench.jpegs import make_jpegs
-
     from alexnet_tf import prepare
+    from alexnet_tf.bench.common import make_jpegs
 
     scratch = tempfile.mkdtemp(prefix="input_scale_")
     folder = make_jpegs(os.path.join(scratch, "jpegs"), count=args.images, size=320, classes=100, processes=2)
