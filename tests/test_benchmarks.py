@@ -3,9 +3,11 @@ root): the speed tables beside the PyTorch peer's, the JPEG folders."""
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 
+import pytest
 from helpers import ROOT, benchmark
 
 compare = benchmark("compare")
@@ -189,3 +191,52 @@ def test_jpegs_of_digits_are_thin_light_strokes_on_black(tmp_path):
     grey = pictures.mean(-1)
     assert np.median(grey) < 25 and (grey > 150).mean() > 0.03  # a dark ground, some bright stroke
     assert (grey > 150).mean() < 0.3  # thin strokes, not filled shapes
+
+
+@pytest.mark.slow
+def test_input_scale_projects_cores_from_the_cpu_rate(tmp_path):
+    """`python -m benchmarks.input_scale` at a tiny size, from the clone's root: every
+    variant and thread count timed in every round, lower JPEG quality stores fewer bytes,
+    and the table's medians and cores per GPU follow from the JSON lines."""
+    out = tmp_path / "scale"
+    cmd = [sys.executable, "-m", "benchmarks.input_scale", "--out", str(out), "--images", "96"]
+    cmd += [
+        "--qualities",
+        "95",
+        "60",
+        "--cores",
+        "1",
+        "2",
+        "--rounds",
+        "2",
+        "--seconds",
+        "0.3",
+        "--no-cached",
+        "--no-folder",
+    ]
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=600)
+    turns = [json.loads(line) for line in (out / "input_scale.jsonl").read_text().splitlines()]
+    assert sorted({(t["variant"], t["threads"]) for t in turns}) == [
+        ("q60", 1),
+        ("q60", 2),
+        ("q95", 1),
+        ("q95", 2),
+    ]
+    assert all(
+        len([u for u in turns if (u["variant"], u["threads"]) == (t["variant"], t["threads"])]) == 2 for t in turns
+    )
+    rows = [r.split("|")[1:-1] for r in (out / "input_scale.md").read_text().splitlines()[2:]]
+    assert len(rows) == 4
+    by_name = {"quality 95": "q95", "quality 60": "q60"}
+    sizes = {}
+    for stored, threads, wall, cpu, size, need in rows:
+        name = next(v for k, v in by_name.items() if k in stored)
+        mine = [t for t in turns if t["variant"] == name and t["threads"] == int(threads)]
+        median_cpu = statistics.median(t["img_per_cpu_s"] for t in mine)
+        assert float(cpu.replace(",", "")) == pytest.approx(median_cpu, abs=0.5)
+        assert float(wall.replace(",", "")) == pytest.approx(statistics.median(t["img_per_s"] for t in mine), abs=0.5)
+        low, high = (float(x) for x in need.split("/"))
+        assert low == pytest.approx(8000 / median_cpu, abs=0.051)
+        assert high == pytest.approx(15000 / median_cpu, abs=0.051)
+        sizes[name] = float(size.replace(",", ""))
+    assert sizes["q60"] < sizes["q95"]
