@@ -28,9 +28,9 @@ from alexnet_tf import paths, pretrained
 from alexnet_tf.config import Config, ModelConfig
 from alexnet_tf.data import Stats, device_preprocess
 from alexnet_tf.data import batch as batch_lib
+from alexnet_tf.inference import features_model
 from alexnet_tf.model import build_model
 from alexnet_tf.nets import TrainedNet, _image_batches
-from alexnet_tf.predict import features_model
 
 
 def load_net(path: str | os.PathLike, best: bool = False) -> TrainedNet:
