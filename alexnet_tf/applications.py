@@ -26,7 +26,7 @@ import numpy as np
 
 from alexnet_tf import paths, pretrained
 from alexnet_tf.config import Config, ModelConfig
-from alexnet_tf.data import Stats, device_preprocess
+from alexnet_tf.data import Stats, device_preprocess, resize_images
 from alexnet_tf.data import batch as batch_lib
 from alexnet_tf.inference import features_model
 from alexnet_tf.model import build_model
@@ -134,8 +134,8 @@ def preprocess_input(
     stats_tensors = stats_value.tensors()
     crop_at = batch_lib.crop_at(data, crops)
     parts = []
-    for resized in _image_batches(images, data, batch_size):
-        batch, _ = batch_lib.views(resized, data, crops)
+    for pixels in _image_batches(images, data, batch_size):  # a batch array as it is, a list resized
+        batch, _ = batch_lib.views(resize_images(pixels, data.resize_size, False, data.resize), data, crops)
         parts.append(device_preprocess(batch, stats_tensors, data, crop_at=crop_at).numpy())
     if parts:
         return np.concatenate(parts)

@@ -83,6 +83,10 @@ def test_the_keras_model_on_preprocessed_images_is_predict_images(trained_workdi
     )
     np.testing.assert_allclose(logits, net.predict_images(images, output="logits"), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(tf.nn.softmax(logits), probs, rtol=1e-5, atol=1e-6)
+    batch = rng.integers(0, 256, (4, 28, 28, 3), dtype=np.uint8)  # one array, smaller than the net's resize
+    np.testing.assert_allclose(
+        model.predict(alexnet_tf.preprocess_input(batch, net), verbose=0), net.predict_images(batch), atol=1e-6
+    )
     ten = model.predict(alexnet_tf.preprocess_input(images, net, crops="ten"), verbose=0)
     np.testing.assert_allclose(ten.reshape(3, 10, -1).mean(1), net.predict_images(images, crops="ten"), atol=1e-6)
 
