@@ -125,8 +125,8 @@ def preprocess_input(
 
     images: what `TrainedNet.predict_images` takes (pixels 0..255 as a batch, one image or
         a list of images of any sizes; encoded bytes; file paths; PIL images)
-    net: a TrainedNet; "imagenet" (Caffe's preprocessing and per-channel mean: no weights
-        needed); a run folder, checkpoint or .caffemodel (loaded); or a Config, with
+    net: a TrainedNet; "imagenet" or a .caffemodel (Caffe's preprocessing and per-channel
+        mean: no weights read); a run folder or checkpoint (loaded); or a Config, with
         `stats` (a `data.Stats` or a stats .npz) or its data.stats_path for the mean image
     """
     config, stats_value = _preprocessing(net, stats)
@@ -144,7 +144,8 @@ def preprocess_input(
 
 def _preprocessing(net, stats) -> tuple[Config, Stats]:
     """(config, stats) that `preprocess_input` prepares images with."""
-    if isinstance(net, (str, os.PathLike)) and os.fspath(net) == pretrained.NAME:
+    name = os.fspath(net) if isinstance(net, (str, os.PathLike)) else None
+    if name == pretrained.NAME or (name and name.endswith(".caffemodel")):  # Caffe's, as caffe.load_net without a mean
         from alexnet_tf import caffe
 
         config = caffe.caffe_config()

@@ -54,6 +54,8 @@ def test_preprocess_input_imagenet_is_caffes_without_weights():
     expected = images[:, top : top + 227, top : top + 227, ::-1].astype(np.float32) - np.float32([104.0, 116.7, 122.7])
     assert x.shape == (2, 227, 227, 3)
     np.testing.assert_allclose(x, expected, atol=1e-4)
+    # a .caffemodel's is the same, its weights not read
+    np.testing.assert_array_equal(alexnet_tf.preprocess_input(images, "no/such/bvlc_alexnet.caffemodel"), x)
     # the same from the Config and its stats
     config = caffe.caffe_config()
     np.testing.assert_allclose(
