@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,10 @@ from helpers import free_ports, make_image_folder
 
 # Blocks that .ci/run runs itself, in a fresh clone and a fresh venv (the test commands).
 CI = {"two-commands": ".ci/run runs it in a fresh clone with a fresh venv"}
+# Blocks that gather commands written in full elsewhere: every command line of theirs is
+# a line of another block (its trailing comment aside), whose own marker says how that
+# one runs or why it cannot; so a digest runs nothing itself and cannot drift.
+DIGESTS = {"tasks": "README.md's main tasks, one command each from docs/"}
 
 SMALL = {  # what "made small" means for a training run here
     "train.max_steps": 2,
@@ -203,6 +208,7 @@ def check_finetune(cwd, output):
 
 def setup_folders(world, cwd, tmp):
     small_recipes(cwd)
+    make_image_folder(cwd / "DIR", classes=("a", "b"), train_per_class=8, val_per_class=4)
     fashion_mnist_files(tmp / "fashion-mnist")
 
 
@@ -292,14 +298,38 @@ def test_every_block_is_marked_and_every_mark_is_known():
     for block in docs_blocks.blocks():
         if not block.id and not block.skip:
             problems.append(f"{block.where}: no <!-- test: ID --> or <!-- test: skip REASON --> above it")
-        elif block.id and block.id not in RUNS and block.id not in CI:
-            problems.append(f"{block.where}: <!-- test: {block.id} --> is in neither RUNS nor CI of tests/test_docs.py")
+        elif block.id and block.id not in RUNS and block.id not in CI and block.id not in DIGESTS:
+            problems.append(
+                f"{block.where}: <!-- test: {block.id} --> is in none of RUNS, CI, DIGESTS of tests/test_docs.py"
+            )
         for old, _ in RUNS.get(block.id, Run()).sizes:
             if old not in block.source:
                 problems.append(f"{block.where} ({block.id}): its text no longer holds {old!r}")
-    for block_id in [*RUNS, *CI]:
+    for block_id in [*RUNS, *CI, *DIGESTS]:
         if not any(b.id == block_id for b in docs_blocks.blocks()):
             problems.append(f"no block is marked <!-- test: {block_id} -->")
+    assert not problems, "\n".join(problems)
+
+
+def command_lines(source):
+    """A block's command lines, each without its trailing comment."""
+    lines = (re.sub(r"\s+#\s.*$", "", line).strip() for line in source.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def test_digests_hold_only_commands_of_other_blocks():
+    """README.md's main tasks are the commands of docs/'s blocks, word for word: a
+    command changed in one place and not the other fails here."""
+    problems = []
+    for block in docs_blocks.blocks():
+        if block.id not in DIGESTS:
+            continue
+        elsewhere = {line for b in docs_blocks.blocks() if b.id not in DIGESTS for line in command_lines(b.source)}
+        problems += [
+            f"{block.where} ({block.id}): {line!r} is in no other block"
+            for line in command_lines(block.source)
+            if line not in elsewhere
+        ]
     assert not problems, "\n".join(problems)
 
 
