@@ -33,7 +33,10 @@ CI = {"two-commands": ".ci/run runs it in a fresh clone with a fresh venv"}
 # Blocks that gather commands written in full elsewhere: every command line of theirs is
 # a line of another block (its trailing comment aside), whose own marker says how that
 # one runs or why it cannot; so a digest runs nothing itself and cannot drift.
-DIGESTS = {"tasks": "README.md's main tasks, one command each from docs/"}
+DIGESTS = {
+    "tasks": "README.md's main tasks, one command each from docs/",
+    "caffe-evaluate": "the caffe block runs this very command after its convert",
+}
 
 SMALL = {  # what "made small" means for a training run here
     "train.max_steps": 2,
@@ -102,26 +105,11 @@ def small_recipes(cwd):
 
 
 @pytest.fixture(scope="module")
-def quickstart_run(tmp_path_factory):
-    """A small quickstart run (two steps), trained once; blocks get copies of it."""
-    from alexnet_tf.config import load_recipe, override
-    from alexnet_tf.train import train_and_evaluate
-
-    workdir = tmp_path_factory.mktemp("docs") / "quickstart"
-    train_and_evaluate(override(load_recipe("quickstart"), SMALL), str(workdir))
-    return workdir
-
-
-@pytest.fixture(scope="module")
-def world(quickstart_run, caffemodel, tmp_path_factory):
-    """What the setups copy from: the small run, its export, the caffemodel with its
-    mean file."""
-    from alexnet_tf.export import export
-    from alexnet_tf.runs import load_net
-
-    exported = str(tmp_path_factory.mktemp("docs") / "export" / "1")
-    export(load_net(str(quickstart_run)), exported)
-    return {"run": quickstart_run, "export": os.path.dirname(exported), "caffemodel": caffemodel}
+def world(trained_workdir, export_dir, caffemodel):
+    """What the setups copy from: the session's tiny quickstart run (tests/conftest.py:
+    three steps, the run the evaluate, export and serve tests use), its export, the
+    caffemodel with its mean file."""
+    return {"run": trained_workdir, "export": os.path.dirname(export_dir), "caffemodel": caffemodel}
 
 
 def copy_run(world, cwd, name):
@@ -174,28 +162,20 @@ def check_python_example(cwd, output):
 
 def setup_caffe(world, cwd, tmp):
     copy_caffe(world, cwd)
-    small_recipes(cwd)
     imagenet_folder(tmp / "data" / "imagenet")
-    make_image_folder(cwd / "DIR", classes=("a", "b"), train_per_class=8, val_per_class=4)
 
 
 def check_caffe(cwd, output):
-    for path in ("runs/bvlc_alexnet/config.json", "exports/bvlc_alexnet/1/saved_model.pb", "runs/mine/results.json"):
+    for path in ("runs/bvlc_alexnet/config.json", "exports/bvlc_alexnet/1/saved_model.pb"):
         assert (cwd / path).is_file(), path
     assert (cwd / "figures" / "bvlc_alexnet" / "fig4_neighbours.png").is_file()
     assert "/v1/models/bvlc_alexnet: AVAILABLE" in output
 
 
-def setup_caffe_converted(world, cwd, tmp):
-    from alexnet_tf import caffe
-    from alexnet_tf.runs import write_net
-
-    setup_caffe(world, cwd, tmp)
-    write_net(caffe.load_net(str(cwd / "bvlc_alexnet.caffemodel")), str(cwd / "runs" / "bvlc_alexnet"))
-
-
 def setup_finetune(world, cwd, tmp):
-    setup_caffe(world, cwd, tmp)
+    copy_caffe(world, cwd)
+    small_recipes(cwd)
+    make_image_folder(cwd / "DIR", classes=("a", "b"), train_per_class=8, val_per_class=4)
     copy_run(world, cwd, "quickstart")
 
 
@@ -238,6 +218,16 @@ def setup_serving(world, cwd, tmp):
     Image.fromarray(pixels).save(cwd / "cat.jpg")
 
 
+def check_export(cwd, output):
+    """`saved_model_cli show` lists both signatures, JPEG/PNG bytes and uint8 pixels."""
+    assert "signature_def['serving_default']" in output and "signature_def['serve_uint8']" in output
+    assert "DT_STRING" in output and "DT_UINT8" in output
+
+
+def check_figures(cwd, output):
+    assert sorted(os.listdir(cwd / "runs" / "paper" / "figures")) == ["fig3_conv1_kernels.png", "fig4_neighbours.png"]
+
+
 def check_rest(cwd, output):
     assert "/v1/models/alexnet: AVAILABLE" in output and '"predictions"' in output and '"signature_def"' in output
 
@@ -250,7 +240,14 @@ FOLDERS = (
 RUNS = {
     "folders": Run(setup_folders, FOLDERS),
     "run-folder": Run(setup_run_paper, check=check_run_paper),
-    "python-example": Run(setup_python_example, check=check_python_example),
+    "python-example": Run(
+        setup_python_example,
+        (  # 200 test and 400 training images of the 2,000 and 8,000: ten crops and fc7 on all take minutes
+            ('= source.arrays["test"]', '= (a[:200] for a in source.arrays["test"])'),
+            ('= source.arrays["train"]', '= (a[:400] for a in source.arrays["train"])'),
+        ),
+        check_python_example,
+    ),
     "caffe": Run(
         setup_caffe,
         (
@@ -259,10 +256,9 @@ RUNS = {
         ),
         check_caffe,
     ),
-    "caffe-evaluate": Run(setup_caffe_converted, (("/data/", "{tmp}/data/"),)),
     "finetune": Run(setup_finetune, check=check_finetune),
     "serving-evaluate": Run(setup_runs),
-    "serving-export": Run(setup_runs),
+    "serving-export": Run(setup_runs, check=check_export),
     "serving-python": Run(setup_serving),
     "serving-rest": Run(
         setup_serving,
@@ -277,7 +273,7 @@ RUNS = {
         setup_serving, (("--clients 1 8 32 128 --seconds 10 --rounds 2", "--clients 1 2 --seconds 1 --rounds 1"),)
     ),
     "serving-bench-largest": Run(setup_serving, (("--clients 32 --seconds 30", "--clients 2 --seconds 1"),)),
-    "serving-figures": Run(setup_serving),
+    "serving-figures": Run(setup_serving, check=check_figures),
 }
 
 
