@@ -8,8 +8,10 @@ run as it is, relative paths and all: only the sizes are made small, by a recipe
 same name in the working directory (recipes/quickstart.py: the shipped one, a few steps)
 or by the replacements listed with the block, each of which must still find its text;
 scratch folders under /tmp and /data move into the test's own temporary folder, and a
-server gets a free port. The fast tier checks that every block is marked and every
-marked block known, so a new block needs a test or a reason."""
+server gets a free port. A digest (DIGESTS: the README's main tasks) runs nothing
+itself: each of its commands must be a line of another block. The fast tier checks that
+every block is marked and every marked block known, so a new block needs a test or a
+reason."""
 
 from __future__ import annotations
 
