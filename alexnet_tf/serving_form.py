@@ -36,8 +36,8 @@ import tensorflow as tf
 from keras import layers, ops
 
 from alexnet_tf.config import DataConfig
+from alexnet_tf.model import Conv2D, LocalResponseNormalization
 from alexnet_tf.model import Dropout as PaperDropout
-from alexnet_tf.model import LocalResponseNormalization
 
 FLOAT32 = "float32"  # the export computes in float32, whatever policy trained the net
 
@@ -178,7 +178,7 @@ def _conv_columns(layer, kernel: np.ndarray, x, columns, groups: int, out_column
     width = kernel.shape[-1] // n
     outs = []
     for i in range(n):
-        conv = layers.Conv2D(
+        conv = Conv2D(
             width,
             config["kernel_size"],
             strides=config["strides"],
