@@ -84,17 +84,6 @@ def add_overrides(p: argparse.ArgumentParser) -> None:
     )
 
 
-def train_parser() -> argparse.ArgumentParser:
-    from alexnet_tf import train
-
-    p = parser("train", train.__doc__)
-    add_recipe(p)
-    add_workdir(p, "run folder: created, or resumed from its newest checkpoint (default: runs/<recipe name>)")
-    add_data(p)
-    add_overrides(p)
-    return p
-
-
 def data_overrides(data: str | None) -> list[str]:
     """`--data SPEC` as overrides: the source, and the eval split and class count left to
     it (found when it is opened, `runs.resolve_data`), unless --set names them."""
