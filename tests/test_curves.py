@@ -118,7 +118,7 @@ def test_curves_of_a_trained_run(image_folder, tmp_path):
     the training top-5 error among them."""
     from helpers import folder_config
 
-    from alexnet_tf.train import train_and_evaluate
+    from alexnet_tf.training import train_and_evaluate
 
     workdir, out = str(tmp_path / "run"), str(tmp_path / "figs")
     config = folder_config(image_folder, **{"train.batch_size": 16, "train.epochs": 2, "train.jit_compile": False})
