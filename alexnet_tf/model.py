@@ -147,6 +147,8 @@ def rows_or_none(x, fn, out_shape, dtype):
     one. The whole of `fn` (convolution, bias, activation) sits in the branch so that
     Grappler still fuses them; under XLA the shape is static and the branch not taken is
     dropped when compiling."""
+    if x.shape[0]:  # a batch size known when tracing, and not 0
+        return fn(x)
     return tf.cond(tf.shape(x)[0] > 0, lambda: fn(x), lambda: tf.zeros((0, *out_shape), dtype))
 
 
