@@ -32,7 +32,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from alexnet_tf.model import LocalResponseNormalization
+from alexnet_tf.model import LocalResponseNormalization, rows_or_none
 
 
 def _halves(n: int) -> list[tuple[int, int]]:
@@ -119,9 +119,14 @@ def _conv(layer: keras.layers.Conv2D, inputs: list[tf.Tensor], devices: list[str
         with tf.device(devices[d]):
             # Grouped layers: group d's kernels read column d's maps, (k, k, cin / 2, out / 2).
             kernel = ops.cast(_half(layer.kernel, d), dtype)
-            y = tf.nn.conv2d(inputs[d], kernel, strides=layer.strides, padding=layer.padding.upper())
-            y = y + ops.cast(_half(layer.bias, d), dtype)
-            out.append(layer.activation(y))
+            bias = ops.cast(_half(layer.bias, d), dtype)
+
+            def conv(x, kernel=kernel, bias=bias):
+                y = tf.nn.conv2d(x, kernel, strides=layer.strides, padding=layer.padding.upper())
+                return layer.activation(y + bias)
+
+            shape = (*layer.compute_output_shape(tuple(inputs[d].shape))[1:-1], kernel.shape[-1])
+            out.append(rows_or_none(inputs[d], conv, shape, dtype))
     return out
 
 

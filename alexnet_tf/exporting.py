@@ -9,7 +9,9 @@ Signatures (all return the top-5 classes, best first):
   classification   TF Serving's Classify API: inputs: tf.string (B,), serialized tf.train.Example
                    with the image bytes as feature "image/encoded" (as `prepare` writes them);
                    outputs classes string (B, 5) (the class names), scores float32 (B, 5)
-The class names, index by index, are also in EXPORT_DIR/assets.extra/classes.json.
+The class names, index by index, are also in EXPORT_DIR/assets.extra/classes.json, and the
+run's TF32 setting (train.tf32), which a server sets before it loads the model, in
+EXPORT_DIR/assets.extra/settings.json.
 
 The preprocessing of training is inside: shorter side to `data.resize_size` and the
 central square (Sec. 2; or the whole image warped to that square, `data.resize`), the
@@ -37,6 +39,9 @@ TOP_K = 5
 # read by its graph): {"class_names": [...], "class_descriptions": [...] for ImageNet's
 # synsets}, index by index, as the REST server's GET /v1/models/NAME/classes answers.
 CLASSES_FILE = os.path.join("assets.extra", "classes.json")
+# The run's settings that decide how a server computes, beside the SavedModel: {"tf32":
+# train.tf32}. TensorFlow's TF32 switch is process-wide and not in the graph.
+SETTINGS_FILE = os.path.join("assets.extra", "settings.json")
 EXAMPLE_FEATURES = {"image/encoded": tf.io.FixedLenFeature([], tf.string)}  # of `classification`'s inputs
 
 
@@ -97,4 +102,20 @@ def export_saved_model(net: TrainedNet, out: str, crops: str = "center", overwri
     os.makedirs(os.path.join(out, os.path.dirname(CLASSES_FILE)), exist_ok=True)
     with open(os.path.join(out, CLASSES_FILE), "w", encoding="utf-8") as f:
         json.dump(classes, f, ensure_ascii=False)
+    with open(os.path.join(out, SETTINGS_FILE), "w", encoding="utf-8") as f:
+        json.dump({"tf32": net.config.train.tf32}, f)
     return out
+
+
+def apply_export_settings(path: str) -> dict:
+    """Sets what the SavedModel folder `path`'s run decided for the process that serves
+    it (SETTINGS_FILE): TF32 as its train.tf32, float32 as float32 unless the run asked for
+    TF32 (TensorFlow's own default is TF32 on Ampere and newer GPUs); an export written
+    without the file: off, train.tf32's default. Returns the settings."""
+    settings = {"tf32": False}
+    file = os.path.join(path, SETTINGS_FILE)
+    if os.path.exists(file):
+        with open(file, encoding="utf-8") as f:
+            settings.update(json.load(f))
+    tf.config.experimental.enable_tensor_float_32_execution(bool(settings["tf32"]))
+    return settings

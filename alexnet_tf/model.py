@@ -139,8 +139,32 @@ class LocalResponseNormalization(layers.Layer):
         }
 
 
+def rows_or_none(x, fn, out_shape, dtype):
+    """`fn(x)`, or zeros of shape (0, *out_shape) when `x` has no rows (a replica's share of
+    a last, short batch; a serving request of no instances). TensorFlow's oneDNN Conv2D on
+    a CPU returns its input for a batch of no rows (TF 2.21: `tf.nn.conv2d` of (0, 67, 67,
+    3) by an 11x11 stride-4 kernel gives (0, 67, 67, 3)), so a convolution is never handed
+    one. The whole of `fn` (convolution, bias, activation) sits in the branch so that
+    Grappler still fuses them; under XLA the shape is static and the branch not taken is
+    dropped when compiling."""
+    if x.shape[0]:  # a batch size known when tracing, and not 0
+        return fn(x)
+    return tf.cond(tf.shape(x)[0] > 0, lambda: fn(x), lambda: tf.zeros((0, *out_shape), dtype))
+
+
 @keras.saving.register_keras_serializable(package="alexnet_tf")
-class SplitConv2D(layers.Conv2D):
+class Conv2D(layers.Conv2D):
+    """keras.layers.Conv2D that takes a batch of no rows (`rows_or_none`)."""
+
+    def call(self, inputs):
+        shape = tuple(self.compute_output_shape(tuple(inputs.shape)))[1:]
+        if None in shape:  # a map size known only at run time: the plain layer
+            return super().call(inputs)
+        return rows_or_none(inputs, super().call, shape, self.compute_dtype)
+
+
+@keras.saving.register_keras_serializable(package="alexnet_tf")
+class SplitConv2D(Conv2D):
     """Conv2D(groups=g) computed as g plain convolutions on channel slices + concat.
 
     Same variables and shapes as `keras.layers.Conv2D(groups=g)`, so weights move
@@ -270,7 +294,7 @@ class _Layers:
     def conv(self, x, name: str):
         c = self.config
         _, kernel, stride, groups = CONV_SPECS[name]
-        return (SplitConv2D if self.conv_form == "split" else layers.Conv2D)(
+        return (SplitConv2D if self.conv_form == "split" else Conv2D)(
             self.widths[name],
             kernel,
             strides=stride,

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import json
 import os
+import struct
 import sys
 import time
 
 import tensorflow as tf
 
+from alexnet_tf.checkpoints import is_disk_full
 from alexnet_tf.metrics import TRAIN_METRICS, errors
 
 
@@ -107,12 +111,33 @@ class Reporter:
             self._writers[name] = tf.summary.create_file_writer(os.path.join(self._logdir, name))
         return self._writers[name]
 
+    @contextlib.contextmanager
+    def _summaries(self, name: str, step: int):
+        """`tb/NAME`'s writer as the default at `step`. A full disk closes every writer,
+        cuts their event files back to their last whole record (the writer stops mid-record
+        when the disk fills, and TensorFlow's record readers then stop at that record) and
+        raises ENOSPC naming the file."""
+        try:
+            with self.writer(name).as_default(step=step):  # whose exit flushes
+                yield
+        except tf.errors.OpError as e:
+            if not is_disk_full(e):
+                raise
+            for writer in self._writers.values():
+                with contextlib.suppress(tf.errors.OpError):
+                    writer.close()
+            self._writers = {}
+            files = glob.glob(os.path.join(self._logdir, "**", "events.out.tfevents.*"), recursive=True)
+            cut = [path for path in files if _cut_to_whole_records(path)]
+            where = cut[0] if len(cut) == 1 else os.path.join(self._logdir, name)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), where) from None
+
     def scalars(self, name: str, step: int, values: dict, extra: dict | None = None) -> None:
         """`values` as TensorBoard curves and in metrics.jsonl; `extra` in metrics.jsonl only."""
         if not self.chief:
             return
         numbers = {k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        with self.writer(name).as_default(step=step):
+        with self._summaries(name, step):
             for key, value in numbers.items():
                 tf.summary.scalar(key, value)
         line = memoryview((json.dumps({"split": name, "step": int(step), **numbers, **(extra or {})}) + "\n").encode())
@@ -134,7 +159,7 @@ class Reporter:
         from tensorboard.plugins.hparams import api as hp
 
         flat = dict(_leaves(config))
-        with self.writer("").as_default(step=0):
+        with self._summaries("", 0):
             hp.hparams_config(
                 hparams=[hp.HParam(k) for k in flat],
                 metrics=[hp.Metric(tag, group=group, display_name=f"{group} {tag}") for group, tag in metrics],
@@ -145,13 +170,13 @@ class Reporter:
     def images(self, name: str, step: int, tag: str, images, max_outputs: int = 8) -> None:
         if not self.chief:
             return
-        with self.writer(name).as_default(step=step):
+        with self._summaries(name, step):
             tf.summary.image(tag, images, max_outputs=max_outputs)
 
     def histograms(self, name: str, step: int, values: dict) -> None:
         if not self.chief:
             return
-        with self.writer(name).as_default(step=step):
+        with self._summaries(name, step):
             for key, value in values.items():
                 tf.summary.histogram(key, value)
 
@@ -178,8 +203,27 @@ class Reporter:
         self.line("  ".join(parts))
 
     def flush(self) -> None:
-        for w in self._writers.values():
-            w.flush()
+        for name in list(self._writers):
+            with self._summaries(name, 0):
+                pass
+
+
+def _cut_to_whole_records(path: str) -> bool:
+    """Cuts the TFRecord file `path` (an event file) after its last whole record: each is
+    a little-endian uint64 length, its CRC (4 bytes), the data, the data's CRC (4 bytes).
+    Whether anything was cut."""
+    size, end = os.path.getsize(path), 0
+    with open(path, "rb") as f:
+        while len(header := f.read(12)) == 12:
+            (length,) = struct.unpack("<Q", header[:8])
+            if end + 12 + length + 4 > size:
+                break
+            end += 12 + length + 4
+            f.seek(end)
+    if end == size:
+        return False
+    os.truncate(path, end)
+    return True
 
 
 class ProfileWindow:

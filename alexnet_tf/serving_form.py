@@ -57,7 +57,9 @@ def serving_model(model: keras.Model, data: DataConfig) -> keras.Model:
         return model
     chain = [layer for layer in model.layers if not isinstance(layer, layers.InputLayer)]
     inputs = keras.Input(model.input_shape[1:], dtype=FLOAT32, name=model.inputs[0].name)
-    x, columns = inputs, None  # columns: the list of the columns' maps while they run apart
+    # a batch of no rows once for the whole net, where the training forms guard each
+    # convolution (`model.rows_or_none`): here that would be ~120 more ops a call
+    x, columns = AtLeastOneRow(name="at_least_one_row")(inputs), None  # columns: the columns' maps while apart
     first = True
     scale = 1.0  # what the next layer with a kernel multiplies its input by
     for i, layer in enumerate(chain):
@@ -96,7 +98,7 @@ def serving_model(model: keras.Model, data: DataConfig) -> keras.Model:
             raise ValueError(f"serving_model does not know layer {layer.name!r} ({type(layer).__name__})")
     if columns is not None:
         raise ValueError("the net ends while its columns run apart")
-    serving = keras.Model(inputs, x, name=model.name)
+    serving = keras.Model(inputs, FirstRows(name="first_rows")(x, inputs), name=model.name)
     serving.serving_form = True
     return serving
 
@@ -104,6 +106,29 @@ def serving_model(model: keras.Model, data: DataConfig) -> keras.Model:
 def is_serving_model(model: keras.Model) -> bool:
     """Whether `model` was made by `serving_model`."""
     return bool(getattr(model, "serving_form", False))
+
+
+@keras.saving.register_keras_serializable(package="alexnet_tf")
+class AtLeastOneRow(layers.Layer):
+    """The batch, or one row of zeros for a batch of none: TensorFlow's oneDNN Conv2D on a
+    CPU returns its input for a batch of no rows (TF 2.21). `FirstRows` drops it again."""
+
+    def call(self, x):
+        return tf.cond(tf.shape(x)[0] > 0, lambda: x, lambda: tf.zeros((1, *x.shape[1:]), x.dtype))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@keras.saving.register_keras_serializable(package="alexnet_tf")
+class FirstRows(layers.Layer):
+    """The first rows of `y`, as many as `like` has."""
+
+    def call(self, y, like):
+        return y[: tf.shape(like)[0]]
+
+    def compute_output_shape(self, y_shape, like_shape):
+        return y_shape
 
 
 # Per image, the size of a map above which oneDNN's kernels are worth their fixed cost:

@@ -274,6 +274,7 @@ class Trainer:
                 "lr": lr,
                 "train_loss": train["loss"],
                 "train_top1_error": train["top1_error"],
+                "train_top5_error": train["top5_error"],
                 "eval_top1_error": metrics["top1_error"],
                 "eval_top5_error": metrics["top5_error"],
             }

@@ -33,6 +33,16 @@ def tiny_sets():
     return tiny_overrides(**SAME)
 
 
+def graph_ops(graph):
+    """The ops of `graph` and of the branches of its conditionals (a convolution runs in
+    one: `model.rows_or_none`), recursively."""
+    for op in graph.get_operations():
+        yield op
+        if op.type in ("If", "StatelessIf"):
+            for branch in ("then_branch", "else_branch"):
+                yield from graph_ops(graph._functions[op.get_attr(branch).name].graph)
+
+
 def assert_weights_moved(a, b):
     assert any(not np.allclose(a[k], b[k]) for k in a)
 
@@ -293,7 +303,7 @@ def test_columns_placement_computes_the_model_on_two_devices(lrn_scope):
     fn = tf.function(lambda x: columns.forward(model, x, ["/cpu:0", "/cpu:1"]))
     np.testing.assert_allclose(fn(x).numpy(), model(x).numpy(), rtol=1e-4, atol=1e-4)
     graph = fn.get_concrete_function(x).graph
-    convs = [op for op in graph.get_operations() if op.type == "Conv2D"]
+    convs = [op for op in graph_ops(graph) if op.type == "Conv2D"]
     assert len(convs) == 10  # five layers, half the kernels of each on each device
     assert sorted(op.device[-5:] for op in convs) == ["CPU:0"] * 5 + ["CPU:1"] * 5
 
@@ -335,7 +345,7 @@ def test_columns_strategy_keeps_each_columns_weights_on_its_device(tmp_path):
     forward_backward = steps_lib._forward_backward(model, runtime, c.data, c.optim, stats, [1.0] * len(halves))
     traced = tf.function(forward_backward).get_concrete_function(batch, tf.constant(8.0))
     kinds = ("Conv2D", "Conv2DBackpropFilter", "Conv2DBackpropInput", "MatMul")
-    placed = collections.Counter((op.type, op.device[-5:]) for op in traced.graph.get_operations() if op.type in kinds)
+    placed = collections.Counter((op.type, op.device[-5:]) for op in graph_ops(traced.graph) if op.type in kinds)
     assert {device for _, device in placed} == {"CPU:0", "CPU:1"}, placed
     for kind in kinds:
         assert placed[(kind, "CPU:0")] == placed[(kind, "CPU:1")] > 0, placed

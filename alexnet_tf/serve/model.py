@@ -8,7 +8,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf.exporting import CLASSES_FILE
+from alexnet_tf.exporting import CLASSES_FILE, apply_export_settings
 from alexnet_tf.serve.inputs import RequestError
 
 
@@ -38,6 +38,7 @@ class Servable:
         versions = find_versions(export_dir)
         self.version = max(versions)
         self.path = versions[self.version]
+        self.settings = apply_export_settings(self.path)
         self.model = tf.saved_model.load(self.path)
         self.functions = dict(self.model.signatures)
         if "serving_default" not in self.functions:
