@@ -31,7 +31,10 @@ import pytest
 from helpers import ROOT, free_ports, make_image_folder
 
 # Blocks that .ci/run runs itself, in a fresh clone and a fresh venv (the test commands).
-CI = {"two-commands": ".ci/run runs it in a fresh clone with a fresh venv"}
+CI = {
+    "two-commands": ".ci/run runs it in a fresh clone with a fresh venv",
+    "slow-tier": ".ci/run runs it after the two commands, in the same venv",
+}
 # Blocks that gather commands written in full elsewhere: every command line of theirs is
 # a line of another block (its trailing comment aside), whose own marker says how that
 # one runs or why it cannot; so a digest runs nothing itself and cannot drift.
