@@ -19,8 +19,10 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable
+from typing import NoReturn
 
-from alexnet_tf import paths
+from alexnet_tf import console, paths
 from alexnet_tf.config import Config, ConfigError, load_json, load_recipe, override
 
 
@@ -149,6 +151,15 @@ def resolve_args(args: dict) -> dict:
     if isinstance(out.get("data"), str):
         out["data"] = paths.resolve_spec(out["data"])
     return out
+
+
+def program(main: Callable[[], int]) -> NoReturn:
+    """Runs a command as the program (`python -m alexnet_tf.CMD`, its `__main__` block):
+    TensorFlow's start-up lines filtered first (`console.quiet`: so a command module
+    imports TensorFlow only inside its `main`), then `main()`'s exit code. Callers of
+    `main(argv)` in a program of their own (tests, notebooks) keep their standard error."""
+    console.quiet()
+    raise SystemExit(main())
 
 
 def main(p: argparse.ArgumentParser, fn, argv=None) -> int:

@@ -49,4 +49,4 @@ def _main(workdir: str, out: str, overwrite: bool, crops: str) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    cli.program(main)

@@ -49,7 +49,6 @@ from alexnet_tf.ablate.settings import (
     Ablation,
     differences_from_paper,
 )
-from alexnet_tf.report import Progress
 
 __all__ = [
     "ABLATIONS",
@@ -198,8 +197,10 @@ def ablate(
     stream=None,
 ) -> dict:
     """Trains (or resumes) every (setting, seed) run under OUT/runs and writes the report."""
+    # TensorFlow (data, report) here, not at the package's import: `python -m` filters its lines first
     from alexnet_tf import data as data_lib
     from alexnet_tf.config import ConfigError, load_recipe, override
+    from alexnet_tf.report import Progress
 
     names = _check_names(settings)
     if seeds < 1 or budget_epochs < 1:

@@ -1,7 +1,12 @@
 """`python -m alexnet_tf.bench`: see alexnet_tf/bench/__init__.py."""
 
-import sys
+from alexnet_tf import cli
 
-from alexnet_tf.bench import main
 
-sys.exit(main())
+def main() -> int:
+    from alexnet_tf.bench import main  # TensorFlow: after cli.program's console.quiet()
+
+    return main()
+
+
+cli.program(main)
