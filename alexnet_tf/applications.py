@@ -31,15 +31,16 @@ def load_net(path: str | os.PathLike, best: bool = False) -> TrainedNet:
     """A trained net: a run folder (its newest readable checkpoint, or with `best` the
     one with the lowest validation error), one checkpoint in one, or Caffe's
     bvlc_alexnet .caffemodel (read without Caffe, see `alexnet_tf.caffe`); relative to the
-    working directory or absolute."""
+    working directory or absolute. Every command (--workdir) and the API load a net
+    here: a new kind of name is one more branch below."""
     path = paths.resolve(path)
     if path.endswith(".caffemodel"):
         from alexnet_tf import caffe
 
         return caffe.load_net(path)
-    from alexnet_tf.runs import load_net as load_run_net
+    from alexnet_tf.runs import read_net
 
-    return load_run_net(path, best)
+    return read_net(path, best)
 
 
 def AlexNet(  # noqa: N802 (Keras Applications' naming)

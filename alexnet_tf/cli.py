@@ -5,7 +5,8 @@ own config.json, and one-line errors with exit codes.
 The conventions, the same in every command:
   RECIPE      a recipe file or the name of a shipped one (`paper`, `recipes/quickstart.py`)
   --data      a data spec: folder:PATH, tfds:NAME[:SPLIT], tfrecord:GLOB, ...
-  --workdir   a run folder (what train writes; what evaluate, export, figures, serve read)
+  --workdir   a run folder (what train writes; what evaluate, export, figures, serve read;
+              these also take one checkpoint in it or a .caffemodel: `applications.load_net`)
   --out       a folder the command writes into (created if needed; a command that
               would replace what is there refuses unless given --overwrite)
   --set       KEY=VALUE overrides of the config, repeatable
@@ -119,16 +120,11 @@ def recipe_config(recipe: str, data: str | None, overrides: list[str]) -> Config
     return paths.resolve_config(override(config, sets) if sets else config)
 
 
-def eval_config(recipe: str | None, first_run: str, data: str | None, overrides: list[str]) -> Config:
-    """The config that names the data to evaluate on: the recipe's, or without one that
-    of the first run (its own data and validation split), with --data and --set; its
-    paths resolved."""
-    if recipe is not None:
-        config = load_recipe(recipe)
-    else:
-        from alexnet_tf.runs import resolve_checkpoint
-
-        config = load_json(os.path.join(resolve_checkpoint(first_run)[0], "config.json"))
+def eval_config(recipe: str | None, first_net: Config, data: str | None, overrides: list[str]) -> Config:
+    """The config that names the data to evaluate on: the recipe's, or without one the
+    first net's (its own data and validation split), with --data and --set; its paths
+    resolved."""
+    config = load_recipe(recipe) if recipe is not None else first_net
     sets = [*data_overrides(data), *overrides]
     return paths.resolve_config(override(config, sets) if sets else config)
 

@@ -31,8 +31,8 @@ def main(argv=None) -> int:
 def _main(workdir: str, data: str | None, out: str, queries: int, neighbours: int, train_examples: int) -> None:
     # TensorFlow: loaded once the arguments parse
     from alexnet_tf import data as data_lib
+    from alexnet_tf.applications import load_net
     from alexnet_tf.drawing import make_figures
-    from alexnet_tf.runs import load_net
 
     net = load_net(workdir)
     spec = dataclasses.replace(net.config.data, source=data, eval_split="") if data else None

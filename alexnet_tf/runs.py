@@ -3,7 +3,8 @@ its data, and reading and writing a trained net (`nets.TrainedNet`) as a run fol
 
 A run folder holds what `train` wrote: config.json, classes.json (`write_classes`),
 stats.npz (the mean image and colour statistics) and checkpoints/ (the newest few, and best/ with the lowest
-validation error). `load_net` reads the net of any run folder or checkpoint in it;
+validation error). `read_net` reads the net of any run folder or checkpoint in it (for
+`applications.load_net`, which every command and the API use);
 `write_net` writes a net made elsewhere (imported weights) as a run folder that every
 command takes.
 """
@@ -57,7 +58,7 @@ def resolve_checkpoint(path: str, best: bool = False) -> tuple[str, str]:
     raise ConfigError(f"{path!r} is neither a run folder nor a checkpoint (expected {path}.index)")
 
 
-def load_net(path: str, best: bool = False) -> TrainedNet:
+def read_net(path: str, best: bool = False) -> TrainedNet:
     """The trained net of a run folder (its newest readable checkpoint, or its best) or of
     one checkpoint in it."""
     workdir, checkpoint = resolve_checkpoint(path, best)

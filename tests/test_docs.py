@@ -111,8 +111,8 @@ def quickstart_run(tmp_path_factory):
 def world(quickstart_run, caffemodel, tmp_path_factory):
     """What the setups copy from: the small run, its export, the caffemodel with its
     mean file."""
+    from alexnet_tf.applications import load_net
     from alexnet_tf.exporting import export_saved_model
-    from alexnet_tf.runs import load_net
 
     exported = str(tmp_path_factory.mktemp("docs") / "export" / "1")
     export_saved_model(load_net(str(quickstart_run)), exported)

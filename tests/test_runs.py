@@ -17,10 +17,10 @@ from helpers import QUICKSTART, TINY, assert_same_weights, folder_config, model_
 
 from alexnet_tf import cli
 from alexnet_tf import data as data_lib
+from alexnet_tf.applications import load_net
 from alexnet_tf.config import ConfigError
 from alexnet_tf.model import build_model
 from alexnet_tf.nets import TrainedNet
-from alexnet_tf.runs import load_net
 from alexnet_tf.train import main as train_main
 from alexnet_tf.training import train_and_evaluate
 

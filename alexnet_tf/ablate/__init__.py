@@ -134,8 +134,8 @@ def _ten_crop(config, workdir: str) -> float:
             if json.load(f)["models"] != [latest]:
                 os.remove(path)  # measured on an earlier checkpoint of a run that went on
     if not os.path.exists(path):
+        from alexnet_tf.applications import load_net
         from alexnet_tf.evaluation import evaluate_nets
-        from alexnet_tf.runs import load_net
 
         batch = config.train.eval_batch_size or config.train.batch_size
         result = evaluate_nets([load_net(workdir)], config.data, crops="ten", batch_size=batch, stream=None)

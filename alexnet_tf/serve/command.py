@@ -52,8 +52,8 @@ def is_run_folder(path: str) -> bool:
 
 def export_run(workdir: str, out: str) -> str:
     """Writes the SavedModel of a run folder (its newest checkpoint) or checkpoint to `out`."""
+    from alexnet_tf.applications import load_net
     from alexnet_tf.exporting import export_saved_model
-    from alexnet_tf.runs import load_net
 
     return export_saved_model(load_net(workdir), out)
 
