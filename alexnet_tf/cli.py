@@ -25,6 +25,7 @@ from typing import NoReturn
 
 from alexnet_tf import console, paths
 from alexnet_tf.config import Config, ConfigError, load_json, load_recipe, override
+from alexnet_tf.runfolder import RunFolder
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -101,10 +102,10 @@ def run_config(recipe: str | None, workdir: str | None, data: str | None, overri
     if recipe is None:
         if not workdir:
             raise ConfigError("give a recipe (e.g. recipes/paper.py), or --workdir of a run to resume")
-        path = os.path.join(workdir, "config.json")
-        if not os.path.isfile(path):
+        run = RunFolder(workdir)
+        if not run.has_config():
             raise ConfigError(f"{workdir} holds no run (no config.json); give a recipe to start one there")
-        config, origin = load_json(path), path
+        config, origin = load_json(run.config), run.config
     else:
         config, origin = load_recipe(recipe), recipe
         workdir = workdir or paths.resolve(os.path.join("runs", os.path.splitext(os.path.basename(recipe))[0]))

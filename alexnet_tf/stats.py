@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import os
 
-from alexnet_tf import cli
+from alexnet_tf import cli, runfolder
 
-STATS_FILE = "stats.npz"
+STATS_FILE = runfolder.STATS  # the name `data.stats_path` points to in a run folder too
 
 
 def main(argv=None) -> int:

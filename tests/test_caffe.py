@@ -137,7 +137,7 @@ def test_v1_caffemodel_through_the_command_matches_caffe(v1_caffemodel, weights,
     assert (m.lrn_convention, m.dropout_form, m.num_classes) == ("caffe", "inverted", 1000)
     with open(os.path.join(workdir, "classes.json")) as f:
         names = json.load(f)
-    synsets = [name for name, _ in names]  # each beside its readable name (runs.write_classes)
+    synsets = [name for name, _ in names]  # each beside its readable name (RunFolder.write_classes)
     assert len(synsets) == 1000 and synsets == sorted(synsets) and synsets[0] == "n01440764"  # Caffe's sorted synsets
     assert names[0][1] == "tench, Tinca tinca"
     assert convert.main([path, "--workdir", workdir]) == 2  # a run folder is never overwritten

@@ -205,3 +205,38 @@ def test_every_command_is_watched():
     from alexnet_tf.__main__ import COMMANDS
 
     assert set(COMMANDS) <= set(REACH_THE_LIBRARY)
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                found.add(id(first.value))
+    return found
+
+
+def test_only_the_run_folder_spells_its_file_names():
+    """config.json, stats.npz, checkpoints/, ... appear as strings in alexnet_tf.runfolder
+    alone (prose in docstrings and messages may name them)."""
+    from alexnet_tf import runfolder
+
+    names = {v for k, v in vars(runfolder).items() if k.isupper() and isinstance(v, str)}
+    other_layouts = {"assets.extra/classes.json"}  # a SavedModel's class names (exporting.CLASSES_FILE)
+    assert {"config.json", "stats.npz", "checkpoints", "train.lock", "history.json"} <= names
+    spelled = []
+    for name, path in package_modules().items():
+        if name == "alexnet_tf.runfolder":
+            continue
+        with open(path) as f:
+            tree = ast.parse(f.read())
+        docstrings = _docstrings(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                value = node.value
+                if value in other_layouts:
+                    continue
+                if value in names or any(value.endswith(f"/{n}") or value.startswith(f"{n}/") for n in names):
+                    spelled.append(f"{os.path.relpath(path, ROOT)}:{node.lineno}: {value!r}")
+    assert not spelled, "use alexnet_tf.runfolder:\n" + "\n".join(spelled)
