@@ -25,7 +25,7 @@ from collections.abc import Callable
 import docs_blocks
 import numpy as np
 import pytest
-from helpers import free_ports, make_image_folder
+from helpers import ROOT, free_ports, make_image_folder
 
 # Blocks that .ci/run runs itself, in a fresh clone and a fresh venv (the test commands).
 CI = {"two-commands": ".ci/run runs it in a fresh clone with a fresh venv"}
@@ -74,6 +74,7 @@ class Run:
     setup: Callable = lambda world, cwd, tmp: None
     sizes: tuple = ()
     check: Callable = lambda cwd, output: None
+    env: tuple = ()  # (name, value) pairs the block runs with, as a user would set them
 
 
 # ---------------------------------------------------------------- what the blocks suppose
@@ -142,7 +143,7 @@ def imagenet_folder(root):
 
 def fashion_mnist_files(folder):
     """The four gzip files of Debian's dataset-fashion-mnist, small: zeros but for the
-    images `bench jpegs --from fashion_mnist` takes (those clear of the bundled subset)."""
+    images `python -m benchmarks.jpegs --from fashion_mnist` takes (those clear of the bundled subset)."""
     import gzip
 
     rng = np.random.default_rng(0)
@@ -203,6 +204,8 @@ def check_finetune(cwd, output):
 
 def setup_folders(world, cwd, tmp):
     small_recipes(cwd)
+    # benchmarks/ as a clone has it: the block runs `python -m benchmarks.jpegs` from the clone's root
+    shutil.copytree(os.path.join(ROOT, "benchmarks"), cwd / "benchmarks", ignore=shutil.ignore_patterns("__pycache__"))
     fashion_mnist_files(tmp / "fashion-mnist")
 
 
@@ -236,6 +239,30 @@ def check_rest(cwd, output):
     assert "/v1/models/alexnet: AVAILABLE" in output and '"predictions"' in output and '"signature_def"' in output
 
 
+def setup_predict(world, cwd, tmp):
+    """bvlc_alexnet.caffemodel, cat.jpg and photos/ with two PNGs (dog.png) and a file that is no image."""
+    from PIL import Image
+
+    copy_caffe(world, cwd)
+    rng = np.random.default_rng(0)
+    (cwd / "photos").mkdir()
+    Image.fromarray(rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)).save(cwd / "cat.jpg")
+    for name in ("dog.png", "bird.png"):
+        Image.fromarray(rng.integers(0, 256, (70, 50, 3), dtype=np.uint8)).save(cwd / "photos" / name)
+    (cwd / "photos" / "notes.jpg").write_text("not an image")
+
+
+def check_predict(cwd, output):
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    assert [line["image"] for line in lines] == ["photos/bird.png", "photos/dog.png"]
+    assert all(len(line["top"]) == 3 and line["top"][0]["class_name"].startswith("n") for line in lines)
+    assert "cat.jpg\n" in output and "skipped photos/notes.jpg: not a JPEG, PNG, GIF or BMP image" in output
+
+
+def check_predict_python(cwd, output):
+    assert output.count("[('n") == 2
+
+
 FOLDERS = (
     ("/tmp/", "{tmp}/"),
     ("--from fashion_mnist ", "--from fashion_mnist:{tmp}/fashion-mnist "),  # Debian's files, small
@@ -245,6 +272,11 @@ RUNS = {
     "folders": Run(setup_folders, FOLDERS),
     "run-folder": Run(setup_run_paper, check=check_run_paper),
     "python-example": Run(setup_python_example, check=check_python_example),
+    # weights="imagenet" read from the file a user names, not fetched
+    "predict": Run(setup_predict, check=check_predict, env=(("ALEXNET_TF_WEIGHTS", "bvlc_alexnet.caffemodel"),)),
+    "predict-python": Run(
+        setup_predict, check=check_predict_python, env=(("ALEXNET_TF_WEIGHTS", "bvlc_alexnet.caffemodel"),)
+    ),
     "caffe": Run(
         setup_caffe,
         (
@@ -322,6 +354,7 @@ def test_block_runs_as_written(block, world, tmp_path):
         "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],  # `python` is this one
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "PYTHONUNBUFFERED": "1",
+        **dict(run.env),
     }
     if block.language == "python":
         args = [sys.executable, "-c", text]
