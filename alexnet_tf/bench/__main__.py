@@ -1,12 +1,6 @@
 """`python -m alexnet_tf.bench`: see alexnet_tf/bench/__init__.py."""
 
 from alexnet_tf import cli
-
-
-def main() -> int:
-    from alexnet_tf.bench import main  # TensorFlow: after cli.program's console.quiet()
-
-    return main()
-
+from alexnet_tf.bench import main  # loads no TensorFlow: cli.program quiets it first
 
 cli.program(main)
