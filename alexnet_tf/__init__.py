@@ -17,7 +17,6 @@ are never named like a command. The commands: `python -m alexnet_tf` lists them.
 """
 
 import importlib
-import sys
 
 __version__ = "0.1.0"
 
@@ -49,19 +48,3 @@ def __getattr__(name: str):
 
 def __dir__():
     return sorted([*__all__, "__version__"])
-
-
-def _running_a_command() -> bool:
-    """True while `python -m alexnet_tf[.command]` starts (runpy imports this package
-    first), never when a program or notebook imports the library."""
-    argv = getattr(sys, "orig_argv", [])
-    if sys.argv[:1] != ["-m"] or "-m" not in argv[:-1]:
-        return False
-    module = argv[argv.index("-m") + 1]
-    return module == "alexnet_tf" or module.startswith("alexnet_tf.")
-
-
-if _running_a_command():  # before TensorFlow loads: see alexnet_tf.console
-    from alexnet_tf import console
-
-    console.quiet()

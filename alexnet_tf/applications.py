@@ -38,7 +38,8 @@ def load_net(path: str | os.PathLike, best: bool = False) -> TrainedNet:
     one with the lowest validation error), one checkpoint in one, Caffe's bvlc_alexnet
     .caffemodel (read without Caffe, see `alexnet_tf.caffe`), or "imagenet": the published
     bvlc_alexnet, fetched once (see `alexnet_tf.pretrained`; a folder named imagenet is
-    "./imagenet"). Paths relative to the working directory or absolute."""
+    "./imagenet"). Paths relative to the working directory or absolute. Every command
+    (--workdir) and the API load a net here: a new kind of name is one more branch below."""
     if os.fspath(path) == pretrained.NAME:
         return pretrained.load_net()
     path = paths.resolve(path)
@@ -46,9 +47,9 @@ def load_net(path: str | os.PathLike, best: bool = False) -> TrainedNet:
         from alexnet_tf import caffe
 
         return caffe.load_net(path)
-    from alexnet_tf.runs import load_net as load_run_net
+    from alexnet_tf.runs import read_net
 
-    return load_run_net(path, best)
+    return read_net(path, best)
 
 
 def AlexNet(  # noqa: N802 (Keras Applications' naming)
@@ -208,9 +209,11 @@ def _classes(net, num_classes: int) -> tuple[list, list]:
         names = imagenet_class_names()
         return names, imagenet_class_descriptions(names) or []
     if path is not None:
-        from alexnet_tf.runs import read_classes, resolve_checkpoint
+        from alexnet_tf.runfolder import RunFolder
+        from alexnet_tf.runs import resolve_checkpoint
 
         path = paths.resolve(path)
-        names, descriptions = read_classes(path if os.path.isdir(path) else resolve_checkpoint(path)[0], num_classes)
+        folder = RunFolder(path if os.path.isdir(path) else resolve_checkpoint(path)[0])
+        names, descriptions = folder.read_classes(num_classes)
         return names, descriptions or []
     return [str(n) for n in net], []

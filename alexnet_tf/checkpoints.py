@@ -20,9 +20,9 @@ import tensorflow as tf
 
 from alexnet_tf.config import ConfigError
 from alexnet_tf.errors import TrainingError
+from alexnet_tf.runfolder import BEST, UNREADABLE, RunFolder
 
 log = logging.getLogger(__name__)
-UNREADABLE = "unreadable"  # the folder beside the checkpoints where unreadable ones are set aside
 
 
 def problem(path: str) -> str:
@@ -130,8 +130,8 @@ def resume_point(workdir: str, chief: bool) -> str | None:
     those of checkpoints/best, which the run can go on without). A run never starts
     afresh over checkpoints: none of them readable, or a best checkpoint and no other,
     raise a ConfigError that says how to start over, with nothing changed."""
-    directory = os.path.join(workdir, "checkpoints")
-    best = os.path.join(directory, "best")
+    run = RunFolder(workdir)
+    directory, best = run.checkpoints, run.best
     start_over = f"To start over, give a new --workdir (or move {directory} out of the way)"
     resume_from = newest_readable(directory, set_aside=chief, start_over=start_over)
     if not resume_from and saved(best):
@@ -153,13 +153,14 @@ class Checkpoints:
         """`resume_from`: what `resume_point(workdir, chief)` gave (the checkpoint to restore)."""
         self.checkpoint = tf.train.Checkpoint(**objects)
         self.objects = objects
-        self.directory = os.path.join(workdir, "checkpoints")
+        run = RunFolder(workdir)
+        self.directory = run.checkpoints
         self.chief = chief
         self.resume_from = resume_from
-        folder = self.directory if chief else os.path.join(workdir, "_nonchief", task)
+        folder = self.directory if chief else run.nonchief(task)
         self.latest = tf.train.CheckpointManager(self.checkpoint, folder, max_to_keep=keep)
         self.best = tf.train.CheckpointManager(
-            self.checkpoint, os.path.join(folder, "best"), max_to_keep=1, checkpoint_name="best"
+            self.checkpoint, os.path.join(folder, BEST), max_to_keep=1, checkpoint_name=BEST
         )
 
     def restore(self) -> str | None:
@@ -186,7 +187,7 @@ class Checkpoints:
     def _disk_full(self, manager: tf.train.CheckpointManager, step: int) -> str:
         """Removes the partial save of `step` (TensorFlow's NAME-STEP_temp/ and any file of
         NAME-STEP that the manager does not list as saved); says what happened."""
-        prefix = os.path.join(manager.directory, f"{'best' if manager is self.best else 'ckpt'}-{step}")
+        prefix = os.path.join(manager.directory, f"{BEST if manager is self.best else 'ckpt'}-{step}")
         for path in glob.glob(glob.escape(prefix) + "_temp*"):
             if os.path.isdir(path):
                 shutil.rmtree(path, ignore_errors=True)
@@ -235,7 +236,7 @@ def disk_full_stops_run(workdir: str):
         if not is_disk_full(e):
             raise
         where = getattr(e, "filename", None) or workdir
-        intact = newest_readable(os.path.join(workdir, "checkpoints"))
+        intact = newest_readable(RunFolder(workdir).checkpoints)
         raise TrainingError(
             f"no space left on device writing {where} ({os.strerror(e.errno) if isinstance(e, OSError) else 'disk full'}); "
             + (f"the newest intact checkpoint is {intact}: " if intact else "")

@@ -5,7 +5,8 @@ own config.json, and one-line errors with exit codes.
 The conventions, the same in every command:
   RECIPE      a recipe file or the name of a shipped one (`paper`, `recipes/quickstart.py`)
   --data      a data spec: folder:PATH, tfds:NAME[:SPLIT], tfrecord:GLOB, ...
-  --workdir   a run folder (what train writes; what evaluate, export, figures, serve read)
+  --workdir   a run folder (what train writes; what evaluate, export, figures, serve read;
+              these also take one checkpoint in it or a .caffemodel: `applications.load_net`)
   --out       a folder the command writes into (created if needed; a command that
               would replace what is there refuses unless given --overwrite)
   --set       KEY=VALUE overrides of the config, repeatable
@@ -19,9 +20,12 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable
+from typing import NoReturn
 
-from alexnet_tf import paths
+from alexnet_tf import console, paths
 from alexnet_tf.config import Config, ConfigError, load_json, load_recipe, override
+from alexnet_tf.runfolder import RunFolder
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -100,10 +104,10 @@ def run_config(recipe: str | None, workdir: str | None, data: str | None, overri
     if recipe is None:
         if not workdir:
             raise ConfigError("give a recipe (e.g. recipes/paper.py), or --workdir of a run to resume")
-        path = os.path.join(workdir, "config.json")
-        if not os.path.isfile(path):
+        run = RunFolder(workdir)
+        if not run.has_config():
             raise ConfigError(f"{workdir} holds no run (no config.json); give a recipe to start one there")
-        config, origin = load_json(path), path
+        config, origin = load_json(run.config), run.config
     else:
         config, origin = load_recipe(recipe), recipe
         workdir = workdir or paths.resolve(os.path.join("runs", os.path.splitext(os.path.basename(recipe))[0]))
@@ -119,16 +123,11 @@ def recipe_config(recipe: str, data: str | None, overrides: list[str]) -> Config
     return paths.resolve_config(override(config, sets) if sets else config)
 
 
-def eval_config(recipe: str | None, first_run: str, data: str | None, overrides: list[str]) -> Config:
-    """The config that names the data to evaluate on: the recipe's, or without one that
-    of the first run (its own data and validation split), with --data and --set; its
-    paths resolved."""
-    if recipe is not None:
-        config = load_recipe(recipe)
-    else:
-        from alexnet_tf.runs import resolve_checkpoint
-
-        config = load_json(os.path.join(resolve_checkpoint(first_run)[0], "config.json"))
+def eval_config(recipe: str | None, first_net: Config, data: str | None, overrides: list[str]) -> Config:
+    """The config that names the data to evaluate on: the recipe's, or without one the
+    first net's (its own data and validation split), with --data and --set; its paths
+    resolved."""
+    config = load_recipe(recipe) if recipe is not None else first_net
     sets = [*data_overrides(data), *overrides]
     return paths.resolve_config(override(config, sets) if sets else config)
 
@@ -151,6 +150,15 @@ def resolve_args(args: dict) -> dict:
     if isinstance(out.get("data"), str):
         out["data"] = paths.resolve_spec(out["data"])
     return out
+
+
+def program(main: Callable[[], int]) -> NoReturn:
+    """Runs a command as the program (`python -m alexnet_tf.CMD`, its `__main__` block):
+    TensorFlow's start-up lines filtered first (`console.quiet`: so a command module
+    imports TensorFlow only inside its `main`), then `main()`'s exit code. Callers of
+    `main(argv)` in a program of their own (tests, notebooks) keep their standard error."""
+    console.quiet()
+    raise SystemExit(main())
 
 
 def main(p: argparse.ArgumentParser, fn, argv=None) -> int:

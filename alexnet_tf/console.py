@@ -1,10 +1,12 @@
 """What the commands print: their own lines, not TensorFlow's start-up chatter.
 
-`python -m alexnet_tf.<command>` calls `quiet()` before TensorFlow loads (see
-`alexnet_tf/__init__.py`). TensorFlow and the libraries under it write to the process's
-standard error from C++: the CPU-feature and CUDA lines at import, and libjpeg's own
-messages ("Premature end of JPEG file", "Improper call to JPEG library in state 201")
-for each broken image, which the commands already report in one summary line. `quiet`
+`python -m alexnet_tf.<command>` calls `quiet()` before TensorFlow loads (`cli.program`
+in each command's `__main__` block; a command module imports TensorFlow only inside
+its `main`); importing the library starts nothing. TensorFlow and the libraries under
+it write to the process's standard error from C++: the CPU-feature and CUDA lines at
+import, and libjpeg's own messages ("Premature end of JPEG file", "Improper call to
+JPEG library in state 201") for each broken image, which the commands already report in
+one summary line. `quiet`
 passes native standard error through a small filter process that drops those lines and
 forwards every other one; Python's own `sys.stderr` bypasses it. The filter is a
 separate process so that a line written just before a crash still reaches the terminal.

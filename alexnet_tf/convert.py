@@ -19,10 +19,10 @@ from __future__ import annotations
 import sys
 import warnings
 
+from alexnet_tf import cli
+
 
 def main(argv=None) -> int:
-    from alexnet_tf import cli
-
     p = cli.parser("convert", __doc__)
     p.add_argument("caffemodel", help="e.g. bvlc_alexnet.caffemodel (Caffe's model zoo)")
     cli.add_workdir(p, "run folder to write (new or empty)", required=True)
@@ -31,6 +31,7 @@ def main(argv=None) -> int:
 
 
 def _main(caffemodel: str, workdir: str, mean: str | None) -> None:
+    # TensorFlow: loaded once the arguments parse
     from alexnet_tf import caffe
     from alexnet_tf.runs import check_new_workdir, write_net
 
@@ -48,4 +49,4 @@ def _main(caffemodel: str, workdir: str, mean: str | None) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    cli.program(main)

@@ -12,6 +12,8 @@ import os
 
 import numpy as np
 
+from alexnet_tf.runfolder import RunFolder
+
 FILENAME = "training_curves.png"
 SIZE = (8.0, 6.0)  # inches
 DPI = 100  # so the PNG is 800 x 600 px
@@ -20,7 +22,7 @@ DPI = 100  # so the PNG is 800 x 600 px
 def read_history(workdir: str) -> list[dict]:
     """The run's history.json: one dict per finished epoch. FileNotFoundError names the
     file when the run has finished no epoch (or `workdir` is no run folder)."""
-    path = os.path.join(workdir, "history.json")
+    path = RunFolder(workdir).history
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} does not exist: the run has not finished an epoch, or is no run folder")
     with open(path) as f:
@@ -113,7 +115,7 @@ def draw(c: dict, title: str = ""):
 
 def write_curves(workdir: str, path: str) -> dict:
     """Draws `workdir`'s training curves into the PNG `path`; returns `curves(...)`."""
-    c = curves(read_history(workdir), os.path.join(workdir, "metrics.jsonl"))
+    c = curves(read_history(workdir), RunFolder(workdir).metrics)
     fig = draw(c, f"{os.path.basename(os.path.normpath(workdir))}: training curves")
     fig.savefig(path, dpi=DPI)
     return c

@@ -2,10 +2,6 @@
 cannot go on (2), a preempted one and one that lost a worker (75: run it again). (A
 config that cannot be used raises `config.ConfigError`, data that cannot be read
 `data.DataError`: exit code 2.)
-
-They live in a module that no command is: `python -m alexnet_tf.train` loads train.py a
-second time as `__main__`, and a class defined there would not be the one `cli.run`
-catches.
 """
 
 from __future__ import annotations

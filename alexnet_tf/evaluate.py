@@ -37,11 +37,11 @@ def _main(
     recipe: str | None, workdir: list[str], data: str | None, crops: str, out: str | None, overrides: list[str]
 ) -> None:
     # TensorFlow: loaded once the arguments parse
+    from alexnet_tf.applications import load_net
     from alexnet_tf.evaluation import evaluate_nets, format_table
-    from alexnet_tf.runs import load_net
 
-    config = cli.eval_config(recipe, workdir[0], data, overrides)
     nets = [load_net(path) for path in workdir]
+    config = cli.eval_config(recipe, nets[0].config, data, overrides)
     batch = config.train.eval_batch_size or config.train.batch_size
     results = evaluate_nets(nets, config.data, crops=crops, batch_size=batch)
     print(format_table(results))
@@ -53,4 +53,4 @@ def _main(
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    cli.program(main)

@@ -38,8 +38,8 @@ def main(argv=None) -> int:
 
 def _main(workdir: str, out: str, overwrite: bool, crops: str) -> None:
     # TensorFlow: loaded once the arguments parse
+    from alexnet_tf.applications import load_net
     from alexnet_tf.exporting import export_saved_model
-    from alexnet_tf.runs import load_net
 
     net = load_net(workdir)
     export_saved_model(net, out, crops=crops, overwrite=overwrite)
@@ -49,4 +49,4 @@ def _main(workdir: str, out: str, overwrite: bool, crops: str) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    cli.program(main)

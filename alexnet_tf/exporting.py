@@ -38,10 +38,10 @@ TOP_K = 5
 # The class names beside the SavedModel (assets.extra: files for the model's users, not
 # read by its graph): {"class_names": [...], "class_descriptions": [...] for ImageNet's
 # synsets}, index by index, as the REST server's GET /v1/models/NAME/classes answers.
-CLASSES_FILE = os.path.join("assets.extra", "classes.json")
+CLASSES_FILE = "assets.extra/classes.json"
 # The run's settings that decide how a server computes, beside the SavedModel: {"tf32":
 # train.tf32}. TensorFlow's TF32 switch is process-wide and not in the graph.
-SETTINGS_FILE = os.path.join("assets.extra", "settings.json")
+SETTINGS_FILE = "assets.extra/settings.json"
 EXAMPLE_FEATURES = {"image/encoded": tf.io.FixedLenFeature([], tf.string)}  # of `classification`'s inputs
 
 

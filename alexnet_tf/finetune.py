@@ -88,15 +88,6 @@ def adopt(config: Config, net: TrainedNet) -> tuple[Config, list[str]]:
     return dataclasses.replace(config, model=model, data=data), changed
 
 
-def write_stats(net: TrainedNet, workdir: str) -> None:
-    """The pretrained net's statistics as the run's (WORKDIR/stats.npz, which the run
-    reads instead of computing its own)."""
-    path = os.path.join(workdir, "stats.npz")
-    if not os.path.exists(path):
-        net.stats.save(path + ".tmp.npz")
-        os.replace(path + ".tmp.npz", path)
-
-
 def lr_scales(model: keras.Model, config: Config) -> list[float]:
     """Per trainable variable, the factor of its learning rate: `finetune.lr_factor` for
     copied layers, 1 for the new ones (all 1 without fine-tuning)."""

@@ -27,9 +27,9 @@ import socket
 import filelock
 
 from alexnet_tf.config import ConfigError
+from alexnet_tf.runfolder import RunFolder
 
 log = logging.getLogger(__name__)
-LOCK_FILE = "train.lock"
 
 
 class RunLock:
@@ -37,7 +37,7 @@ class RunLock:
 
     def __init__(self, workdir: str):
         self.workdir = workdir
-        self.path = os.path.join(workdir, LOCK_FILE)
+        self.path = RunFolder(workdir).lock
         self._fd = None
         self._lock = filelock.FileLock(
             self.path, fallback_to_soft=False, preserve_lock_file=True, on_acquired=self._write_holder

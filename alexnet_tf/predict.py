@@ -105,4 +105,4 @@ def _skipped(path: str, why: str) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    cli.program(main)

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from alexnet_tf.checkpoints import is_disk_full
 from alexnet_tf.metrics import TRAIN_METRICS, errors
+from alexnet_tf.runfolder import RunFolder
 
 
 def _leaves(tree: dict, prefix: str = ""):
@@ -101,8 +102,9 @@ class Reporter:
         self.chief = chief
         self.stream = stream or sys.stdout
         self._writers = {}
-        self._logdir = os.path.join(workdir, "tb")
-        self._jsonl = os.path.join(workdir, "metrics.jsonl")
+        run = RunFolder(workdir)
+        self._logdir = run.tensorboard
+        self._jsonl = run.metrics
         self._start_step, self._pace = 0, None
 
     def writer(self, name: str) -> tf.summary.SummaryWriter:

@@ -12,41 +12,10 @@ Unreadable files are skipped and listed.
 from __future__ import annotations
 
 import os
-import sys
 
-import numpy as np
+from alexnet_tf import cli, runfolder
 
-from alexnet_tf import cli
-from alexnet_tf import data as data_lib
-from alexnet_tf.report import Progress
-
-STATS_FILE = "stats.npz"
-
-
-def compute(
-    spec: str,
-    out: str,
-    split: str = "train",
-    size: int = 256,
-    limit: int = 0,
-    quiet: bool = False,
-    bad_files: data_lib.BadFiles | None = None,
-) -> data_lib.Stats:
-    """Computes and saves the stats of `split` of `spec`; returns them. Unreadable files
-    are skipped (and listed in `bad_files`)."""
-    if ":" not in spec:
-        spec = "folder:" + spec
-    source = data_lib.open_source(spec)
-    images = data_lib.resized_images(source, split, size, bad_files)
-    total = source.sizes[split]
-    if limit:
-        images, total = images.take(limit), min(limit, total)
-    progress = Progress(total, f"stats {split}", quiet)
-    stats = data_lib.compute_stats(images, size, progress=progress.update)
-    progress.update(total, final=True)
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    stats.save(out)
-    return stats
+STATS_FILE = runfolder.STATS  # the name `data.stats_path` points to in a run folder too
 
 
 def main(argv=None) -> int:
@@ -60,11 +29,26 @@ def main(argv=None) -> int:
 
 
 def _main(data: str | None, split: str, size: int, limit: int, out: str) -> None:
+    # TensorFlow: loaded once the arguments parse
+    import numpy as np
+
+    from alexnet_tf import data as data_lib
+    from alexnet_tf.report import Progress
+
     if not data:
         raise data_lib.DataError("give --data SPEC (folder:PATH, tfds:NAME, tfrecord:DIR) to compute statistics of")
     path = os.path.join(out, STATS_FILE)
     bad_files = data_lib.BadFiles()
-    stats = compute(data, path, split, size, limit, bad_files=bad_files)
+    source = data_lib.open_source(data if ":" in data else "folder:" + data)
+    images = data_lib.resized_images(source, split, size, bad_files)
+    total = source.sizes[split]
+    if limit:
+        images, total = images.take(limit), min(limit, total)
+    progress = Progress(total, f"stats {split}")
+    stats = data_lib.compute_stats(images, size, progress=progress.update)
+    progress.update(total, final=True)
+    os.makedirs(out, exist_ok=True)
+    stats.save(path)
     np.set_printoptions(precision=4, suppress=True)
     print(f"mean RGB {stats.mean_image.reshape(-1, 3).mean(0)}; eigval {stats.eigval}; eigvec columns\n{stats.eigvec}")
     message = bad_files.message()
@@ -74,4 +58,4 @@ def _main(data: str | None, split: str, size: int, limit: int, out: str) -> None
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.program(main)

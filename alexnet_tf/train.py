@@ -37,4 +37,4 @@ def _main(recipe: str | None, workdir: str | None, data: str | None, overrides: 
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    cli.program(main)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -31,7 +30,8 @@ from alexnet_tf.metrics import TRAIN_METRICS, EpochSums, accumulate, errors
 from alexnet_tf.model import model_variables
 from alexnet_tf.nets import TrainedNet
 from alexnet_tf.report import ProfileWindow, Reporter, Window, format_duration
-from alexnet_tf.runs import check_resume, resolve_data, run_stats, write_classes, write_json
+from alexnet_tf.runfolder import RunFolder
+from alexnet_tf.runs import check_resume, resolve_data, run_stats
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ class Trainer:
         """`resume_from`: the checkpoint to resume from (`checkpoints.resume_point`), None for a new run."""
         c = config
         self.config, self.workdir, self.runtime, self.source = config, workdir, runtime, source
+        self.folder = RunFolder(workdir)
         self.global_batch = c.train.batch_size
         self.eval_batch = c.train.eval_batch_size or c.train.batch_size
         check_data(c, source, runtime.replicas)
@@ -63,7 +64,7 @@ class Trainer:
             self.total_steps = min(self.total_steps, c.train.max_steps)
         self.reporter = Reporter(workdir, self.total_steps, chief=runtime.chief)
         self.stats = run_stats(
-            source, c.data, workdir, runtime.chief, self.reporter.line, lambda: barrier(runtime.strategy)
+            source, c.data, self.folder, runtime.chief, self.reporter.line, lambda: barrier(runtime.strategy)
         )
         frozen = c.finetune.freeze if c.finetune.init_from else ()
         self.model, self.optimizer, self.step = steps_lib.create_state(
@@ -103,7 +104,7 @@ class Trainer:
             self._eval_step = steps_lib.make_eval_step(self.model, runtime, c.data, tensors)
         self.bad_files = data_lib.BadFiles()
         self.stop = StopRequest()
-        self.profile = ProfileWindow(c.train.profile_steps, os.path.join(workdir, "tb", "profile"))
+        self.profile = ProfileWindow(c.train.profile_steps, self.folder.profile)
         self.history = []
         self.last_eval = None  # (step, metrics) of the latest evaluation
         self.started, self.seconds_before = time.perf_counter(), 0.0
@@ -127,10 +128,8 @@ class Trainer:
         elif self.config.finetune.init_from:
             self.reporter.line(finetune.initialize(self.model, self.config))
         check_same_step(self.runtime.strategy, int(self.step.numpy()))
-        history = os.path.join(self.workdir, "history.json")
-        if os.path.exists(history):
-            with open(history) as f:
-                self.history = [h for h in json.load(f) if h["epoch"] <= int(self.epochs_done.numpy())]
+        done = int(self.epochs_done.numpy())
+        self.history = [h for h in self.folder.read_history() if h["epoch"] <= done]
 
     def _save(self, best: bool = False) -> None:
         self.checkpoints.save(int(self.step.numpy()), best)
@@ -281,7 +280,7 @@ class Trainer:
         )
         self.epochs_done.assign(epoch + 1)
         if self.runtime.chief:
-            write_json(os.path.join(self.workdir, "history.json"), self.history)
+            self.folder.write_history(self.history)
 
     def evaluate(self) -> dict:
         """Centre-crop loss, top-1/top-5 error and examples over the eval split."""
@@ -375,7 +374,8 @@ def train_and_evaluate(config: Config, workdir: str) -> dict:
     writes workdir/config.json, classes.json, stats.npz, checkpoints/, tb/, history.json
     and results.json; returns the results.
     """
-    workdir = paths.resolve(workdir)
+    run = RunFolder(workdir)
+    workdir = run.path
     config, runtime = make_runtime(validate(paths.resolve_config(config)))
     source = data_lib.open_source(config.data.source, config.data)
     config = resolve_data(config, source)
@@ -388,13 +388,13 @@ def train_and_evaluate(config: Config, workdir: str) -> dict:
         resume_from = resume_point(workdir, runtime.chief)
         os.makedirs(workdir, exist_ok=True)
         if runtime.chief:
-            if pretrained:
-                finetune.write_stats(pretrained, workdir)
-            write_json(os.path.join(workdir, "config.json"), to_dict(config))
-            write_classes(workdir, source.class_names)
+            if pretrained and not run.has_stats():  # the pretrained net's statistics become the run's
+                run.write_stats(pretrained.stats)
+            run.write_config(config)
+            run.write_classes(source.class_names)
         results = Trainer(config, workdir, runtime, source, resume_from).run()
         if runtime.chief:
-            write_json(os.path.join(workdir, "results.json"), results)
+            run.write_results(results)
     return results
 
 
@@ -404,6 +404,6 @@ def _adopt_pretrained(config: Config, workdir: str, runtime: Runtime) -> tuple[C
     run's)."""
     net = finetune.load_pretrained(config.finetune.init_from)
     config, changed = finetune.adopt(config, net)
-    if runtime.chief and changed and not os.path.exists(os.path.join(workdir, "config.json")):
+    if runtime.chief and changed and not RunFolder(workdir).has_config():
         log.info("from %s: %s", config.finetune.init_from, "; ".join(changed))
     return validate(config), net

@@ -35,8 +35,8 @@ def trained_workdir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def export_dir(trained_workdir, tmp_path_factory):
+    from alexnet_tf.applications import load_net
     from alexnet_tf.exporting import export_saved_model
-    from alexnet_tf.runs import load_net
 
     out = str(tmp_path_factory.mktemp("export") / "alexnet" / "1")
     export_saved_model(load_net(trained_workdir), out, crops="center")

@@ -15,10 +15,10 @@ import pytest
 import tensorflow as tf
 from numpy.lib.stride_tricks import sliding_window_view
 
-from alexnet_tf import caffe, convert
+from alexnet_tf import caffe, convert, evaluate
 from alexnet_tf import data as data_lib
+from alexnet_tf.applications import load_net
 from alexnet_tf.config import DataConfig
-from alexnet_tf.runs import load_net
 
 R, C = 256, 227  # Caffe's warped images and crops
 TOP = (R - C) // 2  # 14: Caffe's centre crop offset
@@ -106,14 +106,21 @@ def blobs(weights):
 
 
 @pytest.fixture(scope="module")
+def v1_caffemodel(blobs, tmp_path_factory):
+    """The random weights as a V1 (bvlc_alexnet's format) .caffemodel."""
+    path = str(tmp_path_factory.mktemp("caffe") / "net.caffemodel")
+    return caffe_writer.write_caffemodel(path, caffe_writer.alexnet_layers(blobs), "V1")
+
+
+@pytest.fixture(scope="module")
 def images():
     return np.random.default_rng(1).integers(0, 256, (3, R, R, 3), dtype=np.uint8)
 
 
-def test_v1_caffemodel_through_the_command_matches_caffe(blobs, weights, images, tmp_path, capsys):
+def test_v1_caffemodel_through_the_command_matches_caffe(v1_caffemodel, weights, images, tmp_path, capsys):
     """The V1 format (bvlc_alexnet's), with imagenet_mean.binaryproto, imported by the
     command into a run folder that load_net (evaluate, export, figures) restores."""
-    path = caffe_writer.write_caffemodel(str(tmp_path / "net.caffemodel"), caffe_writer.alexnet_layers(blobs), "V1")
+    path = v1_caffemodel
     rng = np.random.default_rng(2)
     mean = (rng.uniform(90, 130, (3, 1, 1)) + rng.uniform(-20, 20, (3, R, R))).astype(np.float32)  # BGR (3, H, W)
     mean_path = caffe_writer.write_mean(str(tmp_path / "imagenet_mean.binaryproto"), mean)
@@ -130,11 +137,19 @@ def test_v1_caffemodel_through_the_command_matches_caffe(blobs, weights, images,
     assert (m.lrn_convention, m.dropout_form, m.num_classes) == ("caffe", "inverted", 1000)
     with open(os.path.join(workdir, "classes.json")) as f:
         names = json.load(f)
-    synsets = [name for name, _ in names]  # each beside its readable name (runs.write_classes)
+    synsets = [name for name, _ in names]  # each beside its readable name (RunFolder.write_classes)
     assert len(synsets) == 1000 and synsets == sorted(synsets) and synsets[0] == "n01440764"  # Caffe's sorted synsets
     assert names[0][1] == "tench, Tinca tinca"
     assert convert.main([path, "--workdir", workdir]) == 2  # a run folder is never overwritten
     assert "not empty" in capsys.readouterr().err
+
+
+def test_the_commands_take_a_caffemodel_as_the_api_does(v1_caffemodel, image_folder, capsys):
+    """--workdir bvlc_alexnet.caffemodel works wherever alexnet_tf.load_net(it) does:
+    evaluate reads the imported net and checks its 1000 classes against the data."""
+    path = v1_caffemodel
+    assert evaluate.main(["--workdir", path, "--data", f"folder:{image_folder}", "--crops", "center"]) == 2
+    assert "predicts 1000 classes" in capsys.readouterr().err
 
 
 @pytest.mark.slow

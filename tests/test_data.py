@@ -343,9 +343,9 @@ def test_tf_data_service_gives_the_local_batches(tmp_path):
 def test_sharding_covers_every_example_once(tmp_path, kind):
     root = make_folder(str(tmp_path / "src"), per_class=4)
     if kind == "tfrecord":
-        from alexnet_tf import prepare
+        from alexnet_tf import shards
 
-        prepare.prepare("folder:" + root, str(tmp_path / "out"), size=R, shard_size=5, quiet=True)
+        shards.prepare("folder:" + root, str(tmp_path / "out"), size=R, shard_size=5, quiet=True)
         root = str(tmp_path / "out")
     source = data_lib.open_source(f"{kind}:{root}")
     cfg = DataConfig(resize_size=R, crop_size=C, shuffle_buffer=1000, random_flip=False)
@@ -415,12 +415,12 @@ def test_flat_validation_folder_with_label_file(tmp_path):
 
 
 def test_tfrecord_source_via_prepare(tmp_path):
-    from alexnet_tf import prepare
+    from alexnet_tf import shards
 
     root = make_folder(str(tmp_path / "src"), per_class=3, size=(40, 60))
     (tmp_path / "src/train/cat/broken.JPEG").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     out = str(tmp_path / "out")
-    report = prepare.prepare("folder:" + root, out, size=R, shard_size=4, quiet=True)
+    report = shards.prepare("folder:" + root, out, size=R, shard_size=4, quiet=True)
     assert report["skipped"] == 1 and report["written"] == {"train": 9, "val": 9}
     with open(os.path.join(out, "metadata.json")) as f:
         meta = json.load(f)
@@ -448,14 +448,14 @@ def test_tfrecord_source_via_prepare(tmp_path):
     assert list(only_val.sizes) == ["val"]
     # Resumable: a second run finds every shard finished and rewrites nothing.
     mtimes = {f: os.path.getmtime(os.path.join(out, f)) for f in os.listdir(out) if f.endswith(".tfrecord")}
-    again = prepare.prepare("folder:" + root, out, size=R, shard_size=4, quiet=True)
+    again = shards.prepare("folder:" + root, out, size=R, shard_size=4, quiet=True)
     assert again["resumed_shards"] == len(mtimes)
     assert mtimes == {f: os.path.getmtime(os.path.join(out, f)) for f in mtimes}
     # A shard lost in the middle is written again with the same examples (same order).
     middle = "train-00001-of-00003.tfrecord"
     before = list(tf.data.TFRecordDataset(os.path.join(out, middle)).as_numpy_iterator())
     os.remove(os.path.join(out, middle))
-    third = prepare.prepare("folder:" + root, out, size=R, shard_size=4, quiet=True)
+    third = shards.prepare("folder:" + root, out, size=R, shard_size=4, quiet=True)
     assert third["resumed_shards"] == len(mtimes) - 1 and third["written"] == {"train": 9, "val": 9}
     assert list(tf.data.TFRecordDataset(os.path.join(out, middle)).as_numpy_iterator()) == before
 
@@ -463,11 +463,11 @@ def test_tfrecord_source_via_prepare(tmp_path):
 def test_tfrecord_shards_are_read_in_a_new_order_each_epoch(tmp_path):
     """Training reads a sharded source's shards in an order drawn from (seed, epoch), so
     an example does not meet the same neighbours in the shuffle buffer every epoch."""
-    from alexnet_tf import prepare
+    from alexnet_tf import shards
 
     root = make_folder(str(tmp_path / "src"), per_class=4, size=(40, 60))
     out = str(tmp_path / "out")
-    prepare.prepare("folder:" + root, out, size=R, shard_size=2, quiet=True)
+    shards.prepare("folder:" + root, out, size=R, shard_size=2, quiet=True)
     source = data_lib.open_source("tfrecord:" + out)
     assert len([f for f in os.listdir(out) if f.startswith("train-")]) == 6
 
@@ -496,17 +496,17 @@ def test_tfrecord_shards_are_read_in_a_new_order_each_epoch(tmp_path):
 def test_unreadable_records_become_weight_zero_rows(tmp_path):
     """A record whose image bytes do not decode: a weight-0 row of its batch, reported
     under its file name, while the record file's other examples train."""
-    from alexnet_tf import prepare
+    from alexnet_tf import shards
 
     root = make_folder(str(tmp_path / "src"), per_class=2)
     out = str(tmp_path / "out")
-    prepare.prepare("folder:" + root, out, size=R, shard_size=4, quiet=True)
+    shards.prepare("folder:" + root, out, size=R, shard_size=4, quiet=True)
     good = jpeg_bytes(random_image(np.random.default_rng(1), R, R))
     bad = {b"cut.JPEG": good[: len(good) // 2], b"text.JPEG": b"<html>not found</html>"}
     with tf.io.TFRecordWriter(os.path.join(out, "train-extra.tfrecord")) as w:
         for name, data in bad.items():
-            w.write(prepare.example_record(data, 1, name))
-        w.write(prepare.example_record(good, 2, b"fine.JPEG"))
+            w.write(shards.example_record(data, 1, name))
+        w.write(shards.example_record(good, 2, b"fine.JPEG"))
     with open(os.path.join(out, "metadata.json")) as f:
         meta = json.load(f)
     meta["shards"].append({"file": "train-extra.tfrecord", "split": "train", "count": 3})
@@ -666,7 +666,7 @@ def test_random_labels_stay_with_their_example(tmp_path, kind):
     epoch), and the labels have nothing to do with the true ones."""
     from contextlib import nullcontext
 
-    from alexnet_tf import prepare
+    from alexnet_tf import shards
 
     mock, split = nullcontext(), "train"
     if kind == "builtin":
@@ -678,7 +678,7 @@ def test_random_labels_stay_with_their_example(tmp_path, kind):
         root = make_folder(str(tmp_path / "src"), per_class=8, classes=tuple("abcdef"))
         spec, n_classes = "folder:" + root, 6
         if kind == "tfrecord":
-            prepare.prepare(spec, str(tmp_path / "out"), size=R, shard_size=3, quiet=True)
+            shards.prepare(spec, str(tmp_path / "out"), size=R, shard_size=3, quiet=True)
             spec = "tfrecord:" + str(tmp_path / "out")
     # crop = the whole image, no flip, no noise: an example's batch row is its image
     cfg = DataConfig(resize_size=R, crop_size=R, pca_noise_std=0.0, random_flip=False, random_labels=True)

@@ -9,10 +9,10 @@ import pytest
 import tensorflow as tf
 
 from alexnet_tf import data as data_lib
+from alexnet_tf.applications import load_net
 from alexnet_tf.config import load_json, override
 from alexnet_tf.evaluate import main
 from alexnet_tf.evaluation import evaluate_nets
-from alexnet_tf.runs import load_net
 
 
 def numpy_ten_crop_probs(path, images):

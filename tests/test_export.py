@@ -9,9 +9,9 @@ import pytest
 import tensorflow as tf
 
 from alexnet_tf import data as data_lib
+from alexnet_tf.applications import load_net
 from alexnet_tf.export import main
 from alexnet_tf.exporting import export_saved_model
-from alexnet_tf.runs import load_net
 
 N = 6
 

@@ -32,7 +32,7 @@ def served_tf32(export_dir: str, start: bool) -> bool:
 
 
 def test_serving_an_export_sets_its_runs_tf32(trained_workdir, tmp_path, restore_tf32, monkeypatch):
-    from alexnet_tf.runs import load_net
+    from alexnet_tf.applications import load_net
 
     net = load_net(trained_workdir)
     assert net.config.train.tf32 is False

@@ -18,9 +18,10 @@ from helpers import QUICKSTART, ROOT, tiny_sets, workers
 from alexnet_tf.checkpoints import Checkpoints, disk_full_stops_run, resume_point
 from alexnet_tf.config import ConfigError
 from alexnet_tf.errors import TrainingError, lost_workers
-from alexnet_tf.lock import LOCK_FILE, RunLock
+from alexnet_tf.lock import RunLock
 from alexnet_tf.report import Reporter
-from alexnet_tf.runs import write_json
+from alexnet_tf.runfolder import LOCK as LOCK_FILE
+from alexnet_tf.runfolder import write_json
 
 # A process that takes the lock on the folder argv[1], says so, and waits to be killed.
 HOLDER = (

@@ -12,12 +12,13 @@ from helpers import QUICKSTART
 
 from alexnet_tf import caffe
 from alexnet_tf import data as data_lib
+from alexnet_tf.applications import load_net
 from alexnet_tf.config import load_recipe, override
-from alexnet_tf.drawing import COLUMN_GAP, GAP, TILE, conv1_grid
-from alexnet_tf.figures import main, make_figures, nearest
+from alexnet_tf.drawing import COLUMN_GAP, GAP, TILE, conv1_grid, make_figures, nearest
+from alexnet_tf.figures import main
 from alexnet_tf.model import build_model
 from alexnet_tf.nets import TrainedNet
-from alexnet_tf.runs import load_net, write_net
+from alexnet_tf.runs import write_net
 
 
 def test_conv1_grid_layout():

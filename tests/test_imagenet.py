@@ -22,7 +22,7 @@ from helpers import PAPER, ROOT, train_command
 from alexnet_tf import data as data_lib
 from alexnet_tf.config import DataConfig
 from alexnet_tf.data import records
-from alexnet_tf.runs import read_classes, write_classes
+from alexnet_tf.runfolder import RunFolder
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
@@ -285,15 +285,18 @@ def test_imagenet_synsets_get_their_readable_names():
 
 
 def test_classes_json_keeps_synsets_with_names_beside(tmp_path):
-    write_classes(str(tmp_path), ["n03888257", "n01440764"])
+    RunFolder(tmp_path).write_classes(["n03888257", "n01440764"])
     assert json.load(open(tmp_path / "classes.json")) == [
         ["n03888257", "parachute, chute"],
         ["n01440764", "tench, Tinca tinca"],
     ]
-    assert read_classes(str(tmp_path), 2) == (["n03888257", "n01440764"], ["parachute, chute", "tench, Tinca tinca"])
-    write_classes(str(tmp_path), ["cat", "dog"])
+    assert RunFolder(tmp_path).read_classes(2) == (
+        ["n03888257", "n01440764"],
+        ["parachute, chute", "tench, Tinca tinca"],
+    )
+    RunFolder(tmp_path).write_classes(["cat", "dog"])
     assert json.load(open(tmp_path / "classes.json")) == ["cat", "dog"]
-    assert read_classes(str(tmp_path), 2) == (["cat", "dog"], None)
+    assert RunFolder(tmp_path).read_classes(2) == (["cat", "dog"], None)
     with open(tmp_path / "classes.json", "w") as f:  # a run written before names were kept
         json.dump(["n01440764"], f)
-    assert read_classes(str(tmp_path), 1) == (["n01440764"], ["tench, Tinca tinca"])
+    assert RunFolder(tmp_path).read_classes(1) == (["n01440764"], ["tench, Tinca tinca"])

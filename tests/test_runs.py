@@ -17,10 +17,10 @@ from helpers import QUICKSTART, assert_same_weights, folder_config, model_weight
 
 from alexnet_tf import cli
 from alexnet_tf import data as data_lib
+from alexnet_tf.applications import load_net
 from alexnet_tf.config import ConfigError
 from alexnet_tf.model import build_model
 from alexnet_tf.nets import TrainedNet
-from alexnet_tf.runs import load_net
 from alexnet_tf.train import main as train_main
 from alexnet_tf.training import train_and_evaluate
 
@@ -329,7 +329,8 @@ def test_a_first_start_that_fails_before_its_first_step_leaves_the_folder_free(i
 
 
 def test_statistics_of_a_start_with_other_data_are_dropped(image_folder, tmp_path):
-    from alexnet_tf.runs import check_resume, write_json
+    from alexnet_tf.runfolder import write_json
+    from alexnet_tf.runs import check_resume
 
     workdir = tmp_path / "run"
     workdir.mkdir()
@@ -347,7 +348,8 @@ def test_statistics_of_a_start_with_other_data_are_dropped(image_folder, tmp_pat
 def test_a_run_does_not_resume_across_the_columns_layout(old, new, tmp_path):
     """Under distribute.strategy=columns each column's momentum lives apart; a checkpoint
     of one layout cannot resume under the other (it raised deep in the restore)."""
-    from alexnet_tf.runs import check_resume, write_json
+    from alexnet_tf.runfolder import write_json
+    from alexnet_tf.runs import check_resume
 
     workdir = tmp_path / "run"
     (workdir / "checkpoints").mkdir(parents=True)

@@ -355,7 +355,7 @@ def test_the_export_has_tf_serving_s_classification_signature(export_dir, traine
     from google.protobuf import json_format
     from tensorflow.core.protobuf import saved_model_pb2
 
-    from alexnet_tf.runs import load_net
+    from alexnet_tf.applications import load_net
 
     proto = saved_model_pb2.SavedModel()
     with open(os.path.join(export_dir, "saved_model.pb"), "rb") as f:
@@ -383,7 +383,7 @@ def test_the_export_has_tf_serving_s_classification_signature(export_dir, traine
 
 @pytest.mark.slow
 def test_classify_answers_as_tf_serving(server, export_dir, trained_workdir, images):
-    from alexnet_tf.runs import load_net
+    from alexnet_tf.applications import load_net
 
     expected = direct(export_dir, images[:3])
     request_ = {

@@ -29,7 +29,7 @@ def test_loading_a_run_turns_tf32_off(trained_workdir, tf32_on):
     """evaluate, export, serve (a run folder), figures and alexnet_tf.load_net all load
     the net with load_net: afterwards float32 is float32, as the run trained."""
     import alexnet_tf
-    from alexnet_tf.runs import load_net
+    from alexnet_tf.applications import load_net
 
     net = load_net(trained_workdir)
     assert net.config.train.tf32 is False and not enabled()
@@ -39,7 +39,7 @@ def test_loading_a_run_turns_tf32_off(trained_workdir, tf32_on):
 
 
 def test_a_trained_net_sets_its_runs_tf32(trained_workdir, tf32_on):
-    from alexnet_tf.runs import load_net
+    from alexnet_tf.applications import load_net
 
     net = load_net(trained_workdir)
     TrainedNet(with_tf32(net.config, True), net.model, net.stats, net.class_names)
@@ -52,8 +52,8 @@ def test_training_keeps_its_own_tf32_after_loading_a_pretrained_net(trained_work
     """A fine-tuning run loads its pretrained net after setting up its runtime: the state
     it trains in is its own run's setting, not the pretrained run's."""
     from alexnet_tf import steps as steps_lib
+    from alexnet_tf.applications import load_net
     from alexnet_tf.distribute import make_runtime
-    from alexnet_tf.runs import load_net
 
     config, runtime = make_runtime(tiny(), tf.distribute.OneDeviceStrategy("/cpu:0"))
     assert not enabled()

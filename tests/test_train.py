@@ -48,8 +48,8 @@ def test_load_net_reads_the_trained_weights(tmp_path):
     import numpy as np
     import tensorflow as tf
 
+    from alexnet_tf.applications import load_net
     from alexnet_tf.model import build_model
-    from alexnet_tf.runs import load_net
 
     workdir = str(tmp_path / "run")
     config = tiny(**{"train.max_steps": 2})

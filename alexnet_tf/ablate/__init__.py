@@ -49,7 +49,7 @@ from alexnet_tf.ablate.settings import (
     Ablation,
     differences_from_paper,
 )
-from alexnet_tf.report import Progress
+from alexnet_tf.runfolder import RunFolder
 
 __all__ = [
     "ABLATIONS",
@@ -129,14 +129,14 @@ def _ten_crop(config, workdir: str) -> float:
     import tensorflow as tf
 
     path = os.path.join(workdir, "ten_crop.json")
-    latest = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
+    latest = tf.train.latest_checkpoint(RunFolder(workdir).checkpoints)
     if os.path.exists(path):
         with open(path) as f:
             if json.load(f)["models"] != [latest]:
                 os.remove(path)  # measured on an earlier checkpoint of a run that went on
     if not os.path.exists(path):
+        from alexnet_tf.applications import load_net
         from alexnet_tf.evaluation import evaluate_nets
-        from alexnet_tf.runs import load_net
 
         batch = config.train.eval_batch_size or config.train.batch_size
         result = evaluate_nets([load_net(workdir)], config.data, crops="ten", batch_size=batch, stream=None)
@@ -159,11 +159,9 @@ def _check_names(settings: list[str] | None) -> list[str]:
 
 def _finished(workdir: str, config, planned_steps: int) -> dict | None:
     """A run's results.json if it trained its whole budget; None if it must (go on to) run."""
-    path = os.path.join(workdir, "results.json")
-    if not os.path.exists(path):
+    result = RunFolder(workdir).read_results()
+    if result is None:
         return None
-    with open(path) as f:
-        result = json.load(f)
     if config.train.max_steps:
         planned_steps = min(planned_steps, config.train.max_steps)
     return result if result["step"] >= planned_steps else None  # a larger budget: it goes on
@@ -198,8 +196,10 @@ def ablate(
     stream=None,
 ) -> dict:
     """Trains (or resumes) every (setting, seed) run under OUT/runs and writes the report."""
+    # TensorFlow (data, report) here, not at the package's import: `python -m` filters its lines first
     from alexnet_tf import data as data_lib
     from alexnet_tf.config import ConfigError, load_recipe, override
+    from alexnet_tf.report import Progress
 
     names = _check_names(settings)
     if seeds < 1 or budget_epochs < 1:
@@ -212,7 +212,7 @@ def ablate(
     source = data_lib.open_source(base.data.source, base.data)
     base = resolve_data(base, source)
     os.makedirs(out, exist_ok=True)
-    stats_path = os.path.join(out, "stats.npz")
+    stats_path = RunFolder(out).stats  # one for every run, as a run folder keeps its own
     if not os.path.exists(stats_path):
         data_lib.dataset_stats(source, base.data, base.data.train_split).save(stats_path)
     todo, skipped = plan(names, seeds, _is_grey(source, base))

@@ -1,5 +1,12 @@
 """`python -m alexnet_tf.ablate`: see alexnet_tf/ablate/__init__.py."""
 
-from alexnet_tf.ablate import main
+from alexnet_tf import cli
 
-raise SystemExit(main())
+
+def main() -> int:
+    from alexnet_tf.ablate import main  # TensorFlow: after cli.program's console.quiet()
+
+    return main()
+
+
+cli.program(main)

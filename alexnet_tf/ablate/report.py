@@ -11,12 +11,13 @@ import os
 import numpy as np
 
 from alexnet_tf.ablate.settings import ABLATIONS, BASELINE
+from alexnet_tf.runfolder import RunFolder
 
 
 def curve(workdir: str, steps_per_epoch: int) -> list[dict]:
     """Training error over the run from its metrics.jsonl: epoch (fractional), seconds."""
     rows = {}
-    path = os.path.join(workdir, "metrics.jsonl")
+    path = RunFolder(workdir).metrics
     if not os.path.exists(path):
         return []
     with open(path) as f:

@@ -33,25 +33,29 @@ what the limits bound (peak memory, measured) and what they do not, and how the 
 performs under load.
 """
 
-from alexnet_tf.serve.command import argument_parser, export_run, main, make_server
-from alexnet_tf.serve.images import ImageTooLarge, image_pixels
-from alexnet_tf.serve.inputs import RequestError
-from alexnet_tf.serve.model import Servable, find_versions
-from alexnet_tf.serve.options import ServeOptions
-from alexnet_tf.serve.routes import ROUTES, Call, route
+import importlib
 
-__all__ = [
-    "ROUTES",
-    "Call",
-    "ImageTooLarge",
-    "RequestError",
-    "Servable",
-    "ServeOptions",
-    "argument_parser",
-    "export_run",
-    "find_versions",
-    "image_pixels",
-    "main",
-    "make_server",
-    "route",
-]
+# name -> module: imported when first used, so that `python -m alexnet_tf.serve` filters
+# TensorFlow's start-up lines (serve/__main__.py) before the server's modules load it.
+_API = {
+    "ROUTES": "routes",
+    "Call": "routes",
+    "route": "routes",
+    "ImageTooLarge": "images",
+    "image_pixels": "images",
+    "RequestError": "inputs",
+    "Servable": "model",
+    "find_versions": "model",
+    "ServeOptions": "options",
+    "argument_parser": "command",
+    "export_run": "command",
+    "main": "command",
+    "make_server": "command",
+}
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str):
+    if name in _API:
+        return getattr(importlib.import_module(f"{__name__}.{_API[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

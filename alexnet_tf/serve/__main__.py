@@ -1,5 +1,12 @@
 """`python -m alexnet_tf.serve`: see alexnet_tf/serve/__init__.py."""
 
-from alexnet_tf.serve.command import main
+from alexnet_tf import cli
 
-raise SystemExit(main())
+
+def main() -> int:
+    from alexnet_tf.serve.command import main  # TensorFlow: after cli.program's console.quiet()
+
+    return main()
+
+
+cli.program(main)

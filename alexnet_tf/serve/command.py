@@ -12,6 +12,7 @@ import sys
 import tempfile
 import warnings
 
+from alexnet_tf.runfolder import RunFolder
 from alexnet_tf.serve.batching import Batcher
 from alexnet_tf.serve.model import Servable
 from alexnet_tf.serve.options import ServeOptions
@@ -46,14 +47,13 @@ def make_server(export_dir: str, options: ServeOptions | None = None, **changes)
 
 def is_run_folder(path: str) -> bool:
     """Whether `path` is a run folder of `python -m alexnet_tf.train` (or a checkpoint in one)."""
-    has_run = os.path.isfile(os.path.join(path, "config.json")) and os.path.isdir(os.path.join(path, "checkpoints"))
-    return has_run or os.path.isfile(path + ".index")
+    return RunFolder(path).holds_run() or os.path.isfile(path + ".index")
 
 
 def export_run(workdir: str, out: str) -> str:
     """Writes the SavedModel of a run folder (its newest checkpoint) or checkpoint to `out`."""
+    from alexnet_tf.applications import load_net
     from alexnet_tf.exporting import export_saved_model
-    from alexnet_tf.runs import load_net
 
     return export_saved_model(load_net(workdir), out)
 
