@@ -183,7 +183,7 @@ class Reporter:
 
 
 class ProfileWindow:
-    """`train.profile_steps` (first, last): the profiler traces steps first+1..last into
+    """`compute.profile_steps` (first, last): the profiler traces steps first+1..last into
     tb/profile, one step per host call, each marked as TensorFlow documents for custom
     loops so that its overview shows step times."""
 

@@ -104,7 +104,7 @@ class Trainer:
             self._eval_step = steps_lib.make_eval_step(self.model, runtime, c.data, tensors)
         self.bad_files = data_lib.BadFiles()
         self.stop = StopRequest()
-        self.profile = ProfileWindow(c.train.profile_steps, os.path.join(workdir, "tb", "profile"))
+        self.profile = ProfileWindow(c.compute.profile_steps, os.path.join(workdir, "tb", "profile"))
         self.history = []
         self.last_eval = None  # (step, metrics) of the latest evaluation
         self.started, self.seconds_before = time.perf_counter(), 0.0
@@ -228,10 +228,10 @@ class Trainer:
             self._save()
 
     def _call_size(self, step: int, end: int) -> int:
-        """Steps in the host call from `step`: `train.steps_per_loop`, cut at the epoch's
+        """Steps in the host call from `step`: `compute.steps_per_loop`, cut at the epoch's
         (or run's) end, at log and checkpoint steps and at the profiler window's ends."""
         t = self.config.train
-        n = min(t.steps_per_loop, end - step, t.log_every - step % t.log_every)
+        n = min(self.config.compute.steps_per_loop, end - step, t.log_every - step % t.log_every)
         return self.profile.limit(step, min(n, t.checkpoint_every - step % t.checkpoint_every))
 
     def _train_call(self, iterator, step: int, n: int) -> dict:
@@ -376,7 +376,8 @@ def train_and_evaluate(config: Config, workdir: str) -> dict:
     and results.json; returns the results.
     """
     workdir = paths.resolve(workdir)
-    config, runtime = make_runtime(validate(paths.resolve_config(config)))
+    config = validate(paths.resolve_config(config))
+    runtime = make_runtime(config)
     source = data_lib.open_source(config.data.source, config.data)
     config = resolve_data(config, source)
     pretrained = None

@@ -204,7 +204,7 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
         "--steps-per-loop",
         type=int,
         nargs="+",
-        help="steps per host call; none given: the recipe's train.steps_per_loop. Two or more values add a "
+        help="steps per host call; none given: the recipe's compute.steps_per_loop. Two or more values add a "
         "train_host_overhead line (repeat values to alternate runs: 1 50 1 50)",
     )
     p.add_argument(
@@ -214,7 +214,7 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
         help="with --data: the training split this many times over per epoch, so that a small "
         "generated set does not time an epoch restart every few steps",
     )
-    p.add_argument("--no-jit", action="store_true", help="train.jit_compile=False")
+    p.add_argument("--no-jit", action="store_true", help="compute.jit_compile=False")
     p.add_argument("--threads", type=int, default=0, help="TensorFlow intra- and inter-op threads (0: all cores)")
     p.add_argument(
         "--peak-tflops",
