@@ -9,10 +9,11 @@ The library, for notebooks and scripts (importing it loads nothing heavy):
     config = alexnet_tf.load_recipe("paper")        # a recipe, as in recipes/
     config = alexnet_tf.override(config, ["train.batch_size=256"])
     alexnet_tf.train_and_evaluate(config, "runs/x")
-    alexnet_tf.evaluate([net], crops="ten")         # Table 2's measure
-    alexnet_tf.export(net, "exports/x/1")           # a SavedModel for TF Serving
+    alexnet_tf.evaluate_nets([net], crops="ten")    # Table 2's measure
+    alexnet_tf.export_saved_model(net, "exports/x/1")  # a SavedModel for TF Serving
 
-The commands: `python -m alexnet_tf` lists them.
+The library's modules (training, evaluation, exporting, inference, applications, ...)
+are never named like a command. The commands: `python -m alexnet_tf` lists them.
 """
 
 import importlib
@@ -30,9 +31,9 @@ _API = {
     "ConfigError": "alexnet_tf.config",
     "load_recipe": "alexnet_tf.config",
     "override": "alexnet_tf.config",
-    "train_and_evaluate": "alexnet_tf.train",
-    "evaluate": "alexnet_tf.evaluate",
-    "export": "alexnet_tf.export",
+    "train_and_evaluate": "alexnet_tf.training",
+    "evaluate_nets": "alexnet_tf.evaluation",
+    "export_saved_model": "alexnet_tf.exporting",
     "open_source": "alexnet_tf.data",
 }
 __all__ = sorted(_API)

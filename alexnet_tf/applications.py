@@ -22,9 +22,9 @@ import keras
 
 from alexnet_tf import paths
 from alexnet_tf.config import ModelConfig
+from alexnet_tf.inference import features_model
 from alexnet_tf.model import build_model
 from alexnet_tf.nets import TrainedNet
-from alexnet_tf.predict import features_model
 
 
 def load_net(path: str | os.PathLike, best: bool = False) -> TrainedNet:

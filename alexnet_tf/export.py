@@ -23,87 +23,12 @@ existing SavedModel at EXPORT_DIR is replaced only with --overwrite.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 
-import keras
-import tensorflow as tf
-
-from alexnet_tf.config import ConfigError
-from alexnet_tf.nets import TrainedNet
-
-TOP_K = 5
-# The class names beside the SavedModel (assets.extra: files for the model's users, not
-# read by its graph): {"class_names": [...], "class_descriptions": [...] for ImageNet's
-# synsets}, index by index, as the REST server's GET /v1/models/NAME/classes answers.
-CLASSES_FILE = os.path.join("assets.extra", "classes.json")
-EXAMPLE_FEATURES = {"image/encoded": tf.io.FixedLenFeature([], tf.string)}  # of `classification`'s inputs
-
-
-def class_outputs(net: TrainedNet, indices: tf.Tensor) -> dict:
-    """`class_names` of the classes at `indices` and, where the net has them (ImageNet's
-    synsets), `class_descriptions`: the synset stays the class id, as in Keras'
-    `decode_predictions` (class_name, class_description, score)."""
-    out = {"class_names": tf.gather(tf.constant(list(net.class_names)), indices)}
-    if net.class_descriptions:
-        out["class_descriptions"] = tf.gather(tf.constant(list(net.class_descriptions)), indices)
-    return out
-
-
-def export(net: TrainedNet, out: str, crops: str = "center", overwrite: bool = False) -> str:
-    """Writes `net` (in its serving form, which needs no XLA) as a SavedModel in `out`."""
-    if crops not in ("center", "ten"):
-        raise ValueError(f"crops must be 'center' or 'ten', got {crops!r}")
-    if os.path.exists(os.path.join(out, "saved_model.pb")):
-        if not overwrite:
-            raise ConfigError(f"{out} already holds a SavedModel; give another version folder, or --overwrite")
-        shutil.rmtree(out)
-    net = net.split_form()
-    k = min(TOP_K, net.num_classes)
-
-    def serve(images, encoded: bool) -> dict:
-        top = tf.math.top_k(net.predict_raw(images, encoded, crops), k=k)  # of the probabilities (B, classes)
-        return {
-            "classes": top.indices,  # (B, k) int32
-            **class_outputs(net, top.indices),  # (B, k) string each
-            "probabilities": top.values,  # (B, k) float32
-        }
-
-    def classify(images) -> dict:  # TF Serving's classification signature: exactly these two outputs
-        out = serve(images, True)
-        return {"classes": out["class_names"], "scores": out["probabilities"]}
-
-    # The endpoints' variables are tracked by add_endpoint itself; `archive.track(model)`
-    # would store every weight a second time (keras-team/keras#23553: twice the disk and
-    # twice the memory of every server that loads it).
-    archive = keras.export.ExportArchive()
-    archive.add_endpoint(
-        "serving_default", lambda images: serve(images, True), [tf.TensorSpec([None], tf.string, name="images")]
-    )
-    archive.add_endpoint(
-        "serve_uint8",
-        lambda images: serve(images, False),
-        [tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")],
-    )
-    archive.add_endpoint(
-        "classification",
-        lambda inputs: classify(tf.io.parse_example(inputs, EXAMPLE_FEATURES)["image/encoded"]),
-        [tf.TensorSpec([None], tf.string, name="inputs")],
-    )
-    archive.write_out(out, verbose=False)
-    classes = {"class_names": list(net.class_names)}
-    if net.class_descriptions:
-        classes["class_descriptions"] = list(net.class_descriptions)
-    os.makedirs(os.path.join(out, os.path.dirname(CLASSES_FILE)), exist_ok=True)
-    with open(os.path.join(out, CLASSES_FILE), "w", encoding="utf-8") as f:
-        json.dump(classes, f, ensure_ascii=False)
-    return out
+from alexnet_tf import cli
 
 
 def main(argv=None) -> int:
-    from alexnet_tf import cli
-
     p = cli.parser("export", __doc__)
     cli.add_workdir(p, "run folder (its newest readable checkpoint) or checkpoint", required=True)
     cli.add_out(p, "SavedModel folder to write, e.g. exports/alexnet/1", overwrite=True)
@@ -112,10 +37,12 @@ def main(argv=None) -> int:
 
 
 def _main(workdir: str, out: str, overwrite: bool, crops: str) -> None:
+    # TensorFlow: loaded once the arguments parse
+    from alexnet_tf.exporting import export_saved_model
     from alexnet_tf.runs import load_net
 
     net = load_net(workdir)
-    export(net, out, crops=crops, overwrite=overwrite)
+    export_saved_model(net, out, crops=crops, overwrite=overwrite)
     views = "ten crops" if crops == "ten" else "centre crop"
     print(f"exported {net.origin} ({views}) to {os.path.abspath(out)}")
     print(f"inspect with: saved_model_cli show --dir {out} --all")

@@ -23,7 +23,7 @@ import tensorflow as tf
 from alexnet_tf import data as data_lib
 from alexnet_tf.config import DataConfig
 from alexnet_tf.drawing import BACKGROUND, GAP, conv1_grid
-from alexnet_tf.evaluate import cropping
+from alexnet_tf.evaluation import cropping
 from alexnet_tf.nets import TrainedNet
 
 

@@ -23,8 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import predict as predict_lib
-from alexnet_tf import serving_form
+from alexnet_tf import inference, serving_form
 from alexnet_tf.config import Config
 from alexnet_tf.data import Stats, decode_and_resize, resize_images
 from alexnet_tf.data import batch as batch_lib
@@ -91,24 +90,24 @@ class TrainedNet:
     @functools.cached_property
     def features_model(self) -> keras.Model:
         """The model up to fc7's activations (Sec. 6.1), with the same weights."""
-        return predict_lib.features_model(self.model)
+        return inference.features_model(self.model)
 
-    def caller(self, output: predict_lib.Output = "probabilities"):
+    def caller(self, output: inference.Output = "probabilities"):
         """What `predict` calls: the model, or for features the model up to fc7."""
         return self.features_model if output == "features" else self.model
 
     def predict(
-        self, batch: dict, views: int = 1, output: predict_lib.Output = "probabilities", crop_at=None
+        self, batch: dict, views: int = 1, output: inference.Output = "probabilities", crop_at=None
     ) -> tf.Tensor:
-        """The net on a prepared batch (`alexnet_tf.data.batch`): see `alexnet_tf.predict`."""
+        """The net on a prepared batch (`alexnet_tf.data.batch`): see `alexnet_tf.inference`."""
         data = self.config.data
-        return predict_lib.predict(self.caller(output), batch, self.stats_tensors, data, views, output, crop_at=crop_at)
+        return inference.predict(self.caller(output), batch, self.stats_tensors, data, views, output, crop_at=crop_at)
 
     def predict_images(
         self,
         images,
         crops: str = "center",
-        output: predict_lib.Output = "probabilities",
+        output: inference.Output = "probabilities",
         batch_size: int = 32,
     ) -> np.ndarray:
         """Probabilities (N, classes), logits (N * views, classes) or fc7 features (N, 4096)
@@ -135,7 +134,7 @@ class TrainedNet:
         return np.zeros((0, width), np.float32)
 
     def predict_raw(
-        self, images: tf.Tensor, encoded: bool, crops: str = "center", output: predict_lib.Output = "probabilities"
+        self, images: tf.Tensor, encoded: bool, crops: str = "center", output: inference.Output = "probabilities"
     ) -> tf.Tensor:
         """`predict_images` on a tensor of encoded images (B,) or uint8 images (B, H, W, 3);
         traceable (the export's signatures are this)."""

@@ -57,9 +57,10 @@ def resolve(
     `workdir` run's own config.json, a run to resume) with `--data` and the `--set`
     `overrides`, its paths resolved; with `open_data`, the data source opened and what the
     config leaves to it filled in (the eval split only if `evaluate`), and a fine-tuning
-    run's pretrained net loaded and adopted; then validated, once."""
+    run's pretrained net loaded and adopted, and where the config came from said in one
+    line; then validated, once."""
     if isinstance(recipe, Config):
-        config, origin = recipe, "the given config"
+        config, origin = recipe, "the given Config"
     elif recipe is not None:
         config, origin = import_recipe(recipe), os.fspath(recipe)
     else:
@@ -77,6 +78,7 @@ def resolve(
     source = pretrained = None
     changed = ()
     if open_data:
+        log.info("config: %s", origin)
         from alexnet_tf import data as data_lib
         from alexnet_tf import distribute, finetune
 

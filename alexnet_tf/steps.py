@@ -13,9 +13,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from alexnet_tf import columns, optim
+from alexnet_tf import columns, inference, optim
 from alexnet_tf import data as data_lib
-from alexnet_tf import predict as predict_lib
 from alexnet_tf.config import ConfigError, DataConfig, ModelConfig, OptimConfig
 from alexnet_tf.distribute import Runtime
 from alexnet_tf.metrics import TRAIN_METRICS, correct
@@ -190,7 +189,7 @@ def make_eval_step(model: keras.Model, runtime: Runtime, data: DataConfig, stats
 
     @tf.function(jit_compile=runtime.jit)
     def forward(batch):
-        logits = predict_lib.predict(call, batch, stats, data, output="logits", dtype=compute_dtype)
+        logits = inference.predict(call, batch, stats, data, output="logits", dtype=compute_dtype)
         labels, w = batch["label"], batch["weight"]
         per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
         return {"loss_sum": tf.reduce_sum(per_example * w), **correct(labels, logits, w), "count": tf.reduce_sum(w)}

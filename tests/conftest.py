@@ -26,7 +26,7 @@ import pytest  # noqa: E402
 def trained_workdir(tmp_path_factory):
     """Three steps of the quickstart recipe, a checkpoint after each (ckpt-1, ckpt-2,
     ckpt-3: distinct models to average)."""
-    from alexnet_tf.train import train_and_evaluate
+    from alexnet_tf.training import train_and_evaluate
 
     workdir = str(tmp_path_factory.mktemp("run") / "quick")
     train_and_evaluate(helpers.tiny(**{"train.checkpoint_every": 1, "train.log_every": 3}), workdir)
@@ -35,11 +35,11 @@ def trained_workdir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def export_dir(trained_workdir, tmp_path_factory):
-    from alexnet_tf.export import export
+    from alexnet_tf.exporting import export_saved_model
     from alexnet_tf.runs import load_net
 
     out = str(tmp_path_factory.mktemp("export") / "alexnet" / "1")
-    export(load_net(trained_workdir), out, crops="center")
+    export_saved_model(load_net(trained_workdir), out, crops="center")
     return out
 
 

@@ -83,7 +83,7 @@ def test_importing_the_library_has_no_side_effects():
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True)
     loaded, same_stderr, names = run.stdout.splitlines()
     assert loaded == "False False" and same_stderr == "True"
-    for name in ("load_net", "AlexNet", "TrainedNet", "train_and_evaluate", "evaluate", "export", "load_recipe"):
+    for name in ("load_net", "AlexNet", "TrainedNet", "train_and_evaluate", "evaluate_nets", "export_saved_model"):
         assert name in names.split()
     # the names resolve (lazily)
     import alexnet_tf

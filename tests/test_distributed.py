@@ -17,7 +17,7 @@ from helpers import tiny as tiny_config
 
 from alexnet_tf.errors import TrainingError
 from alexnet_tf.model import Dropout, build_model
-from alexnet_tf.train import train_and_evaluate
+from alexnet_tf.training import train_and_evaluate
 
 # Runs that repeat exactly: op determinism and no dropout.
 SAME = {"train.deterministic": True, "model.dropout": 0.0}

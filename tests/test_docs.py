@@ -100,7 +100,7 @@ def small_recipes(cwd):
 def quickstart_run(tmp_path_factory):
     """A small quickstart run (two steps), trained once; blocks get copies of it."""
     from alexnet_tf.config import load_recipe, override
-    from alexnet_tf.train import train_and_evaluate
+    from alexnet_tf.training import train_and_evaluate
 
     workdir = tmp_path_factory.mktemp("docs") / "quickstart"
     train_and_evaluate(override(load_recipe("quickstart"), SMALL), str(workdir))
@@ -111,11 +111,11 @@ def quickstart_run(tmp_path_factory):
 def world(quickstart_run, caffemodel, tmp_path_factory):
     """What the setups copy from: the small run, its export, the caffemodel with its
     mean file."""
-    from alexnet_tf.export import export
+    from alexnet_tf.exporting import export_saved_model
     from alexnet_tf.runs import load_net
 
     exported = str(tmp_path_factory.mktemp("docs") / "export" / "1")
-    export(load_net(str(quickstart_run)), exported)
+    export_saved_model(load_net(str(quickstart_run)), exported)
     return {"run": quickstart_run, "export": os.path.dirname(exported), "caffemodel": caffemodel}
 
 

@@ -10,7 +10,8 @@ import tensorflow as tf
 
 from alexnet_tf import data as data_lib
 from alexnet_tf.config import load_json, override
-from alexnet_tf.evaluate import evaluate, main
+from alexnet_tf.evaluate import main
+from alexnet_tf.evaluation import evaluate_nets
 from alexnet_tf.runs import load_net
 
 
@@ -70,11 +71,11 @@ def test_ten_crops_and_model_averaging(trained_workdir):
     assert not np.allclose(probs[0], probs[1], atol=1e-3)  # two distinct models
 
     nets = [load_net(p) for p in ckpts]
-    single = evaluate(nets[1:], config.data, crops="ten", batch_size=40, stream=None)
+    single = evaluate_nets(nets[1:], config.data, crops="ten", batch_size=40, stream=None)
     assert single["examples"] == n and single["crops"] == "ten"
     assert (single["top1_error"], single["top5_error"]) == pytest.approx(errors(probs[1], labels))
 
-    both = evaluate(nets, config.data, crops="ten", batch_size=40, stream=None)
+    both = evaluate_nets(nets, config.data, crops="ten", batch_size=40, stream=None)
     assert (both["top1_error"], both["top5_error"]) == pytest.approx(errors((probs[0] + probs[1]) / 2, labels))
     assert both["models"] == ckpts
 

@@ -9,7 +9,8 @@ import pytest
 import tensorflow as tf
 
 from alexnet_tf import data as data_lib
-from alexnet_tf.export import export, main
+from alexnet_tf.export import main
+from alexnet_tf.exporting import export_saved_model
 from alexnet_tf.runs import load_net
 
 N = 6
@@ -55,7 +56,7 @@ def test_export_matches_training_model(trained_workdir, export_dir):
 @pytest.mark.slow
 def test_ten_crop_export(trained_workdir, tmp_path):
     run, probs, raw = reference(trained_workdir, "ten")
-    out_dir = export(load_net(trained_workdir), str(tmp_path / "ten"), crops="ten")
+    out_dir = export_saved_model(load_net(trained_workdir), str(tmp_path / "ten"), crops="ten")
     loaded = tf.saved_model.load(out_dir)
     pngs = tf.constant([tf.io.encode_png(img).numpy() for img in raw])
     check_top5(loaded.signatures["serving_default"](images=pngs), probs, run.class_names)

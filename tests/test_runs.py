@@ -22,7 +22,7 @@ from alexnet_tf.model import build_model
 from alexnet_tf.nets import TrainedNet
 from alexnet_tf.runs import load_net
 from alexnet_tf.train import main as train_main
-from alexnet_tf.train import train_and_evaluate
+from alexnet_tf.training import train_and_evaluate
 
 
 def test_a_workdir_resumes_with_its_own_config(tmp_path, capsys):
@@ -129,12 +129,12 @@ def test_a_net_in_memory_predicts_as_its_definition_says():
 def test_export_of_a_net_in_memory_equals_the_keras_model(tmp_path, form):
     """Either dropout form (Sec. 4.2's x0.5 at test, or none): the SavedModel answers as
     the Keras model does; no run folder is involved."""
-    from alexnet_tf.export import export
+    from alexnet_tf.exporting import export_saved_model
 
     net = net_in_memory(form)
     images = np.random.default_rng(1).integers(0, 256, (4, 50, 60, 3), dtype=np.uint8)
     probs = net.predict_images(images)
-    loaded = tf.saved_model.load(export(net, str(tmp_path / form)))
+    loaded = tf.saved_model.load(export_saved_model(net, str(tmp_path / form)))
     out = loaded.signatures["serve_uint8"](images=tf.constant(images))
     top = np.argsort(-probs, axis=1)[:, :5]
     np.testing.assert_array_equal(out["classes"].numpy(), top)
@@ -150,11 +150,11 @@ def test_export_of_a_net_in_memory_equals_the_keras_model(tmp_path, form):
 
 
 def test_evaluate_takes_anet_in_memory():
-    from alexnet_tf.evaluate import evaluate
+    from alexnet_tf.evaluation import evaluate_nets
 
     net = net_in_memory()
     data = dataclasses.replace(net.config.data, eval_examples=20)
-    result = evaluate([net], data, crops="center", batch_size=10, stream=None)
+    result = evaluate_nets([net], data, crops="center", batch_size=10, stream=None)
     source = data_lib.open_source(data.source)
     images, labels = zip(*[(x, y) for _, x, y, _ in source.examples("test").take(20).as_numpy_iterator()])
     top1 = np.argmax(net.predict_images(np.stack(images)), axis=1)
@@ -303,19 +303,19 @@ def test_a_first_start_that_fails_before_its_first_step_leaves_the_folder_free(i
     assert "train.batch_size=100 exceeds the 48 training examples" in capsys.readouterr().err
     assert not workdir.exists()
     # a start stopped after writing its config.json and statistics, before its first checkpoint
-    from alexnet_tf import train as train_lib
+    from alexnet_tf import training
 
     def stopped(self):
         raise KeyboardInterrupt
 
     first = folder_config(image_folder, **{"train.batch_size": 16, "train.max_steps": 1})
-    original = train_lib.Trainer.run
-    train_lib.Trainer.run = stopped
+    original = training.Trainer.run
+    training.Trainer.run = stopped
     try:
         with pytest.raises(KeyboardInterrupt):
             train_and_evaluate(first, str(workdir))
     finally:
-        train_lib.Trainer.run = original
+        training.Trainer.run = original
     assert (workdir / "config.json").exists() and (workdir / "stats.npz").exists()
     stale = (workdir / "stats.npz").stat().st_mtime_ns
     assert train_main([QUICKSTART, "--workdir", str(workdir), *sets, "--set", "train.batch_size=8"]) == 0

@@ -172,10 +172,10 @@ def optimized_ops(signature) -> collections.Counter:
 
 
 def test_exported_graph_fuses_each_columns_convolution_bias_and_relu(tmp_path):
-    from alexnet_tf.export import export
+    from alexnet_tf.exporting import export_saved_model
 
     net = _net("two_columns")
-    loaded = tf.saved_model.load(export(net, str(tmp_path / "1")))
+    loaded = tf.saved_model.load(export_saved_model(net, str(tmp_path / "1")))
     ops = optimized_ops(loaded.signatures["serve_uint8"])
     assert ops["_FusedConv2D"] == 9  # conv1, and conv2 to conv5 in each of the two columns
     assert ops["_FusedMatMul"] == 3  # fc6, fc7, fc8

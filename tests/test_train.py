@@ -8,7 +8,7 @@ import pytest
 from helpers import ROOT, folder_config, summaries, tiny
 
 from alexnet_tf.config import ConfigError, override
-from alexnet_tf.train import train_and_evaluate
+from alexnet_tf.training import train_and_evaluate
 
 
 def test_train_then_resume(tmp_path, capsys):

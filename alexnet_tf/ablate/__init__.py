@@ -119,7 +119,7 @@ def run_config(base, setting: str, seed: int, epochs: int, stats_path: str):
 def _run_one(config, workdir: str) -> dict:
     import keras
 
-    from alexnet_tf.train import train_and_evaluate
+    from alexnet_tf.training import train_and_evaluate
 
     keras.backend.clear_session()
     return train_and_evaluate(config, workdir)
@@ -135,11 +135,11 @@ def _ten_crop(config, workdir: str) -> float:
             if json.load(f)["models"] != [latest]:
                 os.remove(path)  # measured on an earlier checkpoint of a run that went on
     if not os.path.exists(path):
-        from alexnet_tf.evaluate import evaluate
+        from alexnet_tf.evaluation import evaluate_nets
         from alexnet_tf.runs import load_net
 
         batch = config.train.eval_batch_size or config.train.batch_size
-        result = evaluate([load_net(workdir)], config.data, crops="ten", batch_size=batch, stream=None)
+        result = evaluate_nets([load_net(workdir)], config.data, crops="ten", batch_size=batch, stream=None)
         with open(path + ".tmp", "w") as f:
             json.dump(result, f, indent=2)
         os.replace(path + ".tmp", path)

@@ -21,14 +21,14 @@ def fresh_export(recipe: str, out: str) -> tuple[str, int]:
     folder and the images' side the recipe resizes to."""
     from alexnet_tf import data as data_lib
     from alexnet_tf.config import load_recipe
-    from alexnet_tf.export import export
+    from alexnet_tf.exporting import export_saved_model
     from alexnet_tf.model import build_model
     from alexnet_tf.nets import TrainedNet
 
     config = load_recipe(recipe)
     stats = data_lib.Stats.imagenet(config.data.resize_size)
     names = [str(i) for i in range(config.model.num_classes)]
-    export(TrainedNet(config, build_model(config.model), stats, names, origin=recipe), out, crops="center")
+    export_saved_model(TrainedNet(config, build_model(config.model), stats, names, origin=recipe), out, crops="center")
     return out, config.data.resize_size
 
 

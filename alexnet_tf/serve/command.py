@@ -52,10 +52,10 @@ def is_run_folder(path: str) -> bool:
 
 def export_run(workdir: str, out: str) -> str:
     """Writes the SavedModel of a run folder (its newest checkpoint) or checkpoint to `out`."""
-    from alexnet_tf.export import export
+    from alexnet_tf.exporting import export_saved_model
     from alexnet_tf.runs import load_net
 
-    return export(load_net(workdir), out)
+    return export_saved_model(load_net(workdir), out)
 
 
 @contextlib.contextmanager

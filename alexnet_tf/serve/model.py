@@ -8,7 +8,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf.export import CLASSES_FILE
+from alexnet_tf.exporting import CLASSES_FILE
 from alexnet_tf.serve.inputs import RequestError
 
 
