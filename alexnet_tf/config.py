@@ -353,15 +353,18 @@ def import_recipe(path: str | os.PathLike) -> Config:
     sys.path.insert(0, folder)
     try:
         spec.loader.exec_module(module)
+        if not hasattr(module, "get_config"):
+            raise ConfigError("it has no get_config() function")
+        config = module.get_config()
     except ConfigError as e:
         raise ConfigError(f"recipe {path!r}: {e}") from e
     except Exception as e:  # the recipe's own error, shown in one line
-        raise ConfigError(f"recipe {path!r} failed to load: {type(e).__name__}: {e}") from e
+        # e.g. ModelConfig(conv_form=...) in a recipe written before the compute section
+        moved = [f"{old} is now {new}" for old, new in MOVED.items() if f"'{old.split('.')[1]}'" in str(e)]
+        hint = f" ({'; '.join(moved)})" if moved and isinstance(e, TypeError) else ""
+        raise ConfigError(f"recipe {path!r} failed to load: {type(e).__name__}: {e}{hint}") from e
     finally:
         sys.path.remove(folder)
-    if not hasattr(module, "get_config"):
-        raise ConfigError(f"recipe {path!r} has no get_config() function")
-    config = module.get_config()
     if not isinstance(config, Config):
         raise ConfigError(f"recipe {path!r}: get_config() must return alexnet_tf.config.Config")
     return config

@@ -77,6 +77,28 @@ def test_an_old_key_on_the_command_line_names_the_new_one(tmp_path, capsys, monk
     assert not os.path.exists("runs/x")
 
 
+def test_a_recipe_written_before_the_compute_section_is_refused_in_one_line(tmp_path):
+    old = tmp_path / "old.py"
+    old.write_text(
+        "from alexnet_tf.config import Config, ModelConfig\n"
+        "def get_config():\n"
+        "    return Config(model=ModelConfig(conv_form='split'))\n"
+    )
+    with pytest.raises(ConfigError) as e:
+        runconfig.resolve(str(old), open_data=False)
+    assert "\n" not in str(e.value) and "model.conv_form is now compute.conv_form" in str(e.value)
+    variant = tmp_path / "variant.py"
+    variant.write_text(
+        "from paper import get_config as paper\n"
+        "from alexnet_tf.config import override\n"
+        "def get_config():\n"
+        "    return override(paper(), {'train.jit_compile': False})\n"
+    )
+    shutil.copy(os.path.join(os.path.dirname(QUICKSTART), "paper.py"), tmp_path / "paper.py")
+    with pytest.raises(ConfigError, match=r"^recipe .*variant.py'?: train.jit_compile is now compute.jit_compile"):
+        runconfig.resolve(str(variant), open_data=False)
+
+
 def _count_validate(monkeypatch) -> list:
     """Every call of config.validate from now on, wherever the package imported it."""
     original, calls = config_lib.validate, []
