@@ -17,7 +17,7 @@ COMMANDS = {
     "prepare": "a dataset as JPEG TFRecord shards of 256 px images",
     "stats": "the mean image and RGB covariance of a training set",
     "ablate": "the paper's ablations at small scale",
-    "bench": "benchmarks: input, train, export, serve, compare",
+    "bench": "benchmarks of the product: train, input, export, serve",
 }
 
 

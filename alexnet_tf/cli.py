@@ -58,11 +58,13 @@ def add_workdir(p: argparse.ArgumentParser, help: str, required: bool = False, r
 
 
 def add_data(p: argparse.ArgumentParser) -> None:
+    """`--data SPEC`, its help listing the registered kinds of source (alexnet_tf.data.specs)."""
+    from alexnet_tf.data.specs import forms  # slow: alexnet_tf.data loads TensorFlow (the commands with --data do)
+
     p.add_argument(
         "--data",
-        help="data source: folder:PATH | tfds:NAME[:SPLIT] | tfrecord:GLOB | fashion_mnist:DIR | "
-        "builtin:fashion_mnist (replaces data.source; the model then has the source's classes and "
-        "evaluation uses its own validation split, unless --set names them)",
+        help=f"data source: {' | '.join(forms())} (replaces data.source; the model then has the source's "
+        "classes and evaluation uses its own validation split, unless --set names them)",
     )
 
 

@@ -26,7 +26,7 @@ class ConfigError(ValueError):
 class DataConfig:
     """Where the images come from and how they are prepared (Sec. 2 and 4.1)."""
 
-    # folder:PATH | tfds:NAME[:SPLIT] | tfrecord:GLOB | fashion_mnist:DIR | builtin:fashion_mnist
+    # a data spec, e.g. folder:PATH; the kinds: alexnet_tf.data.specs.SOURCES (`--data` in any command's -h)
     source: str = "tfds:imagenet2012"
     train_split: str = "train"
     eval_split: str = "validation"  # "" = the source's own: validation, val or test, the first it has

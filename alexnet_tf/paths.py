@@ -12,8 +12,6 @@ import os
 
 from alexnet_tf.config import Config
 
-# The kinds of data spec whose argument is a path (tfds:NAME names a dataset).
-SPEC_PATHS = ("folder", "tfrecord", "fashion_mnist")
 # Config fields that hold paths ("" = unset).
 CONFIG_PATHS = {
     "data": ("stats_path", "label_file", "tfds_data_dir", "tfds_manual_dir"),
@@ -32,9 +30,12 @@ def resolve(path: str | os.PathLike) -> str:
 
 def resolve_spec(spec: str) -> str:
     """A data spec with its path resolved: `folder:data/x` -> `folder:/abs/data/x`
-    (`tfds:NAME`, `builtin:fashion_mnist` and a bare `fashion_mnist:` stay as they are)."""
+    (`tfds:NAME`, `builtin:fashion_mnist` and a bare `fashion_mnist:` stay as they are):
+    the kinds registered with `path=True` in alexnet_tf.data.specs."""
+    from alexnet_tf.data.specs import SOURCES  # slow: alexnet_tf.data loads TensorFlow
+
     kind, sep, arg = spec.partition(":")
-    if kind in SPEC_PATHS and arg:
+    if kind in SOURCES and SOURCES[kind].path and arg:
         return f"{kind}{sep}{resolve(arg)}"
     return spec
 

@@ -4,10 +4,10 @@
 #   bash benchmarks/cpu_compare.sh [OUT_DIR]          (from the checkout's root)
 #
 # For each setting (net, batch, dtype) it runs `python -m alexnet_tf.bench train` with the
-# recipe's defaults, then benchmarks/torch_peer.py (eager and torch.compile) on the same
+# recipe's defaults, then `python -m benchmarks.torch_peer` (eager and torch.compile) on the same
 # net, batch and dtype, ROUNDS times over (default 2), so that a slow spell of a shared
 # machine falls on both; then the exported SavedModel (`bench export`, batch 32 and 1)
-# against the peer's inference, also alternating. `bench compare` prints every run
+# against the peer's inference, also alternating. `python -m benchmarks.compare` prints every run
 # beside the peer's with the ratio of the bests. JSON lines go to OUT_DIR (default
 # cpu_compare/); the environment's load average is printed before and after.
 # Settings: ROUNDS, EXPORT_ROUNDS (default ROUNDS; 0 = no export table), SETTINGS
@@ -36,7 +36,7 @@ for round in $(seq "$rounds"); do
     # the recipe's training step: several steps per host call, as `train` runs them
     python -m alexnet_tf.bench train "recipes/$net.py" --batch "$batch" --precision "$dtype" \
       --steps "$steps" --warmup "$warmup" --steps-per-loop "$steps" --threads "$threads" --out "$out" >/dev/null
-    python benchmarks/torch_peer.py train --models "$net" --batches "$batch" --dtypes "$dtype" \
+    python -m benchmarks.torch_peer train --models "$net" --batches "$batch" --dtypes "$dtype" \
       --modes eager compile --steps "$steps" --warmup "$warmup" --threads "$threads" --out "$out" >/dev/null
     echo "round $round $setting done, load $(cut -d' ' -f1 /proc/loadavg)"
   done
@@ -44,11 +44,11 @@ for round in $(seq "$rounds"); do
     for net in paper quickstart; do
       python -m alexnet_tf.bench export --recipe "recipes/$net.py" --batch 32 1 --threads "$threads" \
         --out "$out" >/dev/null
-      python benchmarks/torch_peer.py infer --models "$net" --batches 32 1 --steps 50 --warmup 5 \
+      python -m benchmarks.torch_peer infer --models "$net" --batches 32 1 --steps 50 --warmup 5 \
         --threads "$threads" --out "$out" >/dev/null
     done
     echo "round $round export done, load $(cut -d' ' -f1 /proc/loadavg)"
   fi
 done
-python -m alexnet_tf.bench compare "$out" --target 1.0
+python -m benchmarks.compare "$out" --target 1.0
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

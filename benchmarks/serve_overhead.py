@@ -8,7 +8,7 @@ queue and the threads cost. Checkouts take turns, --rounds times, for each numbe
 clients (one photo-like 256 px JPEG per request, as `python -m alexnet_tf.bench serve`
 sends them).
 
-    python benchmarks/serve_overhead.py EXPORT_DIR --tree OLD_CHECKOUT --tree . [--clients 1 32]
+    python -m benchmarks.serve_overhead EXPORT_DIR --tree OLD_CHECKOUT --tree . [--clients 1 32]
 
 CPU time is robust to other load on the machine; answers/s is not (the clients share it).
 """

@@ -7,7 +7,7 @@ pooling 3/2, dropout 0.5 on the outputs of fc6 and fc7 (Sec. 4.2), the same widt
 any `width`. Flattening is channels-first here and channels-last in Keras: the fc6
 weights differ by that permutation only (`load_keras_weights` applies it).
 
-    python benchmarks/torch_net.py          # prints the parameter count of both nets
+    python -m benchmarks.torch_net          # prints the parameter count of both nets
 """
 
 from __future__ import annotations

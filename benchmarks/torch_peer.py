@@ -4,12 +4,13 @@ Times the same net (`torch_net.py`: two columns with grouped conv2/4/5, LRN in t
 paper's convention, overlapping pooling, dropout on fc6's and fc7's outputs) in PyTorch,
 eager and torch.compile, and prints one JSON line per setting with the fields `bench
 train` prints (`batch`, `dtype`, `img_per_s`, `step_ms`) plus `model` and `mode`, so that
-`python -m alexnet_tf.bench compare` sets the lines side by side.
+`python -m benchmarks.compare` sets the lines side by side (from the clone's root, as
+every tool in benchmarks/).
 
     # training step: SGD momentum 0.9, weight decay 5e-4 in the gradient (Sec. 5)
-    python benchmarks/torch_peer.py train --models paper --batches 32 --dtypes fp32 bf16 --modes eager compile
+    python -m benchmarks.torch_peer train --models paper --batches 32 --dtypes fp32 bf16 --modes eager compile
     # inference as `bench export` times it: batch 32 throughput, batch 1 latency p50/p99
-    python benchmarks/torch_peer.py infer --models quickstart --modes eager compile
+    python -m benchmarks.torch_peer infer --models quickstart --modes eager compile
 
 On a CPU, bf16 is torch.autocast("cpu", dtype=torch.bfloat16); on a GPU, bf16 is CUDA
 autocast and fp32 runs with TF32 matmuls and convolutions, reported as `tf32` (as
@@ -25,14 +26,12 @@ import contextlib
 import json
 import os
 import platform
-import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import torch_net  # noqa: E402
+from benchmarks import torch_net
 
 LR, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 5e-4  # Sec. 5
 RESIZE = {"paper": 256, "quickstart": 76}  # the recipes' data.resize_size (centre crop at serving)

@@ -1,9 +1,13 @@
 """What the tests share: small configs, generated image folders, runs' weights, the
 command line in a subprocess, TensorBoard event files."""
 
+import atexit
+import functools
 import glob
+import importlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -20,31 +24,39 @@ QUICKSTART = os.path.join(ROOT, "recipes", "quickstart.py")
 PAPER = os.path.join(ROOT, "recipes", "paper.py")
 
 
-def _bundled_stats() -> str:
-    """The bundled Fashion-MNIST subset's mean image and colour statistics, computed once
-    per test session (each tiny run would otherwise compute them again)."""
+@functools.cache
+def bundled_stats() -> str:
+    """The bundled Fashion-MNIST subset's mean image and colour statistics (a .npz path),
+    computed on first use and kept for the rest of the test session (each tiny run would
+    otherwise compute them again); importing this module computes nothing."""
     from alexnet_tf import data as data_lib
 
-    path = os.path.join(tempfile.mkdtemp(prefix="alexnet_tf_tests_"), "stats.npz")
+    folder = tempfile.mkdtemp(prefix="alexnet_tf_tests_")
+    atexit.register(shutil.rmtree, folder, True)
+    path = os.path.join(folder, "stats.npz")
     config = load_recipe(QUICKSTART)
     data_lib.dataset_stats(data_lib.open_source(config.data.source), config.data).save(path)
     return path
 
 
-# The quickstart recipe cut to a few steps on a CPU.
+# The quickstart recipe cut to a few steps on a CPU (tiny_sets adds the statistics).
 TINY = {
     "train.max_steps": 3,
     "train.batch_size": 32,
     "train.log_every": 1,
     "compute.jit_compile": False,
     "data.eval_examples": 64,
-    "data.stats_path": _bundled_stats(),
 }
 
 
+def tiny_sets(**extra) -> dict:
+    """TINY, the bundled statistics (`data.stats_path`) and `extra`, as overrides."""
+    return {**TINY, "data.stats_path": bundled_stats(), **extra}
+
+
 def tiny(**extra):
-    """The quickstart recipe (Fashion-MNIST, 67 px crops) with TINY and `extra` overrides."""
-    return override(load_recipe(QUICKSTART), {**TINY, **extra})
+    """The quickstart recipe (Fashion-MNIST, 67 px crops) with tiny_sets(**extra)."""
+    return override(load_recipe(QUICKSTART), tiny_sets(**extra))
 
 
 def folder_config(folder, **sets):
@@ -114,7 +126,9 @@ def free_ports(n):
 def workers(workdir, sets, n=2):
     """`n` MultiWorkerMirroredStrategy processes of one run on 127.0.0.1."""
     cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(n)]}
-    sets = {**TINY, "train.deterministic": True, "model.dropout": 0.0, **sets, "distribute.strategy": "multi_worker"}
+    sets = tiny_sets(
+        **{"train.deterministic": True, "model.dropout": 0.0, **sets, "distribute.strategy": "multi_worker"}
+    )
     return [
         train_command(
             workdir,
@@ -153,3 +167,13 @@ def net_in_memory(form="paper"):
     stats = data_lib.Stats.imagenet(config.data.resize_size)
     names = [f"class {i}" for i in range(config.model.num_classes)]
     return TrainedNet(config, model, stats, names, origin=f"memory ({form})")
+
+
+def benchmark(name: str):
+    """benchmarks/NAME.py as `python -m benchmarks.NAME` imports it from the clone's root
+    (benchmarks/ is a development tool, not installed with the package)."""
+    sys.path.insert(0, ROOT)
+    try:
+        return importlib.import_module(f"benchmarks.{name}")
+    finally:
+        sys.path.remove(ROOT)

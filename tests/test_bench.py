@@ -1,19 +1,28 @@
-"""The input benchmark runs end to end and prints one JSON line per pipeline."""
+"""`python -m alexnet_tf.bench`: each benchmark runs end to end and prints its JSON lines."""
 
 import inspect
 import json
 import os
+import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+from helpers import ROOT, benchmark
 
 from alexnet_tf import bench
+from alexnet_tf.bench import common
+from alexnet_tf.bench import export as export_bench
+from alexnet_tf.bench import input as input_bench
+from alexnet_tf.bench import serve as serve_bench
+from alexnet_tf.bench import train as train_bench
 
 
 @pytest.mark.slow
 def test_bench_input_prints_json_lines(tmp_path, capsys):
     out = tmp_path / "input.jsonl"
-    results = bench.bench_input(out=str(tmp_path), seconds=0.3, rounds=3, cores=1, images=16)
+    results = input_bench.bench_input(out=str(tmp_path), seconds=0.3, rounds=3, cores=1, images=16)
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert [r["pipeline"] for r in lines] == ["alexnet_tf", "alexnet_tf_host_float", "pil_baseline"]
     for r in lines:
@@ -49,7 +58,7 @@ def test_bench_train_synthetic(tmp_path, capsys):
     assert [r["bench"] for r in lines] == ["train", "train", "train_host_overhead"]
     assert "forms on cpu, float32: conv_form=split (auto), lrn_impl=matmul (auto), update_op=fused (auto)" in log[0]
     assert [r["steps_per_loop"] for r in lines[:2]] == [1, 2]
-    macs = bench.forward_macs(_quickstart_model())
+    macs = train_bench.forward_macs(_quickstart_model())
     for r in lines[:2]:
         assert (r["input"], r["feed"], r["batch"], r["dtype"], r["precision"]) == (
             "synthetic",
@@ -114,9 +123,9 @@ def test_forward_macs_match_the_paper():
     from alexnet_tf.model import build_model
 
     paper = load_recipe(os.path.join(os.path.dirname(QUICKSTART), "paper.py"))
-    macs = bench.forward_macs(build_model(paper.model))
+    macs = train_bench.forward_macs(build_model(paper.model))
     assert abs(macs - 724e6) / 724e6 < 1e-3  # the commonly quoted 724 M multiply-adds of the two-column net
-    assert macs == bench.PAPER_FORWARD_MACS  # what `compare` recognises as the peer's net
+    assert macs == benchmark("compare").PAPER_FORWARD_MACS  # what `compare` recognises as the peer's net
 
 
 def test_synthetic_batch_is_shaped_like_training_batches():
@@ -136,7 +145,7 @@ def test_synthetic_batch_is_shaped_like_training_batches():
 
 
 def test_feed_stops_host_calls_at_epoch_ends():
-    feed = bench.Feed(make_iterator=lambda epoch: [f"epoch{epoch}"], steps_per_epoch=3)
+    feed = train_bench.Feed(make_iterator=lambda epoch: [f"epoch{epoch}"], steps_per_epoch=3)
     takes = [feed.take(2) for _ in range(4)]
     assert [n for _, n in takes] == [2, 1, 2, 1]
     iterators = [it for it, _ in takes]
@@ -163,7 +172,7 @@ def test_generated_jpegs_prepared_feed_the_train_bench(tmp_path, capsys):
     from alexnet_tf import prepare
 
     gen, rec = str(tmp_path / "gen"), str(tmp_path / "rec")
-    assert bench.main(["jpegs", "--out", gen, "--images", "40", "--classes", "4"]) == 0
+    common.make_jpegs(gen, count=40, classes=4)
     files = sorted(glob.glob(os.path.join(gen, "train", "*", "*.JPEG")))
     assert len(files) == 40 and len({os.path.dirname(f) for f in files}) == 4
     assert tf.image.extract_jpeg_shape(tf.io.read_file(files[0])).numpy().tolist() == [256, 256, 3]
@@ -171,7 +180,7 @@ def test_generated_jpegs_prepared_feed_the_train_bench(tmp_path, capsys):
     capsys.readouterr()
     # --repeat plays the split several times in one epoch, the same files each time.
     source = data_lib.open_source("tfrecord:" + rec)
-    three = bench.repeated(source, "train", 3)
+    three = common.repeated(source, "train", 3)
     assert three.sizes["train"] == 120
     names = [n for _, _, _, n in three.examples("train").as_numpy_iterator()]
     assert len(names) == 120 and names[:40] == names[40:80] == names[80:]
@@ -192,177 +201,6 @@ def test_generated_jpegs_prepared_feed_the_train_bench(tmp_path, capsys):
     assert r["img_per_s"] > 0
     assert bench.main(["train", QUICKSTART, "--repeat", "2"]) == 2
     assert "--repeat N (N >= 1) goes with --data" in capsys.readouterr().err
-
-
-def _ours(batch, dtype, per_call, rate, **extra):
-    return {
-        "bench": "train",
-        "recipe": "recipes/paper.py",
-        "input": "synthetic",
-        "feed": "device",
-        "batch": batch,
-        "dtype": dtype,
-        "overrides": [],
-        "steps_per_loop": per_call,
-        "img_per_s": rate,
-        "device": "1 x NVIDIA H100",
-        "train_flops_per_image": 6 * bench.PAPER_FORWARD_MACS,
-        "mfu": 0.25,
-        "peak_memory_bytes": 3 * 2**30,
-        "tf_version": "2.21.0",
-        "keras_version": "3.15.1",
-        **extra,
-    }
-
-
-def _peer(batch, dtype, compiled, rate):
-    return {
-        "model": "paper_alexnet_grouped_lrn",
-        "batch": batch,
-        "dtype": dtype,
-        "compile": compiled,
-        "img_per_s": rate,
-    }
-
-
-def test_compare_sets_each_setting_beside_the_peer(tmp_path, capsys):
-    quick = {"recipe": "recipes/quickstart.py", "train_flops_per_image": 6 * 5_145_096, "device": "CPU: Xeon"}
-    forms = {"conv_form": "split", "lrn_impl": "matmul", "update_op": "fused", "jit_compile": False}
-    ours = [
-        _ours(128, "bf16", 1, 15000.0),
-        _ours(128, "bf16", 20, 17000.0),
-        _ours(128, "tf32", 20, 9000.0),
-        _ours(128, "bf16", 20, 16000.0, overrides=["compute.conv_form=split"]),
-        _ours(128, "bf16", 20, 13000.0, input="tfrecord:/tmp/gen-256", feed="pipeline"),
-        _ours(8, "fp32", 1, 100.0, recipe="recipes/quickstart.py", train_flops_per_image=1),
-        _ours(128, "fp32", 1, 2100.0, **quick, forms=forms),  # two alternating runs of one setting
-        _ours(128, "fp32", 1, 2300.0, **quick, forms=forms),
-        {"bench": "train_host_overhead", "batch": 128, "dtype": "bf16", "host_ms_per_call": 0.5},
-    ]
-    (tmp_path / "tf.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ours))
-    peer = [
-        _peer(128, "bf16", False, 8000.0),
-        _peer(128, "bf16", True, 12500.0),
-        _peer(128, "tf32", False, 8000.0),
-        _peer(128, "tf32", True, 7000.0),
-        {"model": "paper", "batch": 512, "dtype": "bf16", "error": "OOM"},
-    ]
-    # benchmarks/torch_peer.py's lines: the net named and counted; runs alternate with ours
-    for mode, rate in (("eager", 1900.0), ("compile", 2500.0), ("eager", 1950.0), ("compile", 2400.0)):
-        peer.append({"bench": "torch_train", "model": "quickstart", "mode": mode, "compile": mode == "compile"})
-        peer[-1].update(batch=128, dtype="fp32", img_per_s=rate, train_flops_per_image=6 * 5_145_096)
-    (tmp_path / "torch.jsonl").write_text("".join(json.dumps(r) + "\n" for r in peer))
-    assert bench.main(["compare", str(tmp_path / "tf.jsonl"), str(tmp_path / "torch.jsonl")]) == 0
-    by_files = capsys.readouterr().out
-    assert bench.main(["compare", str(tmp_path)]) == 0  # the --out folder of both: the same table
-    assert capsys.readouterr().out == by_files
-    rows = {line.split(" | ")[0].strip("| "): line for line in by_files.splitlines()}
-    # the fastest steps-per-loop against the faster PyTorch mode: 17,000 / 12,500
-    assert (
-        "15,000 (1), 17,000 (20)" in rows["paper, 128, bf16"]
-        and "| 8,000 | 12,500 | 1.36x (meets 1.3x) |" in rows["paper, 128, bf16"]
-    )
-    assert "25.0%" in rows["paper, 128, bf16"] and "3.0 GiB" in rows["paper, 128, bf16"]
-    # tf32 against the peer's best, eager here
-    assert "| 8,000 | 7,000 | 1.12x (below 1.3x) |" in rows["paper, 128, tf32"]
-    assert "1.28x (below 1.3x)" in rows["paper, 128, bf16, compute.conv_form=split"]
-    assert "no peer line" in rows["quickstart, 8, fp32"]
-    # every run of both sides; the ratio of the bests: 2,300 / 2,500
-    line = rows["quickstart, 128, fp32"]
-    assert "| 2,100 (1), 2,300 (1) | split, LRN matmul, update fused, no XLA |" in line
-    assert "| 1,900, 1,950 | 2,500, 2,400 | 0.92x (below 1.3x); per round 0.84, 0.96 |" in line
-    assert "| 128, bf16 | 13,000 (20) | 1.08x of 12,000 |" in rows["tfrecord:/tmp/gen-256"]
-    assert any(k.startswith("Failed: paper batch 512 bf16: OOM") for k in rows)
-    assert bench.main(["compare", str(tmp_path / "missing.jsonl")]) == 2
-    (tmp_path / "peer_only.jsonl").write_text(json.dumps(peer[0]))
-    assert bench.main(["compare", str(tmp_path / "peer_only.jsonl")]) == 2
-
-
-def test_compare_sets_the_savedmodel_beside_the_peer(tmp_path, capsys):
-    def line(bench_name, batch, rate, p50, p99, **extra):
-        row = {"bench": bench_name, "batch": batch, "dtype": "fp32", "img_per_s": rate, "p50_ms": p50, "p99_ms": p99}
-        return {**row, **extra}
-
-    rows = [
-        line("export", 32, 900.0, 35.0, 40.0, net="quickstart", device="CPU"),
-        line("export", 32, 1000.0, 31.0, 33.0, net="quickstart", device="CPU"),
-        line("export", 1, 250.0, 4.0, 6.0, net="quickstart", device="CPU"),
-        line("torch_infer", 32, 800.0, 40.0, 45.0, model="quickstart", mode="eager"),
-        line("torch_infer", 32, 1250.0, 25.6, 30.0, model="quickstart", mode="compile"),
-        line("torch_infer", 1, 200.0, 5.0, 7.5, model="quickstart", mode="eager"),
-        line("torch_infer", 1, 100.0, 10.0, 12.0, model="quickstart", mode="compile"),
-    ]
-    (tmp_path / "all.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert bench.main(["compare", str(tmp_path / "all.jsonl")]) == 0
-    table = {r.split(" | ")[0].strip("| "): r for r in capsys.readouterr().out.splitlines()}
-    # batch 32: the best of two runs (1,000, p50 31 ms) against torch.compile's 1,250
-    assert table["quickstart, 32, fp32"].endswith(
-        "| 900, 1,000 | 31.0 / 33.0 | 800 | 1,250 | 25.6 / 30.0 | 0.80x (below 1.0x) |"
-    )
-    # batch 1: the peer's faster mode is eager, whose latency is shown
-    assert table["quickstart, 1, fp32"].endswith("| 250 | 4.0 / 6.0 | 200 | 100 | 5.0 / 7.5 | 1.25x (meets 1.0x) |")
-
-
-def test_jpegs_from_fashion_mnist_writes_a_coloured_folder(tmp_path):
-    """`bench jpegs --out OUT --from fashion_mnist:DIR`: the README's folder layout, each image
-    in two colours (its grey levels mapped between them), at --size px, from indices
-    clear of the bundled subset."""
-    import gzip
-
-    import numpy as np
-    from PIL import Image
-
-    from alexnet_tf import data as data_lib
-
-    rng = np.random.default_rng(0)
-    raw = tmp_path / "fashion"
-    raw.mkdir()
-    arrays = {"train": np.zeros((38_000, 28, 28), np.uint8), "t10k": np.zeros((7_000, 28, 28), np.uint8)}
-    labels = {
-        "train": rng.integers(0, 10, 38_000).astype(np.uint8),
-        "t10k": rng.integers(0, 10, 7_000).astype(np.uint8),
-    }
-    arrays["train"][30_000:30_040] = rng.integers(0, 256, (40, 28, 28))
-    arrays["t10k"][5_000:5_010] = rng.integers(0, 256, (10, 28, 28))
-    for name in arrays:
-        with gzip.open(raw / f"{name}-images-idx3-ubyte.gz", "wb") as f:
-            f.write(b"\0" * 16 + arrays[name].tobytes())
-        with gzip.open(raw / f"{name}-labels-idx1-ubyte.gz", "wb") as f:
-            f.write(b"\0" * 8 + labels[name].tobytes())
-    out = tmp_path / "folder"
-    argv = ["jpegs", "--out", str(out), "--from", f"fashion_mnist:{raw}", "--images", "40", "--size", "36"]
-    assert bench.main(argv) == 0
-    source = data_lib.open_source(f"folder:{out}")
-    assert source.sizes == {"train": 40, "val": 10, "validation": 10} and source.num_classes == 10
-    fashion = data_lib.open_source(f"fashion_mnist:{raw}").class_names  # T-shirt/top, Trouser, ...
-    folder = fashion[labels["train"][30_000]].replace("/", "_").replace(" ", "_")
-    path = out / "train" / folder / "30000.jpg"
-    picture = np.asarray(Image.open(path), np.float32)
-    assert picture.shape == (36, 36, 3)
-    # two colours: every pixel lies near the line between them, and they differ by channel
-    grey = np.asarray(Image.fromarray(arrays["train"][30_000]).resize((36, 36), Image.BILINEAR), np.float32) / 255
-    design = np.stack([np.ones(grey.size), grey.ravel()], 1)
-    fit, residual, *_ = np.linalg.lstsq(design, picture.reshape(-1, 3), rcond=None)
-    assert np.sqrt(residual / grey.size).max() < 25  # JPEG's error on noise (another picture: ~70)
-    assert np.ptp(fit[1]) > 10  # the garment's colour minus the ground's is not grey
-
-
-def test_jpegs_of_digits_are_thin_light_strokes_on_black(tmp_path):
-    import numpy as np
-    from PIL import Image
-
-    from alexnet_tf import data as data_lib
-
-    out = tmp_path / "digits"
-    assert bench.main(["jpegs", "--out", str(out), "--from", "digits", "--images", "40", "--size", "28"]) == 0
-    source = data_lib.open_source(f"folder:{out}")
-    assert source.sizes["train"] == 40 and source.sizes["val"] == 10
-    assert source.class_names == [str(d) for d in range(10)]
-    pictures = np.stack([np.asarray(Image.open(p), np.float32) for p in sorted(out.glob("train/*/*.jpg"))])
-    assert pictures.shape == (40, 28, 28, 3)
-    grey = pictures.mean(-1)
-    assert np.median(grey) < 25 and (grey > 150).mean() > 0.03  # a dark ground, some bright stroke
-    assert (grey > 150).mean() < 0.3  # thin strokes, not filled shapes
 
 
 PEER = 'the PyTorch peer is not installed: pip install -e ".[peer]"'
@@ -417,7 +255,7 @@ def test_the_peer_is_the_same_net():
     np.testing.assert_allclose(theirs, model(x).numpy(), rtol=1e-4, atol=1e-4)
     paper = torch_net.build("paper")
     assert sum(p.numel() for p in paper.parameters()) == 60_965_224
-    assert torch_net.forward_macs(paper, 227) == bench.PAPER_FORWARD_MACS
+    assert torch_net.forward_macs(paper, 227) == benchmark("compare").PAPER_FORWARD_MACS
     drop = torch_net.PaperDropout(0.5)
     ones = torch.ones(1000)
     assert set(drop.train()(ones).unique().tolist()) == {0.0, 1.0}
@@ -443,14 +281,12 @@ def test_bench_export_times_the_savedmodel(export_dir, tmp_path, capsys):
 
 
 # The least each subcommand needs on its command line, and the function its flags go to.
-MINIMAL = {"input": [], "jpegs": ["--out", "x"], "train": [], "compare": ["x"], "serve": ["x"], "export": []}
+MINIMAL = {"input": [], "train": [], "serve": ["x"], "export": []}
 FUNCTIONS = {
-    "input": bench.bench_input,
-    "jpegs": bench.bench_jpegs,
-    "train": bench.TrainBench,
-    "compare": bench.bench_compare,
-    "serve": bench.bench_serve,
-    "export": bench.bench_export,
+    "input": input_bench.bench_input,
+    "train": train_bench.TrainBench,
+    "serve": serve_bench.bench_serve,
+    "export": export_bench.bench_export,
 }
 
 
@@ -472,3 +308,22 @@ def test_each_subcommands_flags_are_its_functions_arguments_with_the_same_defaul
     about, options = capsys.readouterr().out.split("options:")
     assert f"`{name}`:" in about and "(default:" in options
     assert options.count("default") == options.count("(default:"), options  # no default said twice
+
+
+def test_the_benchmarks_import_at_the_top_except_what_is_slow_or_optional():
+    """A function-local import in alexnet_tf/bench/ says on its line why it waits (a slow
+    or an optional import); importing the command's package loads no TensorFlow, so that
+    `python -m alexnet_tf.bench` quiets TensorFlow's start-up first."""
+    folder = os.path.dirname(bench.__file__)
+    unexplained = []
+    for name in sorted(f for f in os.listdir(folder) if f.endswith(".py")):
+        with open(os.path.join(folder, name)) as f:
+            for n, line in enumerate(f, 1):
+                if re.match(r"\s+(import \w|from \S+ import )", line) and not re.search(
+                    r"#.*\b(slow|optional)\b", line
+                ):
+                    unexplained.append(f"alexnet_tf/bench/{name}:{n}: {line.strip()}")
+    assert not unexplained, "\n".join(unexplained)
+    code = "import sys, alexnet_tf.bench; sys.exit(' '.join(m for m in sys.modules if m in ('tensorflow', 'keras')) or None)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -12,8 +12,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import TINY, assert_same_weights, model_weights, train_command, train_loop, workers
+from helpers import assert_same_weights, model_weights, train_command, train_loop, workers
 from helpers import tiny as tiny_config
+from helpers import tiny_sets as tiny_overrides
 
 from alexnet_tf.errors import TrainingError
 from alexnet_tf.model import Dropout, build_model
@@ -29,7 +30,7 @@ def tiny(**extra):
 
 def tiny_sets():
     """TINY and SAME as --set pairs for the command line."""
-    return {**TINY, **SAME}
+    return tiny_overrides(**SAME)
 
 
 def assert_weights_moved(a, b):

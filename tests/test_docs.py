@@ -25,7 +25,7 @@ from collections.abc import Callable
 import docs_blocks
 import numpy as np
 import pytest
-from helpers import free_ports, make_image_folder
+from helpers import ROOT, free_ports, make_image_folder
 
 # Blocks that .ci/run runs itself, in a fresh clone and a fresh venv (the test commands).
 CI = {"two-commands": ".ci/run runs it in a fresh clone with a fresh venv"}
@@ -142,7 +142,7 @@ def imagenet_folder(root):
 
 def fashion_mnist_files(folder):
     """The four gzip files of Debian's dataset-fashion-mnist, small: zeros but for the
-    images `bench jpegs --from fashion_mnist` takes (those clear of the bundled subset)."""
+    images `python -m benchmarks.jpegs --from fashion_mnist` takes (those clear of the bundled subset)."""
     import gzip
 
     rng = np.random.default_rng(0)
@@ -203,6 +203,8 @@ def check_finetune(cwd, output):
 
 def setup_folders(world, cwd, tmp):
     small_recipes(cwd)
+    # benchmarks/ as a clone has it: the block runs `python -m benchmarks.jpegs` from the clone's root
+    shutil.copytree(os.path.join(ROOT, "benchmarks"), cwd / "benchmarks", ignore=shutil.ignore_patterns("__pycache__"))
     fashion_mnist_files(tmp / "fashion-mnist")
 
 

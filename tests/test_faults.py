@@ -13,7 +13,7 @@ import time
 
 import pytest
 import tensorflow as tf
-from helpers import QUICKSTART, ROOT, TINY, workers
+from helpers import QUICKSTART, ROOT, tiny_sets, workers
 
 from alexnet_tf.checkpoints import Checkpoints, disk_full_stops_run, resume_point
 from alexnet_tf.config import ConfigError
@@ -74,7 +74,7 @@ def test_lock_of_a_killed_process_is_taken_over(tmp_path, caplog):
 def _train(cwd, workdir, sets):
     """`python -m alexnet_tf.train` from `cwd` with a relative --workdir, as users run it."""
     args = [sys.executable, "-m", "alexnet_tf.train", os.path.relpath(QUICKSTART, cwd), "--workdir", workdir]
-    for k, v in {**TINY, **sets}.items():
+    for k, v in tiny_sets(**sets).items():
         args += ["--set", f"{k}={v}"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))

@@ -8,7 +8,7 @@ serve a run folder, figures, convert a caffemodel, load_net)."""
 import json
 import os
 
-from helpers import TINY, make_image_folder, sets
+from helpers import make_image_folder, sets, tiny_sets
 
 import alexnet_tf
 from alexnet_tf import evaluate, export, figures, paths
@@ -16,7 +16,9 @@ from alexnet_tf.config import load_recipe, override
 from alexnet_tf.serve.command import export_dir_of
 from alexnet_tf.train import main as train_main
 
-SMALL = {**TINY, "train.max_steps": 2, "train.checkpoint_every": 1}
+
+def small(**extra) -> dict:
+    return tiny_sets(**{"train.max_steps": 2, "train.checkpoint_every": 1, **extra})
 
 
 def test_paths_resolve_against_the_working_directory(user_cwd):
@@ -42,7 +44,7 @@ def test_a_relative_run_folder_trains_resumes_and_every_command_reads_it(user_cw
     """What the README pastes, in-process: train into runs/q, resume it (from its newest
     checkpoint, not from step 0), evaluate, export, figures, serve's run folder and
     load_net on `runs/q` and on one of its checkpoints."""
-    assert train_main(["quickstart", "--workdir", "runs/q", *sets(SMALL)]) == 0
+    assert train_main(["quickstart", "--workdir", "runs/q", *sets(small())]) == 0
     assert train_main(["--workdir", "runs/q", "--set", "train.max_steps=3"]) == 0
     out = capsys.readouterr().out
     assert "resumed from" in out and "at step 2" in out and "step 3/3" in out
@@ -73,7 +75,7 @@ def test_a_relative_data_spec_is_the_same_data_wherever_the_run_resumes(user_cwd
     """`--data folder:images` is recorded as the folder it names: the run resumes from
     another working directory, and `folder:./images` is the same data, not other settings."""
     make_image_folder(user_cwd / "images")
-    base = {**SMALL, "train.batch_size": 8, "data.stats_path": "", "train.max_steps": 1}
+    base = small(**{"train.batch_size": 8, "data.stats_path": "", "train.max_steps": 1})
     assert train_main(["quickstart", "--data", "folder:images", "--workdir", "runs/f", *sets(base)]) == 0
     with open(user_cwd / "runs" / "f" / "config.json") as f:
         assert json.load(f)["data"]["source"] == f"folder:{user_cwd / 'images'}"

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import QUICKSTART, TINY, assert_same_weights, folder_config, model_weights, net_in_memory, tiny
+from helpers import QUICKSTART, assert_same_weights, folder_config, model_weights, net_in_memory, tiny, tiny_sets
 
 from alexnet_tf import cli
 from alexnet_tf import data as data_lib
@@ -37,7 +37,7 @@ def test_a_workdir_resumes_with_its_own_config(tmp_path, capsys):
     assert "resumed from" in out and "at step 2" in out and "step 3/3" in out
     with open(os.path.join(workdir, "config.json")) as f:
         assert json.load(f)["train"]["max_steps"] == 3
-    sets = [f"{k}={v}" for k, v in {**TINY, "train.max_steps": 4}.items()]
+    sets = [f"{k}={v}" for k, v in tiny_sets(**{"train.max_steps": 4}).items()]
     assert train_main([QUICKSTART, "--workdir", workdir, *sum((["--set", s] for s in sets), [])]) == 0
     assert "at step 3" in capsys.readouterr().out
     # no recipe and no run: one line that says what to give

@@ -806,7 +806,7 @@ PEAK_RSS_MB = 2000
 @pytest.mark.slow
 def test_peak_memory_under_load(export_dir):
     # A short `python -m alexnet_tf.bench serve` (docs/serving.md): 8 clients, 5 s, the default limits.
-    from alexnet_tf.bench import serve_load
+    from alexnet_tf.bench.serve import serve_load
 
     result = serve_load(export_dir, clients=8, seconds=5)
     assert result["server_alive"]

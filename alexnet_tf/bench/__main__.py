@@ -2,6 +2,8 @@
 
 import sys
 
+from alexnet_tf import console
 from alexnet_tf.bench import main
 
+console.quiet()  # before main's parser imports the benchmarks, which load TensorFlow
 sys.exit(main())

@@ -1,14 +1,19 @@
-"""What the benchmarks share: the paper's batch and forward cost, cores, JSON lines."""
+"""What the benchmarks share: the paper's batch, cores, JSON lines, photo-like JPEGs, a
+split played several times over."""
 
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import os
 import sys
 
+import numpy as np
+from PIL import Image
+
+from alexnet_tf import data as data_lib
+
 BATCH = 128  # Sec. 5
-# forward_macs of the paper's net (two columns, 227 px): the one the PyTorch peer runs
-PAPER_FORWARD_MACS = 724_406_816  # Sec. 3.5: "about 724 M"
 
 
 def usable_cores() -> int:
@@ -18,12 +23,10 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def repeated(source, split: str, times: int):
+def repeated(source: data_lib.Source, split: str, times: int) -> data_lib.Source:
     """`source` with `split` played `times` over as one split (one long epoch, so that the
     timing holds no epoch restart); each play has its own example indices, hence its own
     random crops."""
-    from alexnet_tf import data as data_lib
-
     n = source.sizes[split]
 
     class Repeated(data_lib.Source):
@@ -45,8 +48,37 @@ def repeated(source, split: str, times: int):
     return Repeated(source.name, source.class_names, {split: n * times}, source.encoded)
 
 
+def _write_jpeg(job: tuple) -> None:
+    path, size, seed, i = job
+    rng = np.random.default_rng([seed, i])
+    low = Image.fromarray((rng.random((12, 12, 3)) * 255).astype(np.uint8)).resize((size, size), Image.BICUBIC)
+    image = np.asarray(low, np.float32) + rng.normal(0, 10, (size, size, 3))
+    Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(path, quality=90)
+
+
+def make_jpegs(
+    folder: str, count: int = 512, size: int = 256, classes: int = 8, seed: int = 0, processes: int = 1
+) -> str:
+    """Writes `count` photo-like size x size JPEGs (smooth shapes plus grain, quality 90,
+    about the bytes of an ImageNet image at 256 px) in a train/<class>/ layout, image i
+    in class i % classes: what `bench input` and `bench serve` time without a dataset."""
+    digits = max(2, len(str(classes - 1)))
+    jobs = []
+    for i in range(count):
+        d = os.path.join(folder, "train", f"class{i % classes:0{digits}d}")
+        os.makedirs(d, exist_ok=True)
+        jobs.append((os.path.join(d, f"{i:07d}.JPEG"), size, seed, i))
+    if processes > 1:
+        with mp.get_context("fork" if sys.platform == "linux" else "spawn").Pool(processes) as pool:
+            pool.map(_write_jpeg, jobs, chunksize=64)
+    else:
+        for job in jobs:
+            _write_jpeg(job)
+    return folder
+
+
 def max_rss_bytes() -> int:
-    import resource
+    import resource  # optional: POSIX only
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
@@ -54,7 +86,7 @@ def max_rss_bytes() -> int:
 def emit(result: dict, out: str | None, subcommand: str = "") -> None:
     """Prints `result` as a JSON line and, with `out` (a folder, `--out DIR`), appends it
     to OUT/<subcommand>.jsonl (train.jsonl, export.jsonl, ...; default: the result's
-    "bench"), which `bench compare` reads."""
+    "bench"), which `python -m benchmarks.compare` reads."""
     line = json.dumps(result)
     print(line, flush=True)
     if out:

@@ -8,9 +8,17 @@ import tempfile
 import time
 from collections.abc import Sequence
 
+import keras
 import numpy as np
+import tensorflow as tf
 
+from alexnet_tf import data as data_lib
 from alexnet_tf.bench.common import emit, usable_cores
+from alexnet_tf.bench.device import device_description, set_threads
+from alexnet_tf.config import ConfigError, load_recipe
+from alexnet_tf.exporting import export_saved_model
+from alexnet_tf.model import build_model
+from alexnet_tf.nets import TrainedNet
 
 SIGNATURE = "serve_uint8"
 
@@ -19,12 +27,6 @@ def fresh_export(recipe: str, out: str) -> tuple[str, int]:
     """Exports an untrained net of `recipe` as `python -m alexnet_tf.export` exports a run
     (same signatures and preprocessing; the weights do not change the time). Returns the
     folder and the images' side the recipe resizes to."""
-    from alexnet_tf import data as data_lib
-    from alexnet_tf.config import load_recipe
-    from alexnet_tf.exporting import export_saved_model
-    from alexnet_tf.model import build_model
-    from alexnet_tf.nets import TrainedNet
-
     config = load_recipe(recipe)
     stats = data_lib.Stats.imagenet(config.data.resize_size)
     names = [str(i) for i in range(config.model.num_classes)]
@@ -54,8 +56,6 @@ def percentile(values: list, q: float) -> float:
 def _time_signature(serve, batch: int, size: int, calls: int, warmup: int) -> dict:
     """img/s from the mean of `calls` timed calls of `serve` on a random uint8 batch, and
     their p50 / p99 latency; the first call's time on its own."""
-    import tensorflow as tf
-
     images = tf.constant(np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), np.uint8))
     start = time.perf_counter()
     serve(images=images)
@@ -88,12 +88,7 @@ def bench_export(
     first) and times its `serve_uint8` signature on uint8 batches of each `batch` size
     (`image_size` px; with `recipe`, its resize size), `calls` timed calls after `warmup`
     untimed ones, on `threads` TensorFlow threads (0: all cores); one JSON line per batch
-    (appended to OUT/export.jsonl with `out`), `net` naming the net in `bench compare`."""
-    import tensorflow as tf
-
-    from alexnet_tf.bench.train import _device_description, set_threads
-    from alexnet_tf.config import ConfigError
-
+    (appended to OUT/export.jsonl with `out`), `net` naming the net in `python -m benchmarks.compare`."""
     if bool(export_dir) == bool(recipe):
         raise ConfigError("give an EXPORT_DIR or --recipe RECIPE (an untrained net of that recipe), not both")
     set_threads(threads)
@@ -107,7 +102,7 @@ def bench_export(
             raise ConfigError(f"{path!r} is not a SavedModel folder")
         serve = tf.saved_model.load(path).signatures[SIGNATURE]
         gpus = tf.config.list_logical_devices("GPU")
-        device, _ = _device_description(tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0"))
+        device, _ = device_description(tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0"))
         results = []
         for n in batch:
             row = {
@@ -123,7 +118,7 @@ def bench_export(
                 "threads": threads or usable_cores(),
                 "device": device,
                 "tf_version": tf.__version__,
-                "keras_version": __import__("keras").__version__,
+                "keras_version": keras.__version__,
             }
             emit(row, out)
             results.append(row)
@@ -140,5 +135,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calls", type=int, default=50, help="timed calls per batch")
     p.add_argument("--warmup", type=int, default=5, help="untimed calls first")
     p.add_argument("--threads", type=int, default=0, help="TensorFlow intra- and inter-op threads (0: all cores)")
-    p.add_argument("--out", help="also append the JSON lines to OUT/export.jsonl (a folder; bench compare reads it)")
+    p.add_argument(
+        "--out", help="also append the JSON lines to OUT/export.jsonl (a folder; python -m benchmarks.compare reads it)"
+    )
     p.set_defaults(fn=bench_export)

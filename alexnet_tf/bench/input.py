@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import argparse
 import multiprocessing as mp
 import shutil
 import statistics
 import sys
 import tempfile
 import time
+from multiprocessing import shared_memory
 
 import numpy as np
+import tensorflow as tf
+from PIL import Image
 
-from alexnet_tf.bench.common import BATCH, emit, repeated, usable_cores
-from alexnet_tf.bench.jpegs import make_jpegs
+from alexnet_tf import data as data_lib
+from alexnet_tf.bench.common import BATCH, emit, make_jpegs, repeated, usable_cores
+from alexnet_tf.config import DataConfig
+from alexnet_tf.data.stats import IMAGENET_EIGVAL, IMAGENET_EIGVEC
 
 
 # ----------------------------------------------------------------------------- alexnet_tf
@@ -27,11 +33,6 @@ def _time_batches(iterator, seconds: float, warmup: int = 3) -> float:
 
 
 def bench_alexnet_tf(spec: str, split: str, seconds: float, cores: int, host_float: bool) -> float:
-    import tensorflow as tf
-
-    from alexnet_tf import data as data_lib
-    from alexnet_tf.config import DataConfig
-
     config = DataConfig(source=spec, deterministic=False)
     source = data_lib.open_source(spec, config)
     source = repeated(source, split, max(1, 200_000 // max(source.sizes[split], 1)))
@@ -60,18 +61,12 @@ _SHM = {}
 
 
 def _baseline_init(mean_image: np.ndarray, shm_names: list):
-    from multiprocessing import shared_memory
-
     _SHM["mean"] = mean_image
     _SHM["slots"] = [shared_memory.SharedMemory(name=n) for n in shm_names]
 
 
 def _baseline_batch(slot: int, paths: list, seed: int) -> int:
     """One batch as torchvision would make it, written into shared-memory slot `slot`."""
-    from PIL import Image
-
-    from alexnet_tf.data.stats import IMAGENET_EIGVAL, IMAGENET_EIGVEC
-
     rng = np.random.default_rng(seed)
     crop, size = 227, 256
     out = np.ndarray((len(paths), crop, crop, 3), np.float32, buffer=_SHM["slots"][slot].buf)
@@ -98,8 +93,6 @@ def _baseline_batch(slot: int, paths: list, seed: int) -> int:
 
 
 def bench_pil(paths: list, seconds: float, cores: int) -> float:
-    from multiprocessing import shared_memory
-
     nbytes = BATCH * 227 * 227 * 3 * 4
     slots = [shared_memory.SharedMemory(create=True, size=nbytes) for _ in range(2 * cores)]
     mean = np.broadcast_to(np.asarray((123.68, 116.78, 103.94), np.float32), (256, 256, 3)).copy()
@@ -162,15 +155,11 @@ def bench_input(
         make_jpegs(tmp, count=images)
         spec = "folder:" + tmp
     try:
-        import tensorflow as tf
-
         try:  # only possible before TensorFlow starts (not when called from a running process)
             tf.config.threading.set_inter_op_parallelism_threads(cores)
             tf.config.threading.set_intra_op_parallelism_threads(cores)
         except RuntimeError:
             pass
-        from alexnet_tf import data as data_lib
-
         source = data_lib.open_source(spec)
         paths = []
         if spec.startswith("folder:"):
@@ -211,3 +200,15 @@ def bench_input(
     for result in results:
         emit(result, out)
     return results
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of `bench input`, named as bench_input's arguments."""
+    p.add_argument("--data", help="data spec; without it, generated 256 px JPEGs (the baseline needs folder:PATH)")
+    p.add_argument("--split", default="train", help="the split of --data to read")
+    p.add_argument("--out", help="also append the JSON lines to OUT/input.jsonl (a folder)")
+    p.add_argument("--seconds", type=float, default=10.0, help="timed seconds per pipeline and round")
+    p.add_argument("--rounds", type=int, default=3, help="turns each pipeline takes (median reported)")
+    p.add_argument("--cores", type=int, default=0, help="worker processes / tf.data threads (0: all usable)")
+    p.add_argument("--images", type=int, default=512, help="how many JPEGs to generate without --data")
+    p.set_defaults(fn=bench_input)

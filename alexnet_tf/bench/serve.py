@@ -4,18 +4,29 @@ memory under the largest requests its limits let through."""
 
 from __future__ import annotations
 
+import argparse
 import base64
+import glob
+import http.client
 import json
+import math
 import os
+import re
 import statistics
+import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
+import tensorflow as tf
 
-from alexnet_tf.bench.common import emit
+import alexnet_tf
+from alexnet_tf.bench.common import emit, make_jpegs
+from alexnet_tf.serve import ServeOptions
 
 SERVE_PAYLOADS = ("images", "uint8", "objects")
 Payload = Literal["jpeg", "largest"]  # bench serve --payload
@@ -27,10 +38,6 @@ def serve_payloads(max_body: int, max_pixels: int, max_request_pixels: int, max_
     serve_uint8 image of nested lists filling the body (answered by the model); `objects`,
     a body of one-key objects, the JSON that costs the most memory to parse of what the
     server parses (refused after parsing: too many instances)."""
-    import math
-
-    import tensorflow as tf
-
     images, left = [], max_request_pixels
     while left > 0 and len(images) < max_batch:
         side = math.isqrt(min(left, max_pixels))
@@ -60,11 +67,6 @@ def _proc_status_mb(pid: int, field: str) -> float:
 
 def _start_server(export_dir: str, server_args: list) -> tuple:
     """(process, port) of `python -m alexnet_tf.serve` running this copy of the package."""
-    import re
-    import subprocess
-
-    import alexnet_tf
-
     root = os.path.dirname(os.path.dirname(os.path.abspath(alexnet_tf.__file__)))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -79,8 +81,6 @@ def _start_server(export_dir: str, server_args: list) -> tuple:
 
 def _post(port: int, model: str, body: bytes) -> int | str:
     """The status of one predict request on a new connection, or the name of the error."""
-    import http.client
-
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
     try:
         conn.request("POST", f"/v1/models/{model}:predict", body=body, headers={"Content-Type": "application/json"})
@@ -113,10 +113,6 @@ def serve_load(export_dir: str, clients: int = 32, seconds: float = 30.0, server
     """Starts the server on EXPORT_DIR and has `clients` threads send it the `serve_payloads`
     in turn, each as soon as its last answer came, for `seconds`; returns the answers by
     kind and status, their latency and the server's peak resident memory (VmHWM)."""
-    import threading
-
-    from alexnet_tf.serve import ServeOptions
-
     limits = ServeOptions.parse(list(server_args))
     payloads = serve_payloads(limits.max_body, limits.max_pixels, limits.max_request_pixels, limits.max_batch)
     proc, port = _start_server(export_dir, list(server_args))
@@ -162,13 +158,8 @@ def serve_load(export_dir: str, clients: int = 32, seconds: float = 30.0, server
 
 
 def photo_jpegs(count: int = 8, size: int = 256) -> list:
-    """`count` photo-like size x size JPEGs as `bench jpegs` writes them (about the bytes of
+    """`count` photo-like size x size JPEGs as `bench input` generates them (about the bytes of
     an ImageNet image at 256 px): the images of ordinary requests."""
-    import glob
-    import tempfile
-
-    from alexnet_tf.bench.jpegs import make_jpegs
-
     with tempfile.TemporaryDirectory() as tmp:
         make_jpegs(tmp, count=count, size=size)
         files = sorted(glob.glob(os.path.join(tmp, "train", "*", "*")))
@@ -180,8 +171,6 @@ class _Client:
     after a 503 it waits as long as Retry-After says."""
 
     def __init__(self, port: int, model: str):
-        import http.client
-
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
         self.path = f"/v1/models/{model}:predict"
 
@@ -209,8 +198,6 @@ def _cpu_seconds(pid: int) -> float:
 def _jpeg_load(pid: int, port: int, model: str, bodies: list, clients: int, seconds: float) -> dict:
     """`clients` threads, each sending `bodies` in turn for `seconds`: answers by status,
     the 200s per second and their latency, and the server's CPU time per answer."""
-    import threading
-
     cpu, results, start = _cpu_seconds(pid), [], time.monotonic()
     deadline = start + seconds
 
@@ -254,8 +241,6 @@ def serve_throughput(
     """Starts the server on EXPORT_DIR and, `rounds` times over, has each number of
     `clients` send it ordinary requests (one photo-like 256 px JPEG each) for `seconds`;
     emits a JSON line per round and number of clients, and returns them."""
-    from alexnet_tf.serve import ServeOptions
-
     limits = ServeOptions.parse(list(server_args))
     bodies = [json.dumps({"instances": [{"b64": base64.b64encode(j).decode()}]}).encode() for j in photo_jpegs()]
     proc, port = _start_server(export_dir, list(server_args))
@@ -321,3 +306,33 @@ def bench_serve(
         emit(result, out)
         return result
     return serve_throughput(export_dir, list(clients), seconds, rounds, list(server), out)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of `bench serve`, named as bench_serve's arguments."""
+    p.add_argument("export_dir", help="what to serve (as for python -m alexnet_tf.serve)")
+    p.add_argument(
+        "--payload",
+        choices=get_args(Payload),
+        default="jpeg",
+        help="jpeg: ordinary one-image requests, throughput and latency per number of clients; "
+        "largest: the largest requests the limits let through, peak memory",
+    )
+    p.add_argument(
+        "--clients",
+        type=int,
+        nargs="+",
+        default=[1, 8, 32, 128],
+        help="numbers of concurrent clients (largest: the largest of them)",
+    )
+    p.add_argument("--seconds", type=float, default=10.0, help="how long they send, per number of clients")
+    p.add_argument("--rounds", type=int, default=2, help="jpeg: times over the numbers of clients, in turn")
+    p.add_argument("--out", help="also append the JSON lines to OUT/serve.jsonl (a folder)")
+    p.add_argument(
+        "--server",
+        nargs=argparse.REMAINDER,
+        default=[],
+        metavar="FLAG",
+        help="the rest of the line: flags for the server, e.g. --server --batch-threads 2",
+    )
+    p.set_defaults(fn=bench_serve)

@@ -2,34 +2,36 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import gc
 import sys
 import time
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, get_args
 
+import keras
 import numpy as np
+import tensorflow as tf
 
+from alexnet_tf import cli, distribute, forms, runconfig
+from alexnet_tf import data as data_lib
+from alexnet_tf import steps as steps_lib
 from alexnet_tf.bench.common import emit, max_rss_bytes, repeated, usable_cores
+from alexnet_tf.bench.device import device_description, gpu_peak_memory, peak_tflops, set_threads
+from alexnet_tf.config import ConfigError, override
+from alexnet_tf.distribute import make_strategy
+from alexnet_tf.errors import TrainingError
 
 # ----------------------------------------------------------------------------- train
 PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16"}  # --precision -> train.precision
 Precision = Literal["fp32", "bf16"]  # --precision
 FeedKind = Literal["device", "dataset"]  # --feed
-# Dense tensor-core peaks in TFLOP/s from NVIDIA's data sheets for the SXM H100 (the H200
-# has the same compute). "tf32": float32 with TF32 matmuls and convolutions, TensorFlow's
-# GPU default; "fp32": without them. PCIe and NVL cards differ: pass --peak-tflops.
-PEAK_TFLOPS = {
-    "H100": {"bf16": 989.0, "tf32": 495.0, "fp32": 67.0},
-    "H200": {"bf16": 989.0, "tf32": 495.0, "fp32": 67.0},
-}
 
 
 def forward_macs(model) -> int:
     """Multiply-adds of one image's forward pass in the convolutions and fc layers
     (724 M for the paper's net at 227 px, Sec. 3.5; LRN, pooling and ReLU left out)."""
-    import keras
-
     total = 0
     for layer in model.layers:
         if isinstance(layer, keras.layers.Conv2D):  # kernel (kh, kw, cin / groups, cout)
@@ -46,12 +48,8 @@ class DeviceBatches:
     from the host and the timing holds only the training step."""
 
     def __init__(self, strategy, config, global_batch: int, seed: int = 0):
-        import tensorflow as tf
-
         devices = strategy.extended.worker_devices
         per_replica = global_batch // strategy.num_replicas_in_sync
-
-        from alexnet_tf import data as data_lib
 
         def on_device(ctx):
             with tf.device(devices[ctx.replica_id_in_sync_group]):
@@ -89,8 +87,6 @@ class Feed:
 def run_steps(train_loop, feed: Feed, steps: int, per_call: int) -> float:
     """`steps` training steps in host calls of at most `per_call`; returns the mean loss.
     Reading the loss back after each call, as `Trainer` does, waits for its steps."""
-    import tensorflow as tf
-
     done, loss = 0, 0.0
     while done < steps:
         iterator, n = feed.take(min(per_call, steps - done))
@@ -100,18 +96,12 @@ def run_steps(train_loop, feed: Feed, steps: int, per_call: int) -> float:
 
 
 def _make_feed(kind: str, runtime, config, source, global_batch: int) -> Feed:
-    import tensorflow as tf
-
-    from alexnet_tf import distribute
-
     strategy = runtime.strategy
 
     if kind == "pipeline":  # training's input: train_dataset per replica, one epoch at a time
         split = config.data.train_split
         steps_per_epoch = source.sizes[split] // global_batch
         if steps_per_epoch == 0:
-            from alexnet_tf.config import ConfigError
-
             raise ConfigError(f"--batch {global_batch} exceeds the {source.sizes[split]} training examples")
         return Feed(
             make_iterator=lambda epoch: distribute.distributed_dataset(
@@ -120,8 +110,6 @@ def _make_feed(kind: str, runtime, config, source, global_batch: int) -> Feed:
             steps_per_epoch=steps_per_epoch,
         )
     if kind == "dataset":  # the synthetic batch in host memory, through a tf.data iterator
-        from alexnet_tf import data as data_lib
-
         per_replica = global_batch // strategy.num_replicas_in_sync
         with tf.device("/cpu:0"):
             host = data_lib.synthetic_batch(config, per_replica, config.train.seed)
@@ -136,13 +124,9 @@ def time_train_step(
     """Builds the model, optimizer and `steps.make_train_loop` as training does, runs
     `warmup` steps (the first, alone in a host call, traces and compiles: compile_seconds),
     then times `steps` steps for each value in `steps_per_loop` (same compiled loop)."""
-
-    from alexnet_tf import distribute
-    from alexnet_tf import steps as steps_lib
-
     batch = config.train.batch_size
     c, runtime = config, distribute.make_runtime(config, strategy)
-    _gpu_peak_memory(strategy, reset=True)
+    gpu_peak_memory(strategy, reset=True)
     with runtime.policy():
         model, optimizer, step = steps_lib.create_state(c.model, c.optim, c.train.seed, runtime, batch)
         train_loop = steps_lib.make_train_loop(model, optimizer, step, runtime, c.data, c.optim, stats_tensors)
@@ -151,79 +135,18 @@ def time_train_step(
         run_steps(train_loop, feed, 1, 1)
         compile_seconds = time.perf_counter() - start
         run_steps(train_loop, feed, warmup - 1, max(steps_per_loop))
-        runs = []
+        timed = []
         for per_call in steps_per_loop:
             start = time.perf_counter()
             loss = run_steps(train_loop, feed, steps, per_call)
-            runs.append({"steps_per_loop": per_call, "seconds": time.perf_counter() - start, "loss": loss})
+            timed.append({"steps_per_loop": per_call, "seconds": time.perf_counter() - start, "loss": loss})
     return {
-        "runs": runs,
+        "runs": timed,
         "compile_seconds": compile_seconds,
         "steps_run": int(step.numpy()),
         "forward_macs_per_image": forward_macs(model),
-        "peak_memory_bytes": _gpu_peak_memory(strategy),
+        "peak_memory_bytes": gpu_peak_memory(strategy),
     }
-
-
-def _device_description(strategy) -> tuple:
-    """(what the replicas run on, in words; the GPU's name, or "" on CPUs)."""
-    import platform
-
-    import tensorflow as tf
-
-    devices = strategy.extended.worker_devices
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus and any("GPU" in d.upper() for d in devices):
-        details = tf.config.experimental.get_device_details(gpus[0])
-        name = details.get("device_name", "GPU")
-        cc = details.get("compute_capability")
-        return f"{len(devices)} x {name}" + (f" (compute capability {cc[0]}.{cc[1]})" if cc else ""), name
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return f"CPU: {cpu}, {usable_cores()} usable cores, {len(devices)} replica device(s)", ""
-
-
-def peak_tflops(gpu_name: str, dtype: str) -> float | None:
-    """The dense peak of one GPU from PEAK_TFLOPS, or None where the table has no entry."""
-    upper = gpu_name.upper()
-    if not upper or "PCIE" in upper or "NVL" in upper:
-        return None
-    return next((peaks[dtype] for key, peaks in PEAK_TFLOPS.items() if key in upper), None)
-
-
-def _gpu_peak_memory(strategy, reset: bool = False) -> int | None:
-    """Peak bytes TensorFlow allocated on the replicas' GPUs since the last reset (the
-    largest over the replicas); None on CPUs."""
-    import tensorflow as tf
-
-    gpus = [d.split("device:")[-1] for d in strategy.extended.worker_devices if "GPU" in d.upper()]
-    if not gpus:
-        return None
-    if reset:
-        for g in gpus:
-            tf.config.experimental.reset_memory_stats(g)
-        return None
-    return max(tf.config.experimental.get_memory_info(g)["peak"] for g in gpus)
-
-
-def set_threads(threads: int) -> None:
-    """TensorFlow's intra- and inter-op threads (0: its default, all cores); before its
-    runtime starts."""
-    import tensorflow as tf
-
-    from alexnet_tf.config import ConfigError
-
-    if not threads:
-        return
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-    except RuntimeError as e:  # the runtime has started: too late in this process
-        raise ConfigError(f"--threads {threads}: TensorFlow's runtime has already started") from e
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,12 +173,9 @@ class TrainBench:
 
 def _resolve(settings: TrainBench):
     """(base config, batches, precisions, steps per loop) of the settings, checked."""
-    from alexnet_tf import runconfig
-    from alexnet_tf.config import ConfigError, override, validate
-
-    base = runconfig.resolve(settings.recipe, data=settings.data, overrides=settings.overrides, open_data=False).config
+    base = cli.recipe_config(settings.recipe, settings.data, settings.overrides)
     if settings.no_jit:
-        base = validate(override(base, {"compute.jit_compile": False}))
+        base = override(base, {"compute.jit_compile": False})
     if settings.data and settings.feed != "device":
         raise ConfigError("--feed is for synthetic batches; --data feeds the input pipeline")
     if settings.repeat < 1 or (settings.repeat > 1 and not settings.data):
@@ -272,9 +192,6 @@ def _resolve(settings: TrainBench):
 
 def _rows(common: dict, timing: dict, settings: TrainBench, batch: int, peak: float | None) -> list:
     """One result line per --steps-per-loop value of one setting's timing."""
-    import keras
-    import tensorflow as tf
-
     flops = 2 * 3 * timing["forward_macs_per_image"]  # multiply-add = 2 FLOPs; backward = 2x forward
     rows = []
     for run in timing["runs"]:
@@ -328,16 +245,6 @@ def _host_overhead(common: dict, rows: list) -> dict | None:
 def bench_train(settings: TrainBench) -> list[dict]:
     """Times the training step for each precision x batch (x steps per loop); prints one
     JSON line per result as it comes and returns them."""
-    import gc
-
-    import tensorflow as tf
-
-    from alexnet_tf import data as data_lib
-    from alexnet_tf import forms, runconfig
-    from alexnet_tf.config import ConfigError, override
-    from alexnet_tf.distribute import make_strategy
-    from alexnet_tf.errors import TrainingError
-
     base, batches, precisions, steps_per_loop = _resolve(settings)
     set_threads(settings.threads)
     strategy = make_strategy(base.distribute)
@@ -345,7 +252,7 @@ def bench_train(settings: TrainBench) -> list[dict]:
     for batch in batches:
         if batch % replicas:
             raise ConfigError(f"--batch {batch} is not divisible by {replicas} replicas")
-    device, gpu_name = _device_description(strategy)
+    device, gpu_name = device_description(strategy)
     source = None
     if settings.data:
         source = data_lib.open_source(base.data.source, base.data)
@@ -393,3 +300,62 @@ def bench_train(settings: TrainBench) -> list[dict]:
     if failed:
         raise TrainingError(f"{len(failed)} setting(s) failed: {', '.join(failed)} (see their JSON lines)")
     return results
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of `bench train`, named as TrainBench's fields."""
+    p.add_argument(
+        "recipe",
+        nargs="?",
+        default="recipes/paper.py",
+        help="recipe file with get_config(), or a shipped recipe's name",
+    )
+    cli.add_overrides(p)
+    where = p.add_mutually_exclusive_group()
+    # --synthetic names the default (no --data) and only excludes --data: it sets nothing of its own.
+    where.add_argument(
+        "--synthetic",
+        dest="data",
+        action="store_const",
+        const=None,
+        default=argparse.SUPPRESS,
+        help="random uint8 batches made once on the device, as without --data",
+    )
+    where.add_argument("--data", metavar="SPEC", help="the real input pipeline on this source (sets data.source)")
+    p.add_argument(
+        "--feed",
+        choices=get_args(FeedKind),
+        default="device",
+        help="synthetic batches: kept on the device, or fed from the host by tf.data",
+    )
+    p.add_argument("--batch", type=int, nargs="+", help="global batch size(s); none given: the recipe's")
+    p.add_argument(
+        "--precision", nargs="+", choices=get_args(Precision), help="fp32 and/or bf16; none given: the recipe's"
+    )
+    p.add_argument("--steps", type=int, default=50, help="timed steps per setting")
+    p.add_argument("--warmup", type=int, default=10, help="untimed steps first; the first one compiles")
+    p.add_argument(
+        "--steps-per-loop",
+        type=int,
+        nargs="+",
+        help="steps per host call; none given: the recipe's compute.steps_per_loop. Two or more values add a "
+        "train_host_overhead line (repeat values to alternate runs: 1 50 1 50)",
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="with --data: the training split this many times over per epoch, so that a small "
+        "generated set does not time an epoch restart every few steps",
+    )
+    p.add_argument("--no-jit", action="store_true", help="compute.jit_compile=False")
+    p.add_argument("--threads", type=int, default=0, help="TensorFlow intra- and inter-op threads (0: all cores)")
+    p.add_argument(
+        "--peak-tflops",
+        type=float,
+        help="peak TFLOP/s of one device for the mfu; none given: the data sheet's for an SXM H100/H200, else no mfu",
+    )
+    p.add_argument(
+        "--out", help="also append the JSON lines to OUT/train.jsonl (a folder; python -m benchmarks.compare reads it)"
+    )
+    p.set_defaults(fn=lambda **flags: bench_train(TrainBench(**flags)))

@@ -3,7 +3,8 @@
     sources   what an example is (the Source protocol), and the sources of folders and
               in-memory arrays
     records   the sources of sharded record files (prepare's TFRecords, TFDS)
-    specs     `open_source("folder:PATH")` and the splits a run uses
+    specs     the kinds of source (`SOURCES`; a new one is a function registered with
+              `@data_source("kind:ARG")`), `open_source("folder:PATH")`, the splits a run uses
     batch     what a batch is (`batch.make`, `batch.center`, `batch.ten_crops`, ...)
     ops       decode, resize, crop and the random choices (host), `device_preprocess`
               (inside the compiled step)
@@ -42,13 +43,14 @@ from alexnet_tf.data.pipeline import (
 )
 from alexnet_tf.data.records import METADATA_FILE, TFRECORD_FEATURES
 from alexnet_tf.data.sources import REASONS, DataError, Source
-from alexnet_tf.data.specs import open_source, resolve_splits
+from alexnet_tf.data.specs import SOURCES, data_source, open_source, resolve_splits
 from alexnet_tf.data.stats import Stats, compute_stats, dataset_stats
 
 __all__ = [
     "DRAWS",
     "METADATA_FILE",
     "REASONS",
+    "SOURCES",
     "TFRECORD_FEATURES",
     "BadFiles",
     "DataError",
@@ -58,6 +60,7 @@ __all__ = [
     "batch",
     "compute_stats",
     "crop_example",
+    "data_source",
     "dataset_stats",
     "decode_and_resize",
     "decode_crop",

@@ -1,20 +1,34 @@
-"""`bench compare`: the README's speed tables from `bench train` / `bench export` lines and
-the PyTorch peer's (benchmarks/torch_peer.py)."""
+"""The speed tables: `python -m alexnet_tf.bench train` / `bench export` lines beside the
+PyTorch peer's (`python -m benchmarks.torch_peer`), in Markdown.
+
+    python -m benchmarks.compare DIR_OR_FILE [...] [--target 1.3] [--input-target 12000]
+
+(from the clone's root). It reads `--out` folders (every *.jsonl in them) or files of
+JSON lines and prints, per net, batch, dtype and `--set` variant, alexnet_tf's img/s of
+every run (and steps per host call), the forms it ran in, the MFU and peak memory of the
+fastest, every run of the peer's eager and compiled modes on the same net, batch and
+dtype, and the ratio of our fastest to the peer's fastest against --target; runs with
+--data against --input-target img/s; `export` lines beside the peer's `infer` lines.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import sys
 
-from alexnet_tf.bench.common import PAPER_FORWARD_MACS
+from alexnet_tf import cli
+from alexnet_tf.config import ConfigError
+
+# forward_macs of the paper's net (two columns, 227 px): the one the PyTorch peer runs
+PAPER_FORWARD_MACS = 724_406_816  # Sec. 3.5: "about 724 M"
 
 
 def _read_results(path: str) -> list:
     """The result dicts in a file of JSON lines (the peer script's stdout, a `--out`
     folder's *.jsonl) or one JSON list, or in every *.jsonl of a folder (`--out DIR` of
     bench and of the peer); other lines are skipped."""
-    from alexnet_tf.config import ConfigError
-
     if os.path.isdir(path):
         return [
             r
@@ -195,8 +209,6 @@ def compare(paths: list, target: float = 1.3, input_target: float = 12_000) -> s
     of the fastest, every run of the peer's eager and torch.compile modes, and the ratio of
     our fastest to the peer's fastest against `target`; runs with --data against
     `input_target` img/s; `bench export` lines beside the peer's `infer` lines."""
-    from alexnet_tf.config import ConfigError
-
     rows = [r for path in paths for r in _read_results(path)]
     ours = [r for r in rows if r.get("bench") == "train" and "img_per_s" in r]
     served = [r for r in rows if r.get("bench") == "export" and "img_per_s" in r]
@@ -219,8 +231,23 @@ def compare(paths: list, target: float = 1.3, input_target: float = 12_000) -> s
     return "\n".join(lines)
 
 
-def bench_compare(files: list[str], *, target: float = 1.3, input_target: float = 12_000) -> str:
-    """Prints and returns `compare` of `files` (--out folders or JSON-lines files)."""
-    report = compare(files, target, input_target)
-    print(report)
-    return report
+def main(argv: list[str] | None = None) -> int:
+    """`python -m benchmarks.compare`: prints `compare` of the files given; exit code 2
+    with one line for files that hold no results."""
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.compare", description=__doc__, formatter_class=cli.HelpFormatter
+    )
+    p.add_argument("files", nargs="+", help="--out folders (or JSON-lines files) of bench train/export and the peer")
+    p.add_argument("--target", type=float, default=1.3, help="ratio to the faster PyTorch mode to meet")
+    p.add_argument("--input-target", type=float, default=12_000, help="img/s to meet with --data")
+    args = p.parse_args(argv)
+    try:
+        print(compare(args.files, args.target, args.input_target))
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

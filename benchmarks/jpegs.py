@@ -1,50 +1,34 @@
-"""`bench jpegs`: JPEG folders to train from without a download: generated 256 px
-images (the input benchmarks), or Fashion-MNIST as coloured JPEGs, or rendered digits
-(checks that a recipe learns on folders it has never seen)."""
+"""JPEG folders to train from without a download, in the layout of `--data folder:DIR`
+(OUT/train/<class>/, OUT/val/<class>/):
+
+    python -m benchmarks.jpegs --out DIR [--images N]
+        [--classes N | --from fashion_mnist[:DIR] | --from digits [--size 48]]
+
+(from the clone's root). Without --from: generated photo-like 256 px JPEGs in OUT/train/
+(as `python -m alexnet_tf.bench input` makes them), for `prepare` or `bench train --data
+folder:OUT --repeat K` on a machine with no dataset. `--from fashion_mnist`:
+Fashion-MNIST (Debian's `dataset-fashion-mnist`, or DIR) as coloured JPEGs, none of them
+in the bundled subset; `--from digits`: the digits 0-9 rendered as MNIST's (Debian's
+`fonts-dejavu-core`); both at --size px, with a quarter as many in OUT/val/: the
+checks that a recipe learns on folders it has never seen.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
-import multiprocessing as mp
 import os
 import sys
 import time
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
-from alexnet_tf.bench.common import usable_cores
-
-
-def _write_jpeg(job: tuple) -> None:
-    from PIL import Image
-
-    path, size, seed, i = job
-    rng = np.random.default_rng([seed, i])
-    low = Image.fromarray((rng.random((12, 12, 3)) * 255).astype(np.uint8)).resize((size, size), Image.BICUBIC)
-    image = np.asarray(low, np.float32) + rng.normal(0, 10, (size, size, 3))
-    Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(path, quality=90)
-
-
-def make_jpegs(
-    folder: str, count: int = 512, size: int = 256, classes: int = 8, seed: int = 0, processes: int = 1
-) -> str:
-    """Writes `count` photo-like size x size JPEGs (smooth shapes plus grain, quality 90,
-    about the bytes of an ImageNet image at 256 px) in a train/<class>/ layout, image i
-    in class i % classes."""
-    digits = max(2, len(str(classes - 1)))
-    jobs = []
-    for i in range(count):
-        d = os.path.join(folder, "train", f"class{i % classes:0{digits}d}")
-        os.makedirs(d, exist_ok=True)
-        jobs.append((os.path.join(d, f"{i:07d}.JPEG"), size, seed, i))
-    if processes > 1:
-        with mp.get_context("fork" if sys.platform == "linux" else "spawn").Pool(processes) as pool:
-            pool.map(_write_jpeg, jobs, chunksize=64)
-    else:
-        for job in jobs:
-            _write_jpeg(job)
-    return folder
-
+from alexnet_tf import cli
+from alexnet_tf.bench.common import make_jpegs, usable_cores
+from alexnet_tf.config import ConfigError
+from alexnet_tf.data import DataError
+from alexnet_tf.data.sources import fashion_mnist_source
 
 FASHION_FIRST = {"train": 30_000, "val": 5_000}  # clear of the bundled subset's images (the first ~9,000)
 
@@ -55,10 +39,6 @@ def make_fashion_folder(folder: str, spec: str, train: int = 8000, size: int = 4
     layout (OUT/{train,val}/<class>/), each in its own two random colours (the garment
     in one, the ground in the other): an easy 10-class problem in colour, at another
     size, with none of the bundled subset's images."""
-    from PIL import Image
-
-    from alexnet_tf.data.sources import fashion_mnist_source
-
     source = fashion_mnist_source(spec)
     names = [n.replace("/", "_").replace(" ", "_") for n in source.class_names]
     rng = np.random.default_rng(seed)
@@ -93,13 +73,9 @@ def make_digit_folder(folder: str, train: int = 8000, size: int = 28, seed: int 
     six DejaVu fonts at 16-23 px, shifted by up to 4 px, turned by up to 15 degrees, with
     a little noise. The kind of data on which a net that starts with small weights sits
     at chance for a long time."""
-    from PIL import Image, ImageDraw, ImageFont
-
     fonts = [os.path.join(FONT_FOLDER, f + ".ttf") for f in DIGIT_FONTS]
     missing = [f for f in fonts if not os.path.isfile(f)]
     if missing:
-        from alexnet_tf.data import DataError
-
         raise DataError(f"{missing[0]} not found: install Debian's fonts-dejavu-core")
     rng = np.random.default_rng(seed)
     for split, count in (("train", train), ("val", train // 4)):
@@ -118,7 +94,7 @@ def make_digit_folder(folder: str, train: int = 8000, size: int = 28, seed: int 
     return folder
 
 
-def bench_jpegs(
+def write_folder(
     out: str, *, images: int = 20_000, classes: int = 1000, source: str | None = None, size: int = 48
 ) -> dict:
     """Writes `images` JPEGs to `out` (for `prepare`, or `--data folder:OUT`): generated
@@ -130,8 +106,6 @@ def bench_jpegs(
     elif source:
         kind, _, folder = source.partition(":")
         if kind != "fashion_mnist":
-            from alexnet_tf.config import ConfigError
-
             raise ConfigError(f"--from {source}: give fashion_mnist[:DIR] or digits")
         make_fashion_folder(out, folder, images, size)
     else:
@@ -146,3 +120,27 @@ def bench_jpegs(
     }
     print(json.dumps(result), flush=True)
     return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m benchmarks.jpegs`: `write_folder` with the command line's flags."""
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.jpegs", description=__doc__, formatter_class=cli.HelpFormatter
+    )
+    p.add_argument("--out", required=True, help="folder to write OUT/train/<class>/*.JPEG into")
+    p.add_argument("--images", type=int, default=20_000, help="how many training images")
+    p.add_argument("--classes", type=int, default=1000, help="number of class folders (the paper's net has 1000)")
+    p.add_argument(
+        "--from",
+        dest="source",
+        metavar="fashion_mnist[:DIR] | digits",
+        help="Fashion-MNIST (Debian's dataset-fashion-mnist, or DIR) as coloured JPEGs, none of them in the "
+        "bundled subset; or digits rendered as MNIST's (Debian's fonts-dejavu-core); train/ and val/ "
+        "(a quarter as many)",
+    )
+    p.add_argument("--size", type=int, default=48, help="with --from: the JPEGs' side in px (digits: use 28)")
+    return cli.main(p, write_folder, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
