@@ -70,9 +70,9 @@ def resolve(
         if not os.path.isfile(path):
             raise ConfigError(f"{workdir} holds no run (no config.json); give a recipe to start one there")
         config, origin = load_json(path), path
-    sets = data_overrides(data)
-    sets += [f"{k}={v}" for k, v in overrides.items()] if isinstance(overrides, dict) else list(overrides)
-    config = override(override(config, data_overrides(data)), overrides)
+    config = override(override(config, data_overrides(data)), overrides)  # --set after --data: it may name them
+    given = [f"{k}={v}" for k, v in overrides.items()] if isinstance(overrides, dict) else list(overrides)
+    sets = [*data_overrides(data), *given]
     origin += f" with {', '.join(sets)}" if sets else ""
     config = paths.resolve_config(config)
     source = pretrained = None
