@@ -40,7 +40,7 @@ def test_quickstart_derives_from_paper():
     assert {("model", "init"), ("model", "bias_one"), ("data", "input_scale")} <= changed
     assert changed <= {("data", k) for k in ("source", "eval_split", "resize_size", "crop_size", "input_scale")} | {
         ("model", k) for k in ("input_size", "num_classes", "width", "init", "bias_one")
-    } | {("train", k) for k in ("epochs", "log_every", "checkpoint_every", "steps_per_loop")} | {
+    } | {("train", k) for k in ("epochs", "log_every", "checkpoint_every")} | {
         ("optim", "max_reductions")
     }
 
