@@ -25,6 +25,8 @@ __version__ = "0.1.0"
 _API = {
     "AlexNet": "alexnet_tf.applications",
     "load_net": "alexnet_tf.applications",
+    "preprocess_input": "alexnet_tf.applications",
+    "decode_predictions": "alexnet_tf.applications",
     "TrainedNet": "alexnet_tf.nets",
     "build_model": "alexnet_tf.model",
     "Config": "alexnet_tf.config",

@@ -14,6 +14,7 @@ COMMANDS = {
     "serve": "a REST server speaking TF Serving's API",
     "figures": "Fig. 3 (conv1 kernels) and Fig. 4 (fc7 neighbours)",
     "convert": "Caffe's bvlc_alexnet .caffemodel as a run folder",
+    "predict": "the top classes of image files, by a run, a .caffemodel or imagenet",
     "prepare": "a dataset as JPEG TFRecord shards of 256 px images",
     "stats": "the mean image and RGB covariance of a training set",
     "ablate": "the paper's ablations at small scale",

@@ -126,7 +126,8 @@ class TrainedNet:
         if batch_size < 1:
             raise ValueError(f"batch_size must be 1 or more, got {batch_size}")
         parts = [
-            self.predict_raw(batch, False, crops, output).numpy() for batch in _image_batches(images, self, batch_size)
+            self.predict_raw(batch, False, crops, output).numpy()
+            for batch in _image_batches(images, self.config.data, batch_size)
         ]
         if parts:
             return np.concatenate(parts)
@@ -150,11 +151,11 @@ IMAGES = (
 )
 
 
-def _image_batches(images, net: TrainedNet, batch_size: int):
+def _image_batches(images, data, batch_size: int):
     """uint8 batches (B <= batch_size, H, W, 3) of `images` (see `predict_images`): a
-    batch array sliced as it is; anything else image by image, each resized to the net's
-    `data.resize_size` square (as `predict_raw` would) so that images of any size and
-    kind share a batch."""
+    batch array sliced as it is; anything else image by image, each resized to the
+    `data.resize_size` square of the net's data config (as `predict_raw` would) so that
+    images of any size and kind share a batch."""
     if isinstance(images, tf.Tensor):
         images = images.numpy()
     elif _array_like(images) and not isinstance(images, np.ndarray):  # a PIL image, ...
@@ -174,7 +175,6 @@ def _image_batches(images, net: TrainedNet, batch_size: int):
         items = iter(images)
     except TypeError:
         raise ValueError(f"images of type {type(images).__name__}: expected {IMAGES}") from None
-    data = net.config.data
     batch = []
     for i, item in enumerate(items):
         batch.append(_resized(item, i, data.resize_size, data.resize))

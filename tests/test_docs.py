@@ -8,14 +8,17 @@ run as it is, relative paths and all: only the sizes are made small, by a recipe
 same name in the working directory (recipes/quickstart.py: the shipped one, a few steps)
 or by the replacements listed with the block, each of which must still find its text;
 scratch folders under /tmp and /data move into the test's own temporary folder, and a
-server gets a free port. The fast tier checks that every block is marked and every
-marked block known, so a new block needs a test or a reason."""
+server gets a free port. A digest (DIGESTS: the README's main tasks) runs nothing
+itself: each of its commands must be a line of another block. The fast tier checks that
+every block is marked and every marked block known, so a new block needs a test or a
+reason."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,6 +32,13 @@ from helpers import ROOT, free_ports, make_image_folder
 
 # Blocks that .ci/run runs itself, in a fresh clone and a fresh venv (the test commands).
 CI = {"two-commands": ".ci/run runs it in a fresh clone with a fresh venv"}
+# Blocks that gather commands written in full elsewhere: every command line of theirs is
+# a line of another block (its trailing comment aside), whose own marker says how that
+# one runs or why it cannot; so a digest runs nothing itself and cannot drift.
+DIGESTS = {
+    "tasks": "README.md's main tasks, one command each from docs/",
+    "caffe-evaluate": "the caffe block runs this very command after its convert",
+}
 
 SMALL = {  # what "made small" means for a training run here
     "train.max_steps": 2,
@@ -74,6 +84,7 @@ class Run:
     setup: Callable = lambda world, cwd, tmp: None
     sizes: tuple = ()
     check: Callable = lambda cwd, output: None
+    env: tuple = ()  # (name, value) pairs the block runs with, as a user would set them
 
 
 # ---------------------------------------------------------------- what the blocks suppose
@@ -97,26 +108,11 @@ def small_recipes(cwd):
 
 
 @pytest.fixture(scope="module")
-def quickstart_run(tmp_path_factory):
-    """A small quickstart run (two steps), trained once; blocks get copies of it."""
-    from alexnet_tf.config import load_recipe, override
-    from alexnet_tf.training import train_and_evaluate
-
-    workdir = tmp_path_factory.mktemp("docs") / "quickstart"
-    train_and_evaluate(override(load_recipe("quickstart"), SMALL), str(workdir))
-    return workdir
-
-
-@pytest.fixture(scope="module")
-def world(quickstart_run, caffemodel, tmp_path_factory):
-    """What the setups copy from: the small run, its export, the caffemodel with its
-    mean file."""
-    from alexnet_tf.exporting import export_saved_model
-    from alexnet_tf.runs import load_net
-
-    exported = str(tmp_path_factory.mktemp("docs") / "export" / "1")
-    export_saved_model(load_net(str(quickstart_run)), exported)
-    return {"run": quickstart_run, "export": os.path.dirname(exported), "caffemodel": caffemodel}
+def world(trained_workdir, export_dir, caffemodel):
+    """What the setups copy from: the session's tiny quickstart run (tests/conftest.py:
+    three steps, the run the evaluate, export and serve tests use), its export, the
+    caffemodel with its mean file."""
+    return {"run": trained_workdir, "export": os.path.dirname(export_dir), "caffemodel": caffemodel}
 
 
 def copy_run(world, cwd, name):
@@ -169,28 +165,20 @@ def check_python_example(cwd, output):
 
 def setup_caffe(world, cwd, tmp):
     copy_caffe(world, cwd)
-    small_recipes(cwd)
     imagenet_folder(tmp / "data" / "imagenet")
-    make_image_folder(cwd / "DIR", classes=("a", "b"), train_per_class=8, val_per_class=4)
 
 
 def check_caffe(cwd, output):
-    for path in ("runs/bvlc_alexnet/config.json", "exports/bvlc_alexnet/1/saved_model.pb", "runs/mine/results.json"):
+    for path in ("runs/bvlc_alexnet/config.json", "exports/bvlc_alexnet/1/saved_model.pb"):
         assert (cwd / path).is_file(), path
     assert (cwd / "figures" / "bvlc_alexnet" / "fig4_neighbours.png").is_file()
     assert "/v1/models/bvlc_alexnet: AVAILABLE" in output
 
 
-def setup_caffe_converted(world, cwd, tmp):
-    from alexnet_tf import caffe
-    from alexnet_tf.runs import write_net
-
-    setup_caffe(world, cwd, tmp)
-    write_net(caffe.load_net(str(cwd / "bvlc_alexnet.caffemodel")), str(cwd / "runs" / "bvlc_alexnet"))
-
-
 def setup_finetune(world, cwd, tmp):
-    setup_caffe(world, cwd, tmp)
+    copy_caffe(world, cwd)
+    small_recipes(cwd)
+    make_image_folder(cwd / "DIR", classes=("a", "b"), train_per_class=8, val_per_class=4)
     copy_run(world, cwd, "quickstart")
 
 
@@ -205,6 +193,7 @@ def setup_folders(world, cwd, tmp):
     small_recipes(cwd)
     # benchmarks/ as a clone has it: the block runs `python -m benchmarks.jpegs` from the clone's root
     shutil.copytree(os.path.join(ROOT, "benchmarks"), cwd / "benchmarks", ignore=shutil.ignore_patterns("__pycache__"))
+    make_image_folder(cwd / "DIR", classes=("a", "b"), train_per_class=8, val_per_class=4)
     fashion_mnist_files(tmp / "fashion-mnist")
 
 
@@ -234,8 +223,42 @@ def setup_serving(world, cwd, tmp):
     Image.fromarray(pixels).save(cwd / "cat.jpg")
 
 
+def check_export(cwd, output):
+    """`saved_model_cli show` lists both signatures, JPEG/PNG bytes and uint8 pixels."""
+    assert "signature_def['serving_default']" in output and "signature_def['serve_uint8']" in output
+    assert "DT_STRING" in output and "DT_UINT8" in output
+
+
+def check_figures(cwd, output):
+    assert sorted(os.listdir(cwd / "runs" / "paper" / "figures")) == ["fig3_conv1_kernels.png", "fig4_neighbours.png"]
+
+
 def check_rest(cwd, output):
     assert "/v1/models/alexnet: AVAILABLE" in output and '"predictions"' in output and '"signature_def"' in output
+
+
+def setup_predict(world, cwd, tmp):
+    """bvlc_alexnet.caffemodel, cat.jpg and photos/ with two PNGs (dog.png) and a file that is no image."""
+    from PIL import Image
+
+    copy_caffe(world, cwd)
+    rng = np.random.default_rng(0)
+    (cwd / "photos").mkdir()
+    Image.fromarray(rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)).save(cwd / "cat.jpg")
+    for name in ("dog.png", "bird.png"):
+        Image.fromarray(rng.integers(0, 256, (70, 50, 3), dtype=np.uint8)).save(cwd / "photos" / name)
+    (cwd / "photos" / "notes.jpg").write_text("not an image")
+
+
+def check_predict(cwd, output):
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    assert [line["image"] for line in lines] == ["photos/bird.png", "photos/dog.png"]
+    assert all(len(line["top"]) == 3 and line["top"][0]["class_name"].startswith("n") for line in lines)
+    assert "cat.jpg\n" in output and "skipped photos/notes.jpg: not a JPEG, PNG, GIF or BMP image" in output
+
+
+def check_predict_python(cwd, output):
+    assert output.count("[('n") == 2
 
 
 FOLDERS = (
@@ -246,7 +269,19 @@ FOLDERS = (
 RUNS = {
     "folders": Run(setup_folders, FOLDERS),
     "run-folder": Run(setup_run_paper, check=check_run_paper),
-    "python-example": Run(setup_python_example, check=check_python_example),
+    "python-example": Run(
+        setup_python_example,
+        (  # 200 test and 400 training images of the 2,000 and 8,000: ten crops and fc7 on all take minutes
+            ('= source.arrays["test"]', '= (a[:200] for a in source.arrays["test"])'),
+            ('= source.arrays["train"]', '= (a[:400] for a in source.arrays["train"])'),
+        ),
+        check_python_example,
+    ),
+    # weights="imagenet" read from the file a user names, not fetched
+    "predict": Run(setup_predict, check=check_predict, env=(("ALEXNET_TF_WEIGHTS", "bvlc_alexnet.caffemodel"),)),
+    "predict-python": Run(
+        setup_predict, check=check_predict_python, env=(("ALEXNET_TF_WEIGHTS", "bvlc_alexnet.caffemodel"),)
+    ),
     "caffe": Run(
         setup_caffe,
         (
@@ -255,10 +290,9 @@ RUNS = {
         ),
         check_caffe,
     ),
-    "caffe-evaluate": Run(setup_caffe_converted, (("/data/", "{tmp}/data/"),)),
     "finetune": Run(setup_finetune, check=check_finetune),
     "serving-evaluate": Run(setup_runs),
-    "serving-export": Run(setup_runs),
+    "serving-export": Run(setup_runs, check=check_export),
     "serving-python": Run(setup_serving),
     "serving-rest": Run(
         setup_serving,
@@ -273,7 +307,7 @@ RUNS = {
         setup_serving, (("--clients 1 8 32 128 --seconds 10 --rounds 2", "--clients 1 2 --seconds 1 --rounds 1"),)
     ),
     "serving-bench-largest": Run(setup_serving, (("--clients 32 --seconds 30", "--clients 2 --seconds 1"),)),
-    "serving-figures": Run(setup_serving),
+    "serving-figures": Run(setup_serving, check=check_figures),
 }
 
 
@@ -294,14 +328,38 @@ def test_every_block_is_marked_and_every_mark_is_known():
     for block in docs_blocks.blocks():
         if not block.id and not block.skip:
             problems.append(f"{block.where}: no <!-- test: ID --> or <!-- test: skip REASON --> above it")
-        elif block.id and block.id not in RUNS and block.id not in CI:
-            problems.append(f"{block.where}: <!-- test: {block.id} --> is in neither RUNS nor CI of tests/test_docs.py")
+        elif block.id and block.id not in RUNS and block.id not in CI and block.id not in DIGESTS:
+            problems.append(
+                f"{block.where}: <!-- test: {block.id} --> is in none of RUNS, CI, DIGESTS of tests/test_docs.py"
+            )
         for old, _ in RUNS.get(block.id, Run()).sizes:
             if old not in block.source:
                 problems.append(f"{block.where} ({block.id}): its text no longer holds {old!r}")
-    for block_id in [*RUNS, *CI]:
+    for block_id in [*RUNS, *CI, *DIGESTS]:
         if not any(b.id == block_id for b in docs_blocks.blocks()):
             problems.append(f"no block is marked <!-- test: {block_id} -->")
+    assert not problems, "\n".join(problems)
+
+
+def command_lines(source):
+    """A block's command lines, each without its trailing comment."""
+    lines = (re.sub(r"\s+#\s.*$", "", line).strip() for line in source.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def test_digests_hold_only_commands_of_other_blocks():
+    """README.md's main tasks are the commands of docs/'s blocks, word for word: a
+    command changed in one place and not the other fails here."""
+    problems = []
+    for block in docs_blocks.blocks():
+        if block.id not in DIGESTS:
+            continue
+        elsewhere = {line for b in docs_blocks.blocks() if b.id not in DIGESTS for line in command_lines(b.source)}
+        problems += [
+            f"{block.where} ({block.id}): {line!r} is in no other block"
+            for line in command_lines(block.source)
+            if line not in elsewhere
+        ]
     assert not problems, "\n".join(problems)
 
 
@@ -324,6 +382,7 @@ def test_block_runs_as_written(block, world, tmp_path):
         "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],  # `python` is this one
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "PYTHONUNBUFFERED": "1",
+        **dict(run.env),
     }
     if block.language == "python":
         args = [sys.executable, "-c", text]

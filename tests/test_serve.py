@@ -7,11 +7,8 @@ import http.client
 import io
 import json
 import os
-import re
 import socket
 import struct
-import subprocess
-import sys
 import threading
 import time
 import zlib
@@ -310,28 +307,6 @@ def test_concurrent_requests_share_model_calls(server, export_dir, images):
     # 8 clients: while the first call is held, the other 7 queue up and then share calls of at
     # most MAX_REQUEST_PIXELS (5,000) pixels: 2 or 3 of these images (1,200 to 2,040 pixels) each.
     assert sum(sizes) == 18 and max(sizes) >= 2, sizes
-
-
-@pytest.mark.slow
-def test_command_line(export_dir):
-    # `python -m alexnet_tf.serve` on a TF Serving base path (numbered version folders).
-    base = os.path.dirname(export_dir)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    cmd = [sys.executable, "-m", "alexnet_tf.serve", base, "--port", "0", "--model-name", "net", "--quiet"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-    try:
-        line = proc.stdout.readline()
-        m = re.search(r"http://127\.0\.0\.1:(\d+)/v1/models/net", line)
-        assert m, line
-        conn = http.client.HTTPConnection("127.0.0.1", int(m[1]), timeout=60)
-        conn.request("GET", "/v1/models/net/versions/1")
-        response = conn.getresponse()
-        assert response.status == 200
-        assert json.loads(response.read())["model_version_status"][0]["state"] == "AVAILABLE"
-        conn.close()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 @pytest.mark.parametrize("port", ["99999", "-1", "http"])
