@@ -40,7 +40,7 @@ setup(
     ],
     extras_require={
         "plots": ["matplotlib>=3.7"],  # the ablations' Fig. 1 plot
-        "profile": ["tensorboard-plugin-profile>=2.19"],  # TensorBoard's Profile tab (train.profile_steps)
+        "profile": ["tensorboard-plugin-profile>=2.19"],  # TensorBoard's Profile tab (compute.profile_steps)
         "peer": ["torch>=2.4"],  # benchmarks/torch_peer.py, the PyTorch peer of `bench train` and `bench export`
         # pillow: the input benchmark's baseline; matplotlib: the ablation test draws Fig. 1;
         # setuptools, wheel: the packaging test builds a wheel without build isolation;

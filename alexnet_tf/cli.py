@@ -23,9 +23,8 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-from alexnet_tf import console, paths
-from alexnet_tf.config import Config, ConfigError, load_json, load_recipe, override
-from alexnet_tf.runfolder import RunFolder
+from alexnet_tf import console, paths, runconfig
+from alexnet_tf.config import Config, ConfigError
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -90,46 +89,23 @@ def add_overrides(p: argparse.ArgumentParser) -> None:
     )
 
 
-def data_overrides(data: str | None) -> list[str]:
-    """`--data SPEC` as overrides: the source, and the eval split and class count left to
-    it (found when it is opened, `runs.resolve_data`), unless --set names them."""
-    return [f"data.source={data}", "data.eval_split=", "model.num_classes=0"] if data else []
-
-
-def run_config(recipe: str | None, workdir: str | None, data: str | None, overrides: list[str]) -> tuple[Config, str]:
-    """(config, workdir) of `train`: the recipe with --data and --set, or without a recipe
-    the workdir's own config.json (a run to resume) with them; says in one line where the
-    config came from and what was set. The paths in it resolved (`alexnet_tf.paths`)."""
-    sets = [*data_overrides(data), *overrides]
-    if recipe is None:
-        if not workdir:
-            raise ConfigError("give a recipe (e.g. recipes/paper.py), or --workdir of a run to resume")
-        run = RunFolder(workdir)
-        if not run.has_config():
-            raise ConfigError(f"{workdir} holds no run (no config.json); give a recipe to start one there")
-        config, origin = load_json(run.config), run.config
-    else:
-        config, origin = load_recipe(recipe), recipe
-        workdir = workdir or paths.resolve(os.path.join("runs", os.path.splitext(os.path.basename(recipe))[0]))
-    config = override(config, sets) if sets else config
-    print(f"config: {origin}" + (f" with {', '.join(sets)}" if sets else ""), flush=True)
-    return paths.resolve_config(config), workdir
+def default_workdir(recipe: str | None) -> str | None:
+    """`train`'s run folder when --workdir is not given: runs/<recipe name>."""
+    return paths.resolve(os.path.join("runs", os.path.splitext(os.path.basename(recipe))[0])) if recipe else None
 
 
 def recipe_config(recipe: str, data: str | None, overrides: list[str]) -> Config:
-    """A recipe with --data and --set, its paths resolved."""
-    sets = [*data_overrides(data), *overrides]
-    config = load_recipe(recipe)
-    return paths.resolve_config(override(config, sets) if sets else config)
+    """A recipe with --data and --set, its paths resolved (`runconfig.resolve`, the data
+    not opened)."""
+    return runconfig.resolve(recipe, data=data, overrides=overrides, open_data=False).config
 
 
 def eval_config(recipe: str | None, first_net: Config, data: str | None, overrides: list[str]) -> Config:
     """The config that names the data to evaluate on: the recipe's, or without one the
     first net's (its own data and validation split), with --data and --set; its paths
-    resolved."""
-    config = load_recipe(recipe) if recipe is not None else first_net
-    sets = [*data_overrides(data), *overrides]
-    return paths.resolve_config(override(config, sets) if sets else config)
+    resolved (`runconfig.resolve`, the data not opened)."""
+    config = recipe if recipe is not None else first_net
+    return runconfig.resolve(config, data=data, overrides=overrides, open_data=False).config
 
 
 # The arguments that name a file or folder, in every command, and the data spec.

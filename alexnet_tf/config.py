@@ -95,10 +95,6 @@ class ModelConfig:
     init: Literal["paper", "fan_in"] = "paper"
     init_std: float = 0.01  # Sec. 5, for init="paper"
     bias_one: bool = True  # Sec. 5: biases 1 in conv2, conv4, conv5, fc6, fc7
-    # How conv2/4/5's two groups and the LRN are computed: the same numbers, the speed
-    # differs by device. auto = alexnet_tf.forms' choice for the device and precision.
-    conv_form: Literal["auto", "grouped", "split"] = "auto"  # grouped (Conv2D groups=2) | split (two convs + concat)
-    lrn_impl: Literal["auto", "ops", "matmul", "tf_op"] = "auto"  # see model.LocalResponseNormalization
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,8 +128,6 @@ class OptimConfig:
     plateau_min_epochs: int | Literal["off"] = 0
     step_epochs: tuple = ()  # for schedule=step: epochs at which lr *= lr_factor
     scale_lr: bool = True  # lr * global_batch / 128 when the batch differs from Sec. 5's
-    # auto | keras (Keras' SGD ops) | fused (one fused kernel per variable, optim.FusedSGD)
-    update_op: Literal["auto", "keras", "fused"] = "auto"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,18 +140,44 @@ class TrainConfig:
     # float32 matmuls and convolutions as TF32 (10-bit mantissa) on Ampere and newer GPUs,
     # TensorFlow's default there; off, float32 is float32 (Sec. 5 trained in float32)
     tf32: bool = False
-    # XLA for the step: True | False | "auto" (alexnet_tf.forms: on for GPUs, off on CPUs,
-    # where TensorFlow's oneDNN kernels outrun XLA's convolutions)
-    jit_compile: bool | Literal["auto"] = "auto"
-    # the SGD update in the same XLA program as forward/backward; one device only
-    # (MirroredStrategy needs it outside, see alexnet_tf.steps.make_train_loop)
-    fused_update: bool = True
-    steps_per_loop: int = 1  # training steps per host call
     log_every: int = 100  # steps between console lines and scalars
     checkpoint_every: int = 1000  # steps; a checkpoint is also written at each epoch end
     keep_checkpoints: int = 3
     seed: int = 0
     deterministic: bool = False  # op determinism and fixed seeds for data and dropout
+
+
+@dataclasses.dataclass(frozen=True)
+class ComputeConfig:
+    """How the net and its step are computed, never what they compute: every setting here
+    gives the same numbers (to float rounding) at a different speed, so none is a paper
+    setting, none binds a resumed run (a run may resume on another kind of device) and a
+    fine-tuned run picks its own. "auto" leaves the choice to alexnet_tf.forms' table for
+    the device and precision; the choice goes into the run's `Runtime`, never back into
+    the config.
+
+    What changes the numbers a run computes stays with the experiment: train.precision
+    (bfloat16 rounds every activation), train.tf32 (a 10-bit mantissa in float32 matmuls
+    and convolutions), train.deterministic (whether a rerun gives the same numbers),
+    data.deterministic (the order of the examples), and the strategy and devices.
+    """
+
+    # conv2/4/5's two groups: grouped (one Conv2D with groups=2) | split (two convs + concat)
+    conv_form: Literal["auto", "grouped", "split"] = "auto"
+    # the LRN's window sum: ops (5 shifted slices) | matmul (a band matrix) | tf_op
+    # (tf.nn.local_response_normalization); see model.LocalResponseNormalization
+    lrn_impl: Literal["auto", "ops", "matmul", "tf_op"] = "auto"
+    # Sec. 5's momentum step: keras (Keras' SGD ops) | fused (one kernel per variable, optim.FusedSGD)
+    update_op: Literal["auto", "keras", "fused"] = "auto"
+    # XLA for the step: True | False | "auto" (on for GPUs, off on CPUs, where TensorFlow's
+    # oneDNN kernels outrun XLA's convolutions)
+    jit_compile: bool | Literal["auto"] = "auto"
+    # the SGD update in the same XLA program as forward/backward; one device only
+    # (MirroredStrategy needs it outside, see alexnet_tf.steps.make_train_loop)
+    fused_update: bool = True
+    # training steps per host call; calls end at log, checkpoint and epoch ends, so the
+    # steps are the same whatever the number
+    steps_per_loop: int = 1
     profile_steps: tuple = ()  # (first, last): write a profiler trace of these steps to tb/
 
 
@@ -188,6 +208,20 @@ class Config:
     train: TrainConfig = TrainConfig()
     distribute: DistributeConfig = DistributeConfig()
     finetune: FinetuneConfig = FinetuneConfig()
+    compute: ComputeConfig = ComputeConfig()
+
+
+# Keys that moved into the compute section; a run's config.json written before carries
+# them in their old place (from_dict moves them), an old `--set` of one is refused.
+MOVED = {
+    "model.conv_form": "compute.conv_form",
+    "model.lrn_impl": "compute.lrn_impl",
+    "optim.update_op": "compute.update_op",
+    "train.jit_compile": "compute.jit_compile",
+    "train.fused_update": "compute.fused_update",
+    "train.steps_per_loop": "compute.steps_per_loop",
+    "train.profile_steps": "compute.profile_steps",
+}
 
 
 def validate(config: Config) -> Config:
@@ -209,15 +243,15 @@ def validate(config: Config) -> Config:
     if config.distribute.strategy == "columns":  # Sec. 3.2's placement, see alexnet_tf.columns
         if not config.model.two_columns:
             raise ConfigError("distribute.strategy=columns places the two columns: it needs model.two_columns=True")
-        if config.train.jit_compile is True:
+        if config.compute.jit_compile is True:
             raise ConfigError(
                 "distribute.strategy=columns runs on two devices, which one XLA cluster cannot span: "
-                "set train.jit_compile=False"
+                "set compute.jit_compile=False"
             )
-        if config.optim.update_op == "keras":
+        if config.compute.update_op == "keras":
             raise ConfigError(
                 "distribute.strategy=columns updates each column's weights on its own device with the fused "
-                "kernel (Keras' update ops would run on the first): set optim.update_op=fused or auto"
+                "kernel (Keras' update ops would run on the first): set compute.update_op=fused or auto"
             )
     if config.finetune.lr_factor < 0:
         raise ConfigError("finetune.lr_factor must not be negative")
@@ -226,11 +260,13 @@ def validate(config: Config) -> Config:
             "optim.plateau_min_epochs must not be negative (0: train.epochs // (2 * (max_reductions + 1)); "
             "off: no deadline)"
         )
-    if config.train.deterministic and config.train.jit_compile is True:
+    if config.train.deterministic and config.compute.jit_compile is True:
         raise ConfigError(
-            "train.deterministic=True needs train.jit_compile=False: XLA has no deterministic "
+            "train.deterministic=True needs compute.jit_compile=False: XLA has no deterministic "
             "max-pooling gradient (TensorFlow refuses it at the first step)"
         )
+    if config.compute.steps_per_loop < 1:
+        raise ConfigError("compute.steps_per_loop must be at least 1")
     return config
 
 
@@ -240,7 +276,11 @@ def to_dict(config: Any) -> dict:
 
 
 def from_dict(cls: type, values: dict) -> Any:
-    """Rebuilds a config tree from `to_dict` output (e.g. a run's config.json)."""
+    """Rebuilds a config tree from `to_dict` output (e.g. a run's config.json); for a
+    `Config`, the keys of one written before the compute section (MOVED) taken from
+    their old place."""
+    if cls is Config:
+        values = _migrate(values)
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):
@@ -253,6 +293,18 @@ def from_dict(cls: type, values: dict) -> Any:
         else:
             kwargs[f.name] = _coerce(f.name, kind, v)
     return cls(**kwargs)
+
+
+def _migrate(values: dict) -> dict:
+    """`values` with every MOVED key moved from its old section to its new one (where
+    the new one does not already hold it)."""
+    values = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
+    for old, new in MOVED.items():
+        (section, key), (new_section, new_key) = old.split("."), new.split(".")
+        if isinstance(values.get(section), dict) and key in values[section]:
+            value = values[section].pop(key)
+            values.setdefault(new_section, {}).setdefault(new_key, value)
+    return values
 
 
 def recipe_folder() -> str:
@@ -286,6 +338,12 @@ def find_recipe(path: str | os.PathLike) -> str:
 def load_recipe(path: str | os.PathLike) -> Config:
     """Imports a recipe file, or a shipped recipe by name (see `find_recipe`), and returns
     its `get_config()`, validated."""
+    return validate(import_recipe(path))
+
+
+def import_recipe(path: str | os.PathLike) -> Config:
+    """A recipe's `get_config()` as `load_recipe` finds it, not yet validated (a run
+    validates its config once, with its overrides and data: `alexnet_tf.runconfig`)."""
     path = find_recipe(path)
     name = "alexnet_tf_recipe_" + os.path.splitext(os.path.basename(path))[0]
     spec = importlib.util.spec_from_file_location(name, path)
@@ -295,18 +353,21 @@ def load_recipe(path: str | os.PathLike) -> Config:
     sys.path.insert(0, folder)
     try:
         spec.loader.exec_module(module)
+        if not hasattr(module, "get_config"):
+            raise ConfigError("it has no get_config() function")
+        config = module.get_config()
     except ConfigError as e:
         raise ConfigError(f"recipe {path!r}: {e}") from e
     except Exception as e:  # the recipe's own error, shown in one line
-        raise ConfigError(f"recipe {path!r} failed to load: {type(e).__name__}: {e}") from e
+        # e.g. ModelConfig(conv_form=...) in a recipe written before the compute section
+        moved = [f"{old} is now {new}" for old, new in MOVED.items() if f"'{old.split('.')[1]}'" in str(e)]
+        hint = f" ({'; '.join(moved)})" if moved and isinstance(e, TypeError) else ""
+        raise ConfigError(f"recipe {path!r} failed to load: {type(e).__name__}: {e}{hint}") from e
     finally:
         sys.path.remove(folder)
-    if not hasattr(module, "get_config"):
-        raise ConfigError(f"recipe {path!r} has no get_config() function")
-    config = module.get_config()
     if not isinstance(config, Config):
         raise ConfigError(f"recipe {path!r}: get_config() must return alexnet_tf.config.Config")
-    return validate(config)
+    return config
 
 
 def _parse_value(text: str) -> Any:
@@ -354,7 +415,9 @@ def _coerce(key: str, kind: Any, value: Any) -> Any:
 
 
 def override(config: Config, assignments: list[str] | dict) -> Config:
-    """Applies `a.b=value` overrides; the value is a Python literal or a plain string."""
+    """Applies `a.b=value` overrides; the value is a Python literal or a plain string.
+    Each key and the type of its value are checked here; the combination of the settings
+    when the config is complete (`validate`: `load_recipe`, and a run's resolution)."""
     if isinstance(assignments, dict):
         items = list(assignments.items())
     else:
@@ -365,8 +428,10 @@ def override(config: Config, assignments: list[str] | dict) -> Config:
             key, text = a.split("=", 1)
             items.append((key.strip(), _parse_value(text.strip())))
     for key, value in items:
+        if key in MOVED:
+            raise ConfigError(f"{key} is now {MOVED[key]} (how the net is computed, not what it is): set {MOVED[key]}")
         config = _set(config, key, value)
-    return validate(config)
+    return config
 
 
 def _set(node: Any, dotted: str, value: Any, prefix: str = "") -> Any:

@@ -28,10 +28,12 @@ class Runtime:
         only: a mirrored variable's update is a cross-replica merge_call, which XLA cannot
         hold; TensorFlow fails with "failed to lift variable creations")
     columns: Sec. 3.2's placement, (column A's device, column B's), or ()
-    forms: how the net and its step are computed on this device (`alexnet_tf.forms`)
+    forms: how the net and its step are computed on this device: the config's `compute`
+        section resolved (`alexnet_tf.forms`)
     """
 
     strategy: tf.distribute.Strategy
+    forms: forms_lib.Forms
     chief: bool = True
     task: str = ""
     precision: str = "float32"
@@ -39,7 +41,6 @@ class Runtime:
     jit: bool = False
     update_in_xla: bool = False
     columns: tuple = ()
-    forms: forms_lib.Forms | None = None
 
     @property
     def replicas(self) -> int:
@@ -62,24 +63,23 @@ class Runtime:
         return f"{where}, {precision}, {xla}"
 
 
-def make_runtime(config: Config, strategy: tf.distribute.Strategy | None = None) -> tuple[Config, Runtime]:
-    """Sets up determinism, seeds and TF32 (`setup_runtime`), makes the strategy (or
-    takes `strategy`, made from the same `distribute` section) and decides what runs
-    where, the "auto" forms included (`alexnet_tf.forms`); returns the config with those
-    forms, which every later step builds from, and the Runtime. Call before building
-    anything."""
+def make_runtime(config: Config, strategy: tf.distribute.Strategy | None = None) -> Runtime:
+    """The Runtime of a run of `config` (its resolved config: `alexnet_tf.runconfig`): sets
+    up determinism, seeds and TF32 (`setup_runtime`), makes the strategy (or takes
+    `strategy`, made from the same `distribute` section) and decides what runs where, the
+    `compute` section's "auto" forms included (`alexnet_tf.forms`), for its devices. The
+    config is left as it is. Call before building anything."""
     setup_runtime(config)
     strategy = strategy or make_strategy(config.distribute)
     columns = tuple(column_devices(config.distribute)) if config.distribute.strategy == "columns" else ()
-    config, forms = forms_lib.apply(config, forms_lib.device_kind(strategy, columns))
-    t = config.train
-    return config, Runtime(
+    forms = forms_lib.for_run(config, forms_lib.device_kind(strategy, columns))
+    return Runtime(
         strategy=strategy,
         chief=is_chief(strategy),
         task=task_name(strategy),
-        precision=t.precision,
-        tf32=t.tf32,
-        jit=t.jit_compile,
+        precision=config.train.precision,
+        tf32=config.train.tf32,
+        jit=forms.jit_compile,
         update_in_xla=forms.fused_update and single_device(strategy),
         columns=columns,
         forms=forms,

@@ -3,10 +3,10 @@ imported from Caffe's bvlc_alexnet) instead of Sec. 5's initialisation.
 
 `finetune.init_from` names the net. The new run takes from it what its weights were
 trained for: the net's architecture and conventions (`model.*` but the class count, the
-dropout rate, the convolution form and the init of the new layers) and how images were
-prepared for it (`data.resize_size`, `crop_size`, `pad_crop`, `subtract_mean`,
-`input_scale`, `channel_order`, `resize`), and its training set's statistics (mean image,
-colour covariance). Every layer is copied but `finetune.new_layers` (fc8 by default:
+dropout rate and the init of the new layers; never how it is computed, the `compute`
+section) and how images were prepared for it (`data.resize_size`, `crop_size`,
+`pad_crop`, `subtract_mean`, `input_scale`, `channel_order`, `resize`), and its training
+set's statistics (mean image, colour covariance). Every layer is copied but `finetune.new_layers` (fc8 by default:
 new classes), which start from the recipe's init; `finetune.freeze` keeps layers as
 loaded; the copied layers learn at `finetune.lr_factor` times the rate of the new ones.
 """
@@ -22,9 +22,9 @@ import keras
 from alexnet_tf.config import Config, ConfigError
 from alexnet_tf.nets import TrainedNet
 
-# The recipe decides these model settings; the rest come from the pretrained net.
-# The forms (conv_form, lrn_impl) compute the same function: the recipe's ("auto": fastest here).
-MODEL_OWN = ("num_classes", "dropout", "conv_form", "lrn_impl", "init", "init_std", "bias_one")
+# The recipe decides these model settings; the rest come from the pretrained net. How the
+# net is computed (the `compute` section) is never taken from it: the run picks its own.
+MODEL_OWN = ("num_classes", "dropout", "init", "init_std", "bias_one")
 # How the pretrained net's inputs were prepared: taken from it.
 DATA_ADOPTED = ("resize_size", "crop_size", "pad_crop", "subtract_mean", "input_scale", "channel_order", "resize")
 

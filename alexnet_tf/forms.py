@@ -1,12 +1,13 @@
-"""How the net and its step are computed on a device: forms that give the same numbers at
-different speeds, chosen once per run.
+"""How the net and its step are computed on a device (the config's `compute` section):
+forms that give the same numbers at different speeds, chosen once per run.
 
-`resolve(device_kind, precision, requested)` is a pure function from the device kind
-("cpu" or "gpu"), the precision (train.precision) and the config's requested values
-(`requested(config)`: "auto" where the recipe leaves the choice to this table) to
-concrete settings; `apply(config, device_kind)` returns the config with them, for the
-runtime to pass down. Every form is numerically the same net (tests/test_model.py and
-tests/test_train.py compare their outputs and one SGD step); only speed differs:
+`resolve(device_kind, precision, compute)` is a pure function from the device kind ("cpu"
+or "gpu"), the precision (train.precision) and the `compute` section ("auto" where the
+recipe leaves the choice to this table) to concrete `Forms`; `for_run(config, kind)` is
+the same for a run's whole config. The runtime holds the result (`distribute.Runtime`);
+the config keeps what was asked. Every form is numerically the same net
+(tests/test_model.py and tests/test_train.py compare their outputs and one SGD step);
+only speed differs:
 
 - conv_form: conv2/4/5's two groups as one grouped Conv2D ("grouped": on a GPU, XLA runs
   it as one convolution with feature_group_count=2) or as two convolutions on channel
@@ -30,6 +31,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from alexnet_tf.config import ComputeConfig, Config
+
 # (device kind, precision) -> the fastest correct forms measured there.
 TABLE = {
     ("gpu", "float32"): {"conv_form": "grouped", "lrn_impl": "ops", "update_op": "keras", "jit_compile": True},
@@ -37,7 +40,7 @@ TABLE = {
     ("cpu", "float32"): {"conv_form": "split", "lrn_impl": "matmul", "update_op": "fused", "jit_compile": False},
     ("cpu", "mixed_bfloat16"): {"conv_form": "split", "lrn_impl": "matmul", "update_op": "fused", "jit_compile": False},
 }
-FIELDS = {"conv_form": "model", "lrn_impl": "model", "update_op": "optim", "jit_compile": "train"}
+FIELDS = ("conv_form", "lrn_impl", "update_op", "jit_compile")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,51 +68,35 @@ class Forms:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("chosen",)} | {"auto": list(self.chosen)}
 
 
-def requested(config) -> dict:
-    """The form fields of `config` as the recipe and overrides set them ("auto" or a value),
-    with what else the choice depends on."""
-    t, m = config.train, config.model
-    return {
-        "conv_form": m.conv_form,
-        "lrn_impl": m.lrn_impl,
-        "update_op": config.optim.update_op,
-        "jit_compile": t.jit_compile,
-        "fused_update": t.fused_update,
-        "deterministic": t.deterministic,
-        "columns": config.distribute.strategy == "columns",
-        "two_columns": m.two_columns,
-    }
-
-
-def resolve(device_kind: str, precision: str, wanted: dict) -> Forms:
+def resolve(
+    device_kind: str, precision: str, compute: ComputeConfig, deterministic: bool = False, columns: bool = False
+) -> Forms:
     """The forms for `device_kind` ("cpu" or "gpu"; anything else counts as "gpu") and
-    `precision`: each "auto" in `wanted` (as `requested` gives it) from TABLE, the other
-    values as they are. XLA stays off where it cannot run: deterministic runs (no
-    deterministic XLA max-pooling gradient) and the columns strategy (two devices), which
-    also takes the fused update (it runs on each variable's device, Keras' ops on the first)."""
+    `precision`: each "auto" in `compute` from TABLE, the other values as they are. XLA
+    stays off where it cannot run: `deterministic` runs (no deterministic XLA max-pooling
+    gradient) and the `columns` strategy (two devices), which also takes the fused update
+    (it runs on each variable's device, Keras' ops on the first)."""
     kind = "cpu" if device_kind == "cpu" else "gpu"
     row = TABLE[(kind, precision)]
     values, chosen = {}, []
     for name in FIELDS:
-        value = wanted[name]
+        value = getattr(compute, name)
         if value == "auto":
             value, _ = row[name], chosen.append(name)
         values[name] = value
-    if "jit_compile" in chosen and (wanted.get("deterministic") or wanted.get("columns")):
+    if "jit_compile" in chosen and (deterministic or columns):
         values["jit_compile"] = False
-    if "update_op" in chosen and wanted.get("columns"):  # no XLA; the fused kernel runs beside each variable
+    if "update_op" in chosen and columns:  # no XLA; the fused kernel runs beside each variable
         values["update_op"] = "fused"
-    fused = bool(values["jit_compile"] and wanted.get("fused_update", True))
+    fused = bool(values["jit_compile"] and compute.fused_update)
     return Forms(kind, precision, fused_update=fused, chosen=tuple(chosen), **values)
 
 
-def apply(config, device_kind: str):
-    """`config` with its "auto" forms resolved for `device_kind` (see `resolve`), and the Forms."""
-    forms = resolve(device_kind, config.train.precision, requested(config))
-    model = dataclasses.replace(config.model, conv_form=forms.conv_form, lrn_impl=forms.lrn_impl)
-    optim = dataclasses.replace(config.optim, update_op=forms.update_op)
-    train = dataclasses.replace(config.train, jit_compile=forms.jit_compile)
-    return dataclasses.replace(config, model=model, optim=optim, train=train), forms
+def for_run(config: Config, device_kind: str) -> Forms:
+    """The forms of a run of `config` on `device_kind` (see `resolve`)."""
+    t = config.train
+    columns = config.distribute.strategy == "columns"
+    return resolve(device_kind, t.precision, config.compute, deterministic=t.deterministic, columns=columns)
 
 
 def device_kind(strategy=None, devices=()) -> str:

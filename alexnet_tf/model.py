@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
-from alexnet_tf.config import ModelConfig
+from alexnet_tf.config import ComputeConfig, ModelConfig
 
 # Sec. 3.5 / Fig. 2: (filters, kernel, stride, groups in the two-column net)
 CONV_SPECS = {
@@ -246,16 +246,16 @@ class Dropout(layers.Dropout):
         return {**super().get_config(), "form": self.form}
 
 
-def model_forms(config: ModelConfig) -> tuple[str, str]:
-    """(conv_form, lrn_impl) of `config`; an "auto" left in it (a config that the runtime
-    did not resolve, e.g. a model built in a notebook) takes alexnet_tf.forms' choice for
-    this process's devices in float32."""
-    if "auto" not in (config.conv_form, config.lrn_impl):
-        return config.conv_form, config.lrn_impl
+def model_forms(conv_form: str = "auto", lrn_impl: str = "auto") -> tuple[str, str]:
+    """(conv_form, lrn_impl) as given; an "auto" (a model built without a run's Runtime,
+    e.g. in a notebook) takes alexnet_tf.forms' choice for this process's devices in
+    float32."""
+    if "auto" not in (conv_form, lrn_impl):
+        return conv_form, lrn_impl
     from alexnet_tf import forms
 
-    wanted = {"conv_form": config.conv_form, "lrn_impl": config.lrn_impl, "update_op": "keras", "jit_compile": False}
-    chosen = forms.resolve(forms.device_kind(), "float32", wanted)
+    compute = ComputeConfig(conv_form=conv_form, lrn_impl=lrn_impl, update_op="keras", jit_compile=False)
+    chosen = forms.resolve(forms.device_kind(), "float32", compute)
     return chosen.conv_form, chosen.lrn_impl
 
 
@@ -276,9 +276,9 @@ def _widths(config: ModelConfig) -> dict:
 class _Layers:
     """The paper's layers as `config` switches them, each by its name in Fig. 2."""
 
-    def __init__(self, config: ModelConfig, seed: int):
+    def __init__(self, config: ModelConfig, seed: int, conv_form: str, lrn_impl: str):
         self.config, self.seed, self.widths = config, seed, _widths(config)
-        self.conv_form, self.lrn_impl = model_forms(config)
+        self.conv_form, self.lrn_impl = model_forms(conv_form, lrn_impl)
 
     def initializer(self, name: str):
         # One initializer per layer: a shared one would give every layer the same draw.
@@ -329,13 +329,18 @@ class _Layers:
         return Dropout(c.dropout, c.dropout_form, seed=layer_seed(self.seed, name), name=name)(x)
 
 
-def build_model(config: ModelConfig, seed: int = 0, name: str = "alexnet") -> keras.Model:
+def build_model(
+    config: ModelConfig, seed: int = 0, name: str = "alexnet", conv_form: str = "auto", lrn_impl: str = "auto"
+) -> keras.Model:
     """Builds the paper's net (or an ablation of it) as a functional Keras model.
 
     `seed` (the run's `train.seed`) fixes every layer's initial weights and dropout
-    masks; each layer draws from its own seed (`layer_seed`).
+    masks; each layer draws from its own seed (`layer_seed`). `conv_form` and `lrn_impl`
+    say how the grouped convolutions and the LRN are computed (the same numbers; see
+    alexnet_tf.forms and the config's `compute` section): a run passes its Runtime's,
+    "auto" takes the fastest for this process's devices.
     """
-    make = _Layers(config, seed)
+    make = _Layers(config, seed, conv_form, lrn_impl)
     s = config.input_size
     inputs = keras.Input((s, s, 3), name="image")  # (B, 227, 227, 3)
     x = make.conv(inputs, "conv1")  # (B, 55, 55, 96)
@@ -365,9 +370,7 @@ SERVING_FORMS = {"conv_form": "split", "lrn_impl": "matmul"}
 
 def to_split_form(model: keras.Model, config: ModelConfig) -> keras.Model:
     """The same net in SERVING_FORMS (SplitConv2D for the grouped layers), the same weights."""
-    import dataclasses
-
-    split = build_model(dataclasses.replace(config, **SERVING_FORMS), name=model.name)  # weights copied below
+    split = build_model(config, name=model.name, **SERVING_FORMS)  # weights copied below
     split.set_weights(model.get_weights())
     return split
 

@@ -75,10 +75,11 @@ class TrainedNet:
         model takes the crops that its `config.data` prepares."""
         if serving_form.is_serving_model(self.model):
             return self
-        m = self.config.model
         model = serving_form.serving_model(self.model, self.config.data)
         config = dataclasses.replace(
-            self.config, model=dataclasses.replace(m, **SERVING_FORMS), data=serving_form.serving_data(self.config.data)
+            self.config,
+            compute=dataclasses.replace(self.config.compute, **SERVING_FORMS),
+            data=serving_form.serving_data(self.config.data),
         )
         return dataclasses.replace(self, config=config, model=model)
 

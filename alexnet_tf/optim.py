@@ -43,9 +43,10 @@ class FusedSGD(keras.optimizers.SGD):
         )
 
 
-def build_optimizer(config: OptimConfig, global_batch: int) -> keras.optimizers.SGD:
-    """Sec. 5's SGD; `config.update_op` "fused" (FusedSGD) or "keras" (resolved by alexnet_tf.forms)."""
-    kind = FusedSGD if config.update_op == "fused" else keras.optimizers.SGD
+def build_optimizer(config: OptimConfig, global_batch: int, update_op: str = "keras") -> keras.optimizers.SGD:
+    """Sec. 5's SGD; its update as `update_op` says: "fused" (FusedSGD) or "keras" (the same
+    numbers; a run passes its Runtime's, alexnet_tf.forms' choice for `compute.update_op`)."""
+    kind = FusedSGD if update_op == "fused" else keras.optimizers.SGD
     return kind(learning_rate=base_lr(config, global_batch), momentum=config.momentum, nesterov=False)
 
 

@@ -229,7 +229,7 @@ def _cut_to_whole_records(path: str) -> bool:
 
 
 class ProfileWindow:
-    """`train.profile_steps` (first, last): the profiler traces steps first+1..last into
+    """`compute.profile_steps` (first, last): the profiler traces steps first+1..last into
     tb/profile, one step per host call, each marked as TensorFlow documents for custom
     loops so that its overview shows step times."""
 

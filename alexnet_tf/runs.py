@@ -9,7 +9,6 @@ made elsewhere (imported weights) as a run folder that every command takes.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import shutil
@@ -20,7 +19,7 @@ import tensorflow as tf
 from alexnet_tf import data as data_lib
 from alexnet_tf import paths
 from alexnet_tf.checkpoints import newest_readable, problem, saved
-from alexnet_tf.config import Config, ConfigError, DataConfig, to_dict, validate
+from alexnet_tf.config import Config, ConfigError, DataConfig, to_dict
 from alexnet_tf.model import build_model, model_variables
 from alexnet_tf.nets import TrainedNet
 from alexnet_tf.report import Progress
@@ -108,6 +107,8 @@ def write_net(net: TrainedNet, workdir: str, step: int = 0) -> str:
 
 # What a resumed run must share with the run that wrote the workdir: the net, and
 # everything that fixes which examples make up which step (batch, seed, data, order).
+# How the net is computed (the `compute` section) is not among them: a run may resume on
+# another kind of device, computed there as its compute section asks.
 RESUME_KEYS = (
     "model",
     "train.batch_size",
@@ -124,9 +125,6 @@ RESUME_KEYS = (
     "data.stats_path",
     "finetune",
 )
-# How the net is computed (alexnet_tf.forms): the same numbers in every form, so a run may
-# resume on another kind of device with the forms chosen there.
-RESUME_FREE = ("model.conv_form", "model.lrn_impl")
 # What WORKDIR/stats.npz (the training set's mean image and covariance) was computed from.
 STATS_KEYS = (
     "data.source",
@@ -159,9 +157,7 @@ def check_resume(config: Config, workdir: str) -> None:
         return [
             f"{k} {old_flat.get(k, '(unset)')!r} -> {v!r}"
             for k, v in sorted(new_flat.items())
-            if any(k == key or k.startswith(key + ".") for key in keys)
-            and k not in RESUME_FREE
-            and old_flat.get(k) != v
+            if any(k == key or k.startswith(key + ".") for key in keys) and old_flat.get(k) != v
         ]
 
     old_columns, new_columns = (flat.get("distribute.strategy") == "columns" for flat in (old_flat, new_flat))
@@ -192,25 +188,6 @@ def _leaves(tree: dict, prefix: str = "") -> dict:
     for k, v in tree.items():
         out.update(_leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
     return out
-
-
-def resolve_data(config: Config, source: data_lib.Source, evaluate: bool = True) -> Config:
-    """`config` with what it leaves to the data (an empty data.eval_split, model.num_classes
-    0) taken from `source`, said on the console; raises for splits it does not have (the
-    eval split only if `evaluate`)."""
-    data = data_lib.resolve_splits(source, config.data, evaluate)
-    if data.eval_split and data.eval_split != config.data.eval_split:
-        log.info("evaluating on %s's split %r", source.name, data.eval_split)
-    model = config.model
-    if not model.num_classes:
-        model = dataclasses.replace(model, num_classes=source.num_classes)
-        log.info("%s has %d classes: model.num_classes=%d", source.name, source.num_classes, source.num_classes)
-    if model.num_classes != source.num_classes:
-        raise ConfigError(
-            f"{config.data.source} has {source.num_classes} classes but model.num_classes="
-            f"{model.num_classes}; set model.num_classes={source.num_classes}"
-        )
-    return validate(dataclasses.replace(config, data=data, model=model))
 
 
 def run_stats(source: data_lib.Source, config: DataConfig, folder: RunFolder, chief: bool, say, wait) -> data_lib.Stats:

@@ -38,7 +38,7 @@ def create_state(
     # nets.TrainedNet, set its own run's)
     tf.config.experimental.enable_tensor_float_32_execution(runtime.tf32)
     with runtime.strategy.scope(), runtime.policy():
-        model = build_model(model_config, seed=seed)
+        model = build_model(model_config, seed, conv_form=runtime.forms.conv_form, lrn_impl=runtime.forms.lrn_impl)
         names = [layer.name for layer in model.layers]
         for name in frozen:
             if name not in names:
@@ -46,7 +46,7 @@ def create_state(
             model.get_layer(name).trainable = False
         if runtime.columns:  # Sec. 3.2: each column's weights on its own device
             columns.place(model, list(runtime.columns))
-        optimizer = optim.build_optimizer(optim_config, global_batch)
+        optimizer = optim.build_optimizer(optim_config, global_batch, runtime.forms.update_op)
         optimizer.build(model.trainable_variables)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     return model, optimizer, step

@@ -32,8 +32,7 @@ def main(argv=None) -> int:
 def _main(recipe: str | None, workdir: str | None, data: str | None, overrides: list[str]) -> None:
     from alexnet_tf.training import train_and_evaluate  # TensorFlow: loaded once the arguments parse
 
-    config, workdir = cli.run_config(recipe, workdir, data, overrides)
-    train_and_evaluate(config, workdir)
+    train_and_evaluate(recipe, workdir or cli.default_workdir(recipe), data=data, overrides=overrides)
 
 
 if __name__ == "__main__":

@@ -19,19 +19,18 @@ import time
 import tensorflow as tf
 
 from alexnet_tf import data as data_lib
-from alexnet_tf import finetune, lock, optim, paths
+from alexnet_tf import finetune, lock, optim, runconfig
 from alexnet_tf import steps as steps_lib
 from alexnet_tf.checkpoints import Checkpoints, StopRequest, disk_full_stops_run, newest_readable, resume_point
-from alexnet_tf.config import Config, ConfigError, to_dict, validate
+from alexnet_tf.config import Config, ConfigError, to_dict
 from alexnet_tf.distribute import Runtime, barrier, check_same_step, distributed_dataset, make_runtime
 from alexnet_tf.drawing import conv1_grid
 from alexnet_tf.errors import Preempted, TrainingError, WorkerLost, lost_workers
 from alexnet_tf.metrics import TRAIN_METRICS, EpochSums, accumulate, errors
 from alexnet_tf.model import model_variables
-from alexnet_tf.nets import TrainedNet
 from alexnet_tf.report import ProfileWindow, Reporter, Window, format_duration
 from alexnet_tf.runfolder import RunFolder
-from alexnet_tf.runs import check_resume, resolve_data, run_stats
+from alexnet_tf.runs import check_resume, run_stats
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +103,7 @@ class Trainer:
             self._eval_step = steps_lib.make_eval_step(self.model, runtime, c.data, tensors)
         self.bad_files = data_lib.BadFiles()
         self.stop = StopRequest()
-        self.profile = ProfileWindow(c.train.profile_steps, self.folder.profile)
+        self.profile = ProfileWindow(c.compute.profile_steps, self.folder.profile)
         self.history = []
         self.last_eval = None  # (step, metrics) of the latest evaluation
         self.started, self.seconds_before = time.perf_counter(), 0.0
@@ -226,10 +225,10 @@ class Trainer:
             self._save()
 
     def _call_size(self, step: int, end: int) -> int:
-        """Steps in the host call from `step`: `train.steps_per_loop`, cut at the epoch's
+        """Steps in the host call from `step`: `compute.steps_per_loop`, cut at the epoch's
         (or run's) end, at log and checkpoint steps and at the profiler window's ends."""
         t = self.config.train
-        n = min(t.steps_per_loop, end - step, t.log_every - step % t.log_every)
+        n = min(self.config.compute.steps_per_loop, end - step, t.log_every - step % t.log_every)
         return self.profile.limit(step, min(n, t.checkpoint_every - step % t.checkpoint_every))
 
     def _train_call(self, iterator, step: int, n: int) -> dict:
@@ -364,24 +363,33 @@ def check_data(config: Config, source: data_lib.Source, replicas: int) -> None:
         raise ConfigError(f"the eval split {c.data.eval_split!r} of {c.data.source} has no examples")
 
 
-def train_and_evaluate(config: Config, workdir: str) -> dict:
+def train_and_evaluate(
+    config: Config | str | os.PathLike | None,
+    workdir: str | os.PathLike | None,
+    data: str | None = None,
+    overrides: list[str] | dict = (),
+) -> dict:
     """Trains `config` in `workdir` (resuming if it holds checkpoints) and evaluates;
     `workdir` and the paths in `config` relative to the working directory or absolute.
 
+    `config`: a `Config`, a recipe (a file or a shipped recipe's name), or None for the
+    `workdir` run's own config.json (a run to resume); `data` and `overrides` as the
+    command's --data and --set. The run's config is resolved once (`runconfig.resolve`:
+    paths, what it leaves to the data, a fine-tuning run's pretrained net) and validated
+    once; how it is computed (the `compute` section) is resolved into the Runtime.
     The data, the batch sizes and the folder's checkpoints are checked before anything is
     written; the rest that can be checked is checked before the first step. The chief
     holds the folder's lock (`alexnet_tf.lock`: a second trainer there is refused) and
     writes workdir/config.json, classes.json, stats.npz, checkpoints/, tb/, history.json
     and results.json; returns the results.
     """
+    resolved = runconfig.resolve(config, workdir=workdir, data=data, overrides=overrides)
     run = RunFolder(workdir)
     workdir = run.path
-    config, runtime = make_runtime(validate(paths.resolve_config(config)))
-    source = data_lib.open_source(config.data.source, config.data)
-    config = resolve_data(config, source)
-    pretrained = None
-    if config.finetune.init_from:
-        config, pretrained = _adopt_pretrained(config, workdir, runtime)
+    config, source, pretrained = resolved.config, resolved.source, resolved.pretrained
+    runtime = make_runtime(config)
+    if runtime.chief and resolved.changed and not run.has_config():
+        log.info("from %s: %s", config.finetune.init_from, "; ".join(resolved.changed))
     check_data(config, source, runtime.replicas)
     with lock.held(workdir, runtime.chief), disk_full_stops_run(workdir):
         check_resume(config, workdir)
@@ -396,14 +404,3 @@ def train_and_evaluate(config: Config, workdir: str) -> dict:
         if runtime.chief:
             run.write_results(results)
     return results
-
-
-def _adopt_pretrained(config: Config, workdir: str, runtime: Runtime) -> tuple[Config, TrainedNet]:
-    """A fine-tuning run's config with the pretrained net's architecture and input
-    preparation (`finetune.adopt`), said once, and the net (its statistics become the
-    run's)."""
-    net = finetune.load_pretrained(config.finetune.init_from)
-    config, changed = finetune.adopt(config, net)
-    if runtime.chief and changed and not RunFolder(workdir).has_config():
-        log.info("from %s: %s", config.finetune.init_from, "; ".join(changed))
-    return validate(config), net

@@ -6,7 +6,7 @@ Needs: ImageNet (ILSVRC-2012), one or more GPUs. The paper took 5-6 days on two 
 Paper: ILSVRC-2012 val top-1 / top-5 error 40.7% / 18.2% (one CNN, 10-crop test).
 """
 
-from alexnet_tf.config import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig
+from alexnet_tf.config import ComputeConfig, Config, DataConfig, ModelConfig, OptimConfig, TrainConfig
 
 
 def get_config() -> Config:
@@ -59,6 +59,11 @@ def get_config() -> Config:
             epochs=90,  # Sec. 5: roughly 90 cycles through 1.2 million images
             log_every=100,
             checkpoint_every=2000,
+        ),
+        # How the net is computed, not what it is (the same numbers in every form): the
+        # convolution and LRN forms, the update op and XLA are left to alexnet_tf.forms
+        # ("auto": the fastest on the run's devices)
+        compute=ComputeConfig(
             # Training steps per host call: a host call and the read-back of its metrics
             # cost about as much as a GPU step of this net (README, Training speed), so
             # they are shared by 20 steps. No effect on the results; calls stop at

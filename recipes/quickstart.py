@@ -10,8 +10,8 @@ Reaches: see the README's recipe table (chance is 90% top-1 error).
 Only what must change for that budget differs from recipes/paper.py: the input size and
 the width (the same builder and layers, Sec. 3.5's geometry at 67 px), the start of
 training (below), the data, the number of epochs and the learning-rate cuts that fit in
-them. How it is computed on the device it runs on (XLA or not, the convolution form, ...)
-is alexnet_tf.forms' choice, as for every recipe.
+them. How it is computed on the device it runs on (the `compute` section: XLA or not, the
+convolution form, ...) is alexnet_tf.forms' choice, as for every recipe.
 
 The start: Sec. 5's N(0, 0.01) weights multiply the spread of the signal by about
 0.01 * sqrt(fan-in / 2) in each layer, 0.06 to 0.23 in this net. With them, biases of 1

@@ -44,7 +44,7 @@ TINY = {
     "train.max_steps": 3,
     "train.batch_size": 32,
     "train.log_every": 1,
-    "train.jit_compile": False,
+    "compute.jit_compile": False,
     "data.eval_examples": 64,
 }
 
@@ -70,7 +70,7 @@ def train_loop(config, strategy, global_batch):
     from alexnet_tf import steps as steps_lib
     from alexnet_tf.distribute import make_runtime
 
-    c, runtime = make_runtime(config, strategy)
+    c, runtime = config, make_runtime(config, strategy)
     model, optimizer, step = steps_lib.create_state(c.model, c.optim, c.train.seed, runtime, global_batch)
     stats = data_lib.Stats.imagenet(c.data.resize_size).tensors()
     return model, steps_lib.make_train_loop(model, optimizer, step, runtime, c.data, c.optim, stats)

@@ -114,7 +114,7 @@ def test_the_baseline_is_named_by_what_ran():
         "optim.step_epochs=(5, 7)",
     ):
         assert expected in changes
-    assert not any(c.startswith(("model.num_classes", "model.conv_form", "data.source")) for c in changes)
+    assert not any(c.startswith(("model.num_classes", "compute.conv_form", "data.source")) for c in changes)
     assert ablate.differences_from_paper(load_recipe("paper")) == []
     assert "optim.step_epochs" not in " ".join(ablate.differences_from_paper(load_recipe("quickstart")))
 

@@ -52,7 +52,7 @@ def test_compare_sets_each_setting_beside_the_peer(tmp_path, capsys):
         _ours(128, "bf16", 1, 15000.0),
         _ours(128, "bf16", 20, 17000.0),
         _ours(128, "tf32", 20, 9000.0),
-        _ours(128, "bf16", 20, 16000.0, overrides=["model.conv_form=split"]),
+        _ours(128, "bf16", 20, 16000.0, overrides=["compute.conv_form=split"]),
         _ours(128, "bf16", 20, 13000.0, input="tfrecord:/tmp/gen-256", feed="pipeline"),
         _ours(8, "fp32", 1, 100.0, recipe="recipes/quickstart.py", train_flops_per_image=1),
         _ours(128, "fp32", 1, 2100.0, **quick, forms=forms),  # two alternating runs of one setting
@@ -93,7 +93,7 @@ def test_compare_sets_each_setting_beside_the_peer(tmp_path, capsys):
     assert "25.0%" in rows["paper, 128, bf16"] and "3.0 GiB" in rows["paper, 128, bf16"]
     # tf32 against the peer's best, eager here
     assert "| 8,000 | 7,000 | 1.12x (below 1.3x) |" in rows["paper, 128, tf32"]
-    assert "1.28x (below 1.3x)" in rows["paper, 128, bf16, model.conv_form=split"]
+    assert "1.28x (below 1.3x)" in rows["paper, 128, bf16, compute.conv_form=split"]
     assert "no peer line" in rows["quickstart, 8, fp32"]
     # every run of both sides; the ratio of the bests: 2,300 / 2,500
     line = rows["quickstart, 128, fp32"]

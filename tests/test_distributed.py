@@ -78,22 +78,22 @@ def test_update_inside_xla_matches_update_outside(tmp_path):
 
     runs = {
         "inside": {"distribute.strategy": "one_device"},
-        "outside": {"distribute.strategy": "one_device", "train.fused_update": False},
+        "outside": {"distribute.strategy": "one_device", "compute.fused_update": False},
         "mirrored": {"distribute.strategy": "mirrored", "distribute.devices": "cpu:2"},
     }
     weights = {}
     for name, extra in runs.items():
         config = tiny(
-            **{"train.max_steps": 3, "train.jit_compile": True, "train.deterministic": False, "model.dropout": 0.5}
+            **{"train.max_steps": 3, "compute.jit_compile": True, "train.deterministic": False, "model.dropout": 0.5}
             | extra
         )
-        assert make_runtime(config)[1].update_in_xla == (name == "inside")
+        assert make_runtime(config).update_in_xla == (name == "inside")
         train_and_evaluate(config, str(tmp_path / name))
         weights[name] = model_weights(str(tmp_path / name))
     assert_same_weights(weights["inside"], weights["outside"], rtol=1e-4, atol=1e-6)
     assert_same_weights(weights["inside"], weights["mirrored"], rtol=1e-4, atol=1e-6)
-    no_jit = tiny(**{"train.jit_compile": False, "distribute.strategy": "one_device"})
-    assert not make_runtime(no_jit)[1].update_in_xla
+    no_jit = tiny(**{"compute.jit_compile": False, "distribute.strategy": "one_device"})
+    assert not make_runtime(no_jit).update_in_xla
 
 
 @pytest.mark.slow
@@ -143,7 +143,7 @@ def test_replica_r_gets_rows_r_of_the_global_batch():
     source = data_lib.open_source(config.data.source, config.data)
     # (after make_runtime: tf.data's shuffle of an in-memory split also reads TensorFlow's
     # global seed, which setup_runtime sets from train.seed in every process of a run)
-    _, runtime = make_runtime(config, tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+    runtime = make_runtime(config, tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
     one = next(iter(data_lib.train_dataset(source, config.data, "train", 32, seed=5, epoch=1)))
     per_replica = next(iter(distributed_dataset(runtime, source, config.data, 5, "train", 32, True, epoch=1)))
     for k, v in one.items():
@@ -157,7 +157,7 @@ def test_two_replicas_train_like_one_device_with_dropout():
     weights on two replicas are those of one device (float rounding apart)."""
     from alexnet_tf import data as data_lib
 
-    config = tiny_config(**{"train.jit_compile": False, "model.dropout": 0.5})
+    config = tiny_config(**{"compute.jit_compile": False, "model.dropout": 0.5})
     assert config.data.random_flip and config.data.pca_noise_std > 0
     steps = [data_lib.synthetic_batch(config, 8, seed=s) for s in (3, 4)]
     rows = {k: tf.concat([b[k] for b in steps], 0) for k in steps[0]}
@@ -323,7 +323,7 @@ def test_columns_strategy_keeps_each_columns_weights_on_its_device(tmp_path):
     from alexnet_tf import steps as steps_lib
     from alexnet_tf.distribute import make_runtime
 
-    c, runtime = make_runtime(cols)
+    c, runtime = cols, make_runtime(cols)
     model, optimizer, step = steps_lib.create_state(c.model, c.optim, c.train.seed, runtime, 8)
     stats = data_lib.Stats.imagenet(c.data.resize_size).tensors()
     loop = steps_lib.make_train_loop(model, optimizer, step, runtime, c.data, c.optim, stats)
@@ -381,13 +381,13 @@ def test_columns_strategy_trains_like_one_device(tmp_path):
 
 @pytest.mark.parametrize(
     "changes, needle",
-    [({"train.jit_compile": True}, "jit_compile=False"), ({"model.two_columns": False}, "two_columns=True")],
+    [({"compute.jit_compile": True}, "jit_compile=False"), ({"model.two_columns": False}, "two_columns=True")],
 )
 def test_columns_strategy_errors(changes, needle):
-    from alexnet_tf.config import ConfigError
+    from alexnet_tf.config import ConfigError, validate
 
     with pytest.raises(ConfigError, match=needle):
-        tiny(**{"distribute.strategy": "columns", "distribute.devices": "cpu:2", **changes})
+        validate(tiny(**{"distribute.strategy": "columns", "distribute.devices": "cpu:2", **changes}))
 
 
 def test_weight_zero_rows_do_not_train():
@@ -395,7 +395,7 @@ def test_weight_zero_rows_do_not_train():
     the same row with weight 1 does."""
     from alexnet_tf import data as data_lib
 
-    config = tiny(**{"train.jit_compile": False})
+    config = tiny(**{"compute.jit_compile": False})
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
     base = data_lib.synthetic_batch(config, 8, seed=3)
     other = data_lib.synthetic_batch(config, 8, seed=4)
@@ -429,7 +429,7 @@ def test_unreadable_rows_do_not_shrink_the_step():
     from alexnet_tf import data as data_lib
     from alexnet_tf.model import build_model
 
-    config = tiny(**{"train.jit_compile": False})
+    config = tiny(**{"compute.jit_compile": False})
     stats_tensors = data_lib.Stats.imagenet(config.data.resize_size).tensors()
     batch = data_lib.synthetic_batch(config, 8, seed=3)
     with_bad = {**batch, "weight": tf.constant([1.0] * 6 + [0.0] * 2)}
@@ -485,9 +485,9 @@ def test_two_replica_eval_counts_every_image_once(conv_form, lrn_impl):
     from alexnet_tf import steps as steps_lib
     from alexnet_tf.distribute import make_runtime
 
-    config = tiny(**{"model.conv_form": conv_form, "model.lrn_impl": lrn_impl})
+    config = tiny(**{"compute.conv_form": conv_form, "compute.lrn_impl": lrn_impl})
     source = data_lib.open_source(config.data.source, config.data)
-    c, runtime = make_runtime(config, tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+    c, runtime = config, make_runtime(config, tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
     model, _, _ = steps_lib.create_state(c.model, c.optim, c.train.seed, runtime, 32)
     assert (model.get_layer("lrn1").implementation, model.get_layer("conv2").__class__.__name__) == (
         lrn_impl,

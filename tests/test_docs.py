@@ -52,7 +52,7 @@ SMALL = {  # what "made small" means for a training run here
 }
 SMALL_RECIPES = {
     "quickstart": SMALL,
-    "finetune": {**SMALL, "train.max_steps": 1, "model.conv_form": "split", "train.jit_compile": False},
+    "finetune": {**SMALL, "train.max_steps": 1, "compute.conv_form": "split", "compute.jit_compile": False},
 }
 PRELUDE = """\
 set -euo pipefail

@@ -43,7 +43,7 @@ def test_center_crop_matches_training_eval(trained_workdir, tmp_path, capsys):
     out = str(tmp_path / "eval")
     recipe = os.path.join(os.path.dirname(os.path.dirname(__file__)), "recipes", "quickstart.py")
     argv = [recipe, "--workdir", trained_workdir, "--crops", "center", "--out", out]
-    argv += ["--set", "data.eval_examples=64", "--set", "train.batch_size=32", "--set", "train.jit_compile=False"]
+    argv += ["--set", "data.eval_examples=64", "--set", "train.batch_size=32", "--set", "compute.jit_compile=False"]
     assert main(argv) == 0
     with open(os.path.join(out, "evaluation.json")) as f:
         results = json.load(f)

@@ -86,7 +86,7 @@ def _train(cwd, workdir, sets):
 def test_second_trainer_is_refused_and_a_killed_ones_run_is_taken_over(tmp_path):
     """A train on runs/a; a second on the same relative folder exits 2 naming the first;
     the first SIGKILLed after a checkpoint, a new start takes the lock and resumes."""
-    sets = {"train.max_steps": 400, "train.checkpoint_every": 2, "train.steps_per_loop": 1}
+    sets = {"train.max_steps": 400, "train.checkpoint_every": 2, "compute.steps_per_loop": 1}
     first = _train(tmp_path, "runs/a", sets)
     seen = []
     for line in first.stdout:
@@ -224,7 +224,7 @@ def test_full_disk_at_a_checkpoint_in_a_real_run(small_disk):
     that does not fit ends the run with exit 2 and one line, the partial save removed;
     the disk grown, the same command resumes from the newest intact checkpoint."""
     disk = small_disk("30m")
-    sets = {"train.max_steps": 40, "train.checkpoint_every": 2, "train.steps_per_loop": 1}
+    sets = {"train.max_steps": 40, "train.checkpoint_every": 2, "compute.steps_per_loop": 1}
     proc = _train(disk, "runs/a", sets)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 2, out
@@ -277,7 +277,7 @@ def test_survivor_of_a_killed_worker_says_who_and_exits_to_be_restarted(tmp_path
     mid-run: the other exits 75 in one line naming it, the step and the checkpoint a
     restart resumes from; restarted, both resume there."""
     workdir = str(tmp_path / "run")
-    sets = {"train.max_steps": 400, "train.checkpoint_every": 4, "train.steps_per_loop": 1}
+    sets = {"train.max_steps": 400, "train.checkpoint_every": 4, "compute.steps_per_loop": 1}
     procs = workers(workdir, sets)
     for line in procs[lost].stdout:
         if "step 9/400" in line:

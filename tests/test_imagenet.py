@@ -125,7 +125,7 @@ def test_official_tars_to_training_evaluation_and_a_served_synset(tiny_imagenet,
     sets = {
         "train.batch_size": 2,
         "train.epochs": 1,
-        "train.steps_per_loop": 1,  # SIGTERM stops the run after its first step
+        "compute.steps_per_loop": 1,  # SIGTERM stops the run after its first step
         "data.eval_examples": VAL_IMAGES,
         "data.tfds_data_dir": data_dir,
         "data.tfds_manual_dir": tars,

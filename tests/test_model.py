@@ -54,8 +54,7 @@ def test_groups_and_kernel_shapes(paper_model):
 def test_column_isolation(form, layer):
     """Changing column A's input maps of a grouped layer (or of an LRN within columns, the
     default model.lrn_scope) leaves column B's outputs alone."""
-    cfg = dataclasses.replace(SMALL, conv_form=form)
-    model = build_model(cfg)
+    model = build_model(SMALL, conv_form=form)
     target = model.get_layer(layer)
     sub = keras.Model(target.input, target.output)
     rng = np.random.default_rng(0)
@@ -207,7 +206,7 @@ def test_lrn_float32_inside_bf16_and_compiles_under_xla(implementation):
 
 
 def test_grouped_and_split_forms_agree():
-    model = build_model(dataclasses.replace(SMALL, conv_form="grouped"))
+    model = build_model(SMALL, conv_form="grouped")
     split = to_split_form(model, SMALL)
     assert split.get_layer("conv2").__class__.__name__ == "SplitConv2D"
     x = np.random.default_rng(3).normal(scale=50.0, size=(3, 67, 67, 3)).astype("float32")
@@ -224,9 +223,9 @@ def _one_sgd_step(conv_form, lrn_impl, update_op, x, labels):
     from alexnet_tf import optim
     from alexnet_tf.config import OptimConfig
 
-    model = build_model(dataclasses.replace(SMALL, conv_form=conv_form, lrn_impl=lrn_impl), seed=3)
-    cfg = OptimConfig(update_op=update_op)
-    opt = optim.build_optimizer(cfg, len(x))
+    model = build_model(SMALL, seed=3, conv_form=conv_form, lrn_impl=lrn_impl)
+    cfg = OptimConfig()
+    opt = optim.build_optimizer(cfg, len(x), update_op)
     variables = model.trainable_variables
     with tf.GradientTape() as tape:
         logits = model(x, training=False)  # no dropout: the same function in every form
@@ -263,8 +262,8 @@ def test_config_round_trip():
 
 @pytest.mark.parametrize("form", ["grouped", "split"])
 def test_keras_file_round_trip(tmp_path, form):
-    cfg = dataclasses.replace(SMALL, conv_form=form, lrn_convention="caffe")
-    model = build_model(cfg)
+    cfg = dataclasses.replace(SMALL, lrn_convention="caffe")
+    model = build_model(cfg, conv_form=form)
     path = str(tmp_path / "m.keras")
     model.save(path)
     loaded = keras.models.load_model(path)
@@ -307,7 +306,7 @@ def test_init_depends_on_the_seed_alone():
     a = kernels(build_model(SMALL, seed=1))
     keras.utils.set_random_seed(123)  # the global seed plays no part
     b = kernels(build_model(SMALL, seed=1))
-    split = kernels(build_model(dataclasses.replace(SMALL, conv_form="split"), seed=1))
+    split = kernels(build_model(SMALL, seed=1, conv_form="split"))
     other = kernels(build_model(SMALL, seed=2))
     no_lrn = kernels(build_model(dataclasses.replace(SMALL, lrn=False), seed=1))
     for n in WEIGHTED:

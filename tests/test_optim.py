@@ -12,11 +12,11 @@ from alexnet_tf.config import OptimConfig
 def test_update_rule_matches_hand_computation(update_op):
     """v <- 0.9 v - 0.0005 lr w - lr g ; w <- w + v, three steps, with changing grads,
     with Keras' SGD ops and with the fused kernel (optim.FusedSGD)."""
-    cfg = OptimConfig(lr=0.1, momentum=0.9, weight_decay=5e-4, update_op=update_op)
+    cfg = OptimConfig(lr=0.1, momentum=0.9, weight_decay=5e-4)
     rng = np.random.default_rng(0)
     w0, b0 = rng.normal(size=(3, 2)).astype(np.float32), rng.normal(size=(2,)).astype(np.float32)
     w, b = tf.Variable(w0), tf.Variable(b0)
-    opt = optim.build_optimizer(cfg, global_batch=128)
+    opt = optim.build_optimizer(cfg, global_batch=128, update_op=update_op)
     assert isinstance(opt, optim.FusedSGD) == (update_op == "fused")
     grads = [(rng.normal(size=(3, 2)).astype(np.float32), rng.normal(size=(2,)).astype(np.float32)) for _ in range(3)]
     vw, vb, ew, eb = np.zeros_like(w0), np.zeros_like(b0), w0.astype(np.float64), b0.astype(np.float64)
@@ -180,12 +180,12 @@ def test_plateau_deadline_off_is_sec5_alone():
 def test_plateau_deadline_setting():
     """`--set optim.plateau_min_epochs=off` as the command line gives it; 0 is the default
     deadline; a negative number is refused in one line."""
-    from alexnet_tf.config import Config, ConfigError, override
+    from alexnet_tf.config import Config, ConfigError, override, validate
 
     assert override(Config(), ["optim.plateau_min_epochs=off"]).optim.plateau_min_epochs == "off"
     assert override(Config(), ["optim.plateau_min_epochs=3"]).optim.plateau_min_epochs == 3
     assert Config().optim.plateau_min_epochs == 0
     with pytest.raises(ConfigError, match="must not be negative"):
-        override(Config(), ["optim.plateau_min_epochs=-1"])
+        validate(override(Config(), ["optim.plateau_min_epochs=-1"]))
     with pytest.raises(ConfigError, match="off"):
         override(Config(), ["optim.plateau_min_epochs=never"])

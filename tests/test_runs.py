@@ -163,7 +163,7 @@ def test_evaluate_takes_anet_in_memory():
 
 
 FINETUNE = os.path.join(os.path.dirname(QUICKSTART), "finetune.py")
-CPU = ("model.conv_form=split", "train.jit_compile=False")  # what recipes/finetune.py's docstring says for a CPU
+CPU = ("compute.conv_form=split", "compute.jit_compile=False")  # what recipes/finetune.py's docstring says for a CPU
 
 
 def test_finetuning_copies_freezes_and_scales(image_folder, trained_workdir, tmp_path, capsys):

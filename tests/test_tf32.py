@@ -55,7 +55,8 @@ def test_training_keeps_its_own_tf32_after_loading_a_pretrained_net(trained_work
     from alexnet_tf.applications import load_net
     from alexnet_tf.distribute import make_runtime
 
-    config, runtime = make_runtime(tiny(), tf.distribute.OneDeviceStrategy("/cpu:0"))
+    config = tiny()
+    runtime = make_runtime(config, tf.distribute.OneDeviceStrategy("/cpu:0"))
     assert not enabled()
     net = load_net(trained_workdir)
     TrainedNet(with_tf32(net.config, True), net.model, net.stats, net.class_names)  # the pretrained run's

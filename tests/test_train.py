@@ -78,12 +78,12 @@ def test_mixed_bfloat16_xla_loop_with_profiler(tmp_path):
     config = tiny(
         **{
             "train.precision": "mixed_bfloat16",
-            "train.jit_compile": True,
-            "model.conv_form": "grouped",
-            "train.steps_per_loop": 2,
+            "compute.jit_compile": True,
+            "compute.conv_form": "grouped",
+            "compute.steps_per_loop": 2,
             "train.log_every": 2,
             "train.max_steps": 4,
-            "train.profile_steps": (2, 4),
+            "compute.profile_steps": (2, 4),
         }
     )
     results = train_and_evaluate(config, workdir)
@@ -301,7 +301,7 @@ def test_sigterm_near_an_epochs_end_loses_nothing(image_folder, tmp_path, monkey
     sets = {
         "train.batch_size": 8,  # 6 steps per epoch
         "train.epochs": 4,
-        "train.steps_per_loop": 4,  # calls of steps 1-4, 5-6, 7-10, 11-12, 13-16, ...
+        "compute.steps_per_loop": 4,  # calls of steps 1-4, 5-6, 7-10, 11-12, 13-16, ...
         "train.deterministic": True,
         "optim.plateau_patience": 1,  # the schedule moves on these random images
         "optim.plateau_start_drop": 0.0,

@@ -109,7 +109,7 @@ def run_config(base, setting: str, seed: int, epochs: int, stats_path: str):
             "train.seed": seed,
             "train.epochs": epochs,
             # Reproducible runs where TensorFlow allows it (not under XLA: see config.validate).
-            "train.deterministic": base.train.jit_compile is not True,
+            "train.deterministic": base.compute.jit_compile is not True,
             "data.stats_path": stats_path,
         }
     )
@@ -198,19 +198,16 @@ def ablate(
     """Trains (or resumes) every (setting, seed) run under OUT/runs and writes the report."""
     # TensorFlow (data, report) here, not at the package's import: `python -m` filters its lines first
     from alexnet_tf import data as data_lib
-    from alexnet_tf.config import ConfigError, load_recipe, override
+    from alexnet_tf import runconfig
+    from alexnet_tf.config import ConfigError
     from alexnet_tf.report import Progress
 
     names = _check_names(settings)
     if seeds < 1 or budget_epochs < 1:
         raise ConfigError("--seeds and --budget-epochs must be at least 1")
-    from alexnet_tf.runs import resolve_data
-
     # the data's own classes and validation split, unless --set names them (as --data does)
-    base = override(load_recipe(recipe), [f"data.source={dataset}", "data.eval_split=", "model.num_classes=0"])
-    base = override(base, overrides or [])
-    source = data_lib.open_source(base.data.source, base.data)
-    base = resolve_data(base, source)
+    resolved = runconfig.resolve(recipe, data=dataset, overrides=overrides or [])
+    base, source = resolved.config, resolved.source
     os.makedirs(out, exist_ok=True)
     stats_path = RunFolder(out).stats  # one for every run, as a run folder keeps its own
     if not os.path.exists(stats_path):

@@ -77,7 +77,7 @@ NET_SETTINGS = (
     "data.channel_order",
     "train.batch_size",
 )
-SAME_FUNCTION = ("model.num_classes", "model.conv_form", "model.lrn_impl", "optim.update_op")
+SAME_FUNCTION = ("model.num_classes",)
 
 
 def differences_from_paper(config: Config) -> list[str]:

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import cli, distribute, forms, runs
+from alexnet_tf import cli, distribute, forms, runconfig
 from alexnet_tf import data as data_lib
 from alexnet_tf import steps as steps_lib
 from alexnet_tf.bench.common import emit, max_rss_bytes, repeated, usable_cores
@@ -125,7 +125,7 @@ def time_train_step(
     `warmup` steps (the first, alone in a host call, traces and compiles: compile_seconds),
     then times `steps` steps for each value in `steps_per_loop` (same compiled loop)."""
     batch = config.train.batch_size
-    c, runtime = distribute.make_runtime(config, strategy)
+    c, runtime = config, distribute.make_runtime(config, strategy)
     gpu_peak_memory(strategy, reset=True)
     with runtime.policy():
         model, optimizer, step = steps_lib.create_state(c.model, c.optim, c.train.seed, runtime, batch)
@@ -163,9 +163,9 @@ class TrainBench:
     precision: Sequence[Precision] | None = None
     steps: int = 50  # timed steps per setting
     warmup: int = 10  # untimed steps first; the first compiles
-    steps_per_loop: Sequence[int] | None = None  # None: train.steps_per_loop; two or more add train_host_overhead
+    steps_per_loop: Sequence[int] | None = None  # None: compute.steps_per_loop; two or more add train_host_overhead
     repeat: int = 1  # with data: the training split this many times over per epoch
-    no_jit: bool = False  # train.jit_compile=False
+    no_jit: bool = False  # compute.jit_compile=False
     threads: int = 0  # TensorFlow's intra- and inter-op threads; 0: all cores
     peak_tflops: float | None = None  # one device's peak for the mfu; None: PEAK_TFLOPS
     out: str | None = None  # a folder: the lines also go to OUT/train.jsonl
@@ -175,7 +175,7 @@ def _resolve(settings: TrainBench):
     """(base config, batches, precisions, steps per loop) of the settings, checked."""
     base = cli.recipe_config(settings.recipe, settings.data, settings.overrides)
     if settings.no_jit:
-        base = override(base, {"train.jit_compile": False})
+        base = override(base, {"compute.jit_compile": False})
     if settings.data and settings.feed != "device":
         raise ConfigError("--feed is for synthetic batches; --data feeds the input pipeline")
     if settings.repeat < 1 or (settings.repeat > 1 and not settings.data):
@@ -184,7 +184,7 @@ def _resolve(settings: TrainBench):
         raise ConfigError("--steps and --warmup must be at least 1 (the first warm-up step compiles)")
     batches = settings.batch or [base.train.batch_size]
     precisions = settings.precision or [k for k, v in PRECISIONS.items() if v == base.train.precision]
-    steps_per_loop = settings.steps_per_loop or [base.train.steps_per_loop]
+    steps_per_loop = settings.steps_per_loop or [base.compute.steps_per_loop]
     if min(steps_per_loop) < 1:
         raise ConfigError("--steps-per-loop must be at least 1")
     return base, batches, precisions, steps_per_loop
@@ -256,7 +256,7 @@ def bench_train(settings: TrainBench) -> list[dict]:
     source = None
     if settings.data:
         source = data_lib.open_source(base.data.source, base.data)
-        base = runs.resolve_data(base, source, evaluate=False)  # the benchmark only trains
+        base = runconfig.resolve_data(base, source, evaluate=False)  # the benchmark only trains
         if settings.repeat > 1:
             source = repeated(source, base.data.train_split, settings.repeat)
     stats = data_lib.Stats.imagenet(base.data.resize_size).tensors()  # values do not change the work
@@ -265,7 +265,7 @@ def bench_train(settings: TrainBench) -> list[dict]:
     for precision in precisions:
         for batch in batches:
             config = override(base, {"train.batch_size": batch, "train.precision": PRECISIONS[precision]})
-            config, chosen = forms.apply(config, forms.device_kind(strategy))
+            chosen = forms.for_run(config, forms.device_kind(strategy))
             print(chosen.describe(), file=sys.stderr, flush=True)
             tf32 = bool(gpu_name) and config.train.tf32  # setup_runtime sets it from the config
             dtype = precision if precision == "bf16" or not tf32 else "tf32"
@@ -276,7 +276,7 @@ def bench_train(settings: TrainBench) -> list[dict]:
                     "input": config.data.source if settings.data else "synthetic",
                 },
                 **{"feed": feed_kind, "batch": batch, "dtype": dtype, "precision": config.train.precision},
-                **{"jit": config.train.jit_compile, "replicas": replicas, "device": device},
+                **{"jit": chosen.jit_compile, "replicas": replicas, "device": device},
                 "threads": settings.threads or usable_cores(),
                 "overrides": list(settings.overrides),
                 "forms": chosen.as_dict(),
@@ -338,7 +338,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--steps-per-loop",
         type=int,
         nargs="+",
-        help="steps per host call; none given: the recipe's train.steps_per_loop. Two or more values add a "
+        help="steps per host call; none given: the recipe's compute.steps_per_loop. Two or more values add a "
         "train_host_overhead line (repeat values to alternate runs: 1 50 1 50)",
     )
     p.add_argument(
@@ -348,7 +348,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="with --data: the training split this many times over per epoch, so that a small "
         "generated set does not time an epoch restart every few steps",
     )
-    p.add_argument("--no-jit", action="store_true", help="train.jit_compile=False")
+    p.add_argument("--no-jit", action="store_true", help="compute.jit_compile=False")
     p.add_argument("--threads", type=int, default=0, help="TensorFlow intra- and inter-op threads (0: all cores)")
     p.add_argument(
         "--peak-tflops",
