@@ -121,7 +121,7 @@ def test_curves_of_a_trained_run(image_folder, tmp_path):
     from alexnet_tf.training import train_and_evaluate
 
     workdir, out = str(tmp_path / "run"), str(tmp_path / "figs")
-    config = folder_config(image_folder, **{"train.batch_size": 16, "train.epochs": 2, "train.jit_compile": False})
+    config = folder_config(image_folder, **{"train.batch_size": 16, "train.epochs": 2, "compute.jit_compile": False})
     results = train_and_evaluate(config, workdir)
     assert main(["--workdir", workdir, "--out", out, "--curves-only"]) == 0
     h = results["history"]

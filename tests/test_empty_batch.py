@@ -32,7 +32,7 @@ def images(n, seed=0):
 
 @pytest.mark.parametrize("conv_form,lrn_impl", FORMS)
 def test_every_form_takes_an_empty_batch(conv_form, lrn_impl):
-    model = build_model(tiny(**{"model.conv_form": conv_form, "model.lrn_impl": lrn_impl}).model)
+    model = build_model(tiny().model, conv_form=conv_form, lrn_impl=lrn_impl)
     if conv_form == "grouped":
         calls = {"xla": tf.function(lambda x: model(x, training=False), jit_compile=True)}
     else:
@@ -50,7 +50,7 @@ def test_every_form_takes_an_empty_batch(conv_form, lrn_impl):
 def test_gradient_of_an_empty_batch_is_zero():
     """A replica with no rows in a training step: every weight's gradient there is zero
     (in a graph, as training runs it without XLA)."""
-    model = build_model(tiny(**{"model.conv_form": "split"}).model)
+    model = build_model(tiny().model, conv_form="split")
 
     @tf.function
     def grads(x):
@@ -67,7 +67,7 @@ def test_gradient_of_an_empty_batch_is_zero():
 def test_a_replicas_empty_share_of_the_last_batch(conv_form, lrn_impl):
     """5 images in global batches of 4 on two replicas: the last batch gives replica 0 one
     image and replica 1 none. Every image's logits are those of one call on all five."""
-    model = build_model(tiny(**{"model.conv_form": conv_form, "model.lrn_impl": lrn_impl}).model)
+    model = build_model(tiny().model, conv_form=conv_form, lrn_impl=lrn_impl)
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     x = images(5, seed=3)
     dataset = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensor_slices(x).batch(4))

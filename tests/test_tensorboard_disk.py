@@ -69,7 +69,7 @@ def test_a_run_whose_disk_fills_at_tensorboard_stops_in_one_line(small_disk):  #
     5: the next log's TensorBoard write ends the run with exit 2 and one line naming the
     event file, which reads back whole; metrics.jsonl too."""
     disk = small_disk("30m")
-    sets = {"train.max_steps": 400, "train.log_every": 1, "train.steps_per_loop": 1, "train.checkpoint_every": 1000}
+    sets = {"train.max_steps": 400, "train.log_every": 1, "compute.steps_per_loop": 1, "train.checkpoint_every": 1000}
     proc = _train(disk, "runs/a", sets)
     out = []
     for line in proc.stdout:
