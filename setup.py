@@ -39,15 +39,17 @@ setup(
         "uvloop>=0.19; sys_platform != 'win32'",
     ],
     extras_require={
-        "plots": ["matplotlib>=3.7"],  # the ablations' Fig. 1 plot
+        "plots": ["matplotlib>=3.7"],  # the ablations' Fig. 1 plot, a run's training curves
         "profile": ["tensorboard-plugin-profile>=2.19"],  # TensorBoard's Profile tab (compute.profile_steps)
         "peer": ["torch>=2.4"],  # benchmarks/torch_peer.py, the PyTorch peer of `bench train` and `bench export`
         # pillow: the input benchmark's baseline; matplotlib: the ablation test draws Fig. 1;
         # setuptools, wheel: the packaging test builds a wheel without build isolation;
         # grpcio-tools: protoc, with which the Caffe tests write caffemodels independently of the reader;
-        # sybil: reads the code blocks of README.md and docs/ that tests/test_docs.py runs
+        # sybil: reads the code blocks of README.md and docs/ that tests/test_docs.py runs;
+        # pytest-xdist: the README's test commands run the tests in as many processes as cores (at most 4)
         "dev": [
             "pytest>=8",
+            "pytest-xdist>=3.5",
             "sybil>=9",
             "ruff~=0.17.6",
             "pillow>=10",

@@ -101,7 +101,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-cached", action="store_true", help="leave out the decoded-in-memory bound")
     args = p.parse_args(argv)
 
-    from alexnet_tf import prepare
+    from alexnet_tf import shards
     from alexnet_tf.bench.common import make_jpegs
 
     scratch = tempfile.mkdtemp(prefix="input_scale_")
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
     variants, sizes = {}, {}
     for q in args.qualities:
         out = os.path.join(scratch, f"q{q}")
-        prepare.prepare(f"folder:{folder}", out, size=256, quality=q, quiet=True)
+        shards.prepare(f"folder:{folder}", out, size=256, quality=q, quiet=True)
         records = [os.path.join(out, f) for f in os.listdir(out) if "train" in f and not f.endswith(".json")]
         sizes[f"q{q}"] = sum(os.path.getsize(f) for f in records) / args.images
         variants[f"q{q}"] = lambda out=out: training_input(f"tfrecord:{out}")
