@@ -2,15 +2,9 @@
 
 `python -m alexnet_tf.export --workdir DIR --out EXPORT_DIR [--crops center|ten] [--overwrite]`
 
-Signatures (all return the top-5 classes, best first):
-  serving_default  images: tf.string (B,), JPEG/PNG/GIF/BMP bytes of any size
-  serve_uint8      images: tf.uint8 (B, H, W, 3), RGB pixels of any size
-  outputs          classes int32 (B, 5), class_names string (B, 5), probabilities float32 (B, 5),
-                   and for ImageNet's synsets class_descriptions string (B, 5) ("tench, Tinca tinca")
-  classification   TF Serving's Classify API: inputs: tf.string (B,), serialized tf.train.Example
-                   with the image bytes as feature "image/encoded" (as `prepare` writes them);
-                   outputs classes string (B, 5) (the class names), scores float32 (B, 5)
-The class names, index by index, are also in EXPORT_DIR/assets.extra/classes.json.
+The SavedModel's signatures (JPEG/PNG bytes, uint8 pixels, TF Serving's Classify API; each
+giving the top-5 classes) and its assets.extra files (classes.json, settings.json) are
+described in `alexnet_tf.exporting`, which does the work, and in docs/serving.md.
 
 The preprocessing of training is inside: shorter side to `data.resize_size` and the
 central square (Sec. 2; or the whole image warped to that square, `data.resize`), the
