@@ -17,6 +17,8 @@ builds the same net from the trained model's layers and weights so that:
   conv1's kernel, and the test-time factor of the paper's dropout (Sec. 4.2: "multiply
   their outputs by 0.5") into the kernel of the layer that reads its output; the flatten
   before fc6 is one reshape;
+- fc6 to fc8 multiply their kernel by the batch rather than the batch by their kernel
+  (`KernelFirstDense`), the order in which oneDNN reads a large kernel faster;
 - each LRN and max-pooling takes the kernel that suits its size: oneDNN's hand each call
   to the thread pool and wait for it (tens of microseconds with two threads), which pays
   on Fig. 2's large maps and not on small ones, where TensorFlow's own kernels run on the
@@ -76,9 +78,10 @@ def serving_model(model: keras.Model, data: DataConfig) -> keras.Model:
             scale, first = 1.0, False
         elif isinstance(layer, layers.Dense):
             kernel = np.asarray(layer.kernel.numpy(), np.float32) * scale
-            clone = layers.Dense.from_config({**layer.get_config(), "dtype": FLOAT32})
-            x = clone(x)
-            clone.set_weights([kernel, np.asarray(layer.bias.numpy(), np.float32)])
+            config = layer.get_config()
+            fc = KernelFirstDense(config["units"], config["activation"], name=layer.name, dtype=FLOAT32)
+            x = fc(x)
+            fc.set_weights([np.ascontiguousarray(kernel.T), np.asarray(layer.bias.numpy(), np.float32)])
             scale = 1.0
         elif isinstance(layer, PaperDropout):
             scale *= (1.0 - layer.rate) if layer.form == "paper" else 1.0  # Sec. 4.2, at test
@@ -184,6 +187,36 @@ class ServingLRN(LocalResponseNormalization):
             return tf.reshape(y, shape)
 
         return tf.cond(tf.size(x, out_type=tf.int64) >= self.LARGE, banded, native)
+
+
+@keras.saving.register_keras_serializable(package="alexnet_tf")
+class KernelFirstDense(layers.Layer):
+    """A fully connected layer (Dense's numbers) that multiplies its kernel, stored
+    (units, inputs), by the batch, (units, inputs) @ (inputs, B), and transposes the
+    (units, B) product back: oneDNN's matmul reads a large kernel faster as the left
+    factor than as the right one of (B, inputs) @ (inputs, units), which is what fc6-fc8
+    spend their time on (their kernels are read once per call). 2-core Xeon, float32, one
+    9216 x 4096 layer (fc6): 18.7 against 27.2 ms at batch 32, 5.9-6.3 against 6.5-6.9 ms
+    at batch 1. The bias and activation follow as their own ops."""
+
+    def __init__(self, units: int, activation=None, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.activation = keras.activations.get(activation)
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(name="kernel", shape=(self.units, input_shape[-1]), initializer="zeros")
+        self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
+
+    def call(self, x):
+        y = tf.transpose(tf.matmul(self.kernel, x, transpose_b=True))  # (B, units)
+        return self.activation(tf.nn.bias_add(y, self.bias))
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.units)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "activation": keras.activations.serialize(self.activation)}
 
 
 def _conv_columns(layer, kernel: np.ndarray, x, columns, groups: int, out_columns: int):

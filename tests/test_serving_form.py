@@ -178,6 +178,8 @@ def test_exported_graph_fuses_each_columns_convolution_bias_and_relu(tmp_path):
     loaded = tf.saved_model.load(export_saved_model(net, str(tmp_path / "1")))
     ops = optimized_ops(loaded.signatures["serve_uint8"])
     assert ops["_FusedConv2D"] == 9  # conv1, and conv2 to conv5 in each of the two columns
-    assert ops["_FusedMatMul"] == 3  # fc6, fc7, fc8
-    assert ops["Conv2D"] == ops["BiasAdd"] == ops["Relu"] == 0
+    # fc6, fc7, fc8 as kernel @ batch (KernelFirstDense), then their biases and fc6's and fc7's ReLUs
+    assert ops["MatMul"] == 3 and ops["_FusedMatMul"] == 0
+    assert ops["BiasAdd"] == 3 and ops["Relu"] == 2
+    assert ops["Conv2D"] == 0
     assert ops["Split"] == 1 and ops["ConcatV2"] == 2  # the columns part at conv2 and at conv5 only
