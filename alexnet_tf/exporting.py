@@ -10,8 +10,9 @@ Signatures (all return the top-5 classes, best first):
                    with the image bytes as feature "image/encoded" (as `prepare` writes them);
                    outputs classes string (B, 5) (the class names), scores float32 (B, 5)
 The class names, index by index, are also in EXPORT_DIR/assets.extra/classes.json, and the
-run's TF32 setting (train.tf32), which a server sets before it loads the model, in
-EXPORT_DIR/assets.extra/settings.json.
+run's TF32 setting (train.tf32), which a server sets before it loads the model, and the
+net's multiply-adds per image, by which `python -m alexnet_tf.serve` plans its threads,
+in EXPORT_DIR/assets.extra/settings.json.
 
 The preprocessing of training is inside: shorter side to `data.resize_size` and the
 central square (Sec. 2; or the whole image warped to that square, `data.resize`), the
@@ -33,15 +34,18 @@ import tensorflow as tf
 
 from alexnet_tf.config import ConfigError
 from alexnet_tf.nets import TrainedNet
+from alexnet_tf.serving_form import multiply_adds
 
 TOP_K = 5
 # The class names beside the SavedModel (assets.extra: files for the model's users, not
 # read by its graph): {"class_names": [...], "class_descriptions": [...] for ImageNet's
 # synsets}, index by index, as the REST server's GET /v1/models/NAME/classes answers.
 CLASSES_FILE = "assets.extra/classes.json"
-# The run's settings that decide how a server computes, beside the SavedModel: {"tf32":
-# train.tf32}. TensorFlow's TF32 switch is process-wide and not in the graph.
+# What decides how a server computes, beside the SavedModel: {"tf32": train.tf32,
+# "multiply_adds_per_image": the net's, all views of an image}. TensorFlow's TF32 switch and
+# its thread pools are process-wide and not in the graph; a server sets them before it loads.
 SETTINGS_FILE = "assets.extra/settings.json"
+VIEWS = {"center": 1, "ten": 10}  # net rows per image, by `crops`
 EXAMPLE_FEATURES = {"image/encoded": tf.io.FixedLenFeature([], tf.string)}  # of `classification`'s inputs
 
 
@@ -57,7 +61,7 @@ def class_outputs(net: TrainedNet, indices: tf.Tensor) -> dict:
 
 def export_saved_model(net: TrainedNet, out: str, crops: str = "center", overwrite: bool = False) -> str:
     """Writes `net` (in its serving form, which needs no XLA) as a SavedModel in `out`."""
-    if crops not in ("center", "ten"):
+    if crops not in VIEWS:
         raise ValueError(f"crops must be 'center' or 'ten', got {crops!r}")
     if os.path.exists(os.path.join(out, "saved_model.pb")):
         if not overwrite:
@@ -102,20 +106,29 @@ def export_saved_model(net: TrainedNet, out: str, crops: str = "center", overwri
     os.makedirs(os.path.join(out, os.path.dirname(CLASSES_FILE)), exist_ok=True)
     with open(os.path.join(out, CLASSES_FILE), "w", encoding="utf-8") as f:
         json.dump(classes, f, ensure_ascii=False)
+    settings = {"tf32": net.config.train.tf32, "multiply_adds_per_image": multiply_adds(net.model) * VIEWS[crops]}
     with open(os.path.join(out, SETTINGS_FILE), "w", encoding="utf-8") as f:
-        json.dump({"tf32": net.config.train.tf32}, f)
+        json.dump(settings, f)
     return out
 
 
-def apply_export_settings(path: str) -> dict:
-    """Sets what the SavedModel folder `path`'s run decided for the process that serves
-    it (SETTINGS_FILE): TF32 as its train.tf32, float32 as float32 unless the run asked for
-    TF32 (TensorFlow's own default is TF32 on Ampere and newer GPUs); an export written
-    without the file: off, train.tf32's default. Returns the settings."""
-    settings = {"tf32": False}
+def read_export_settings(path: str) -> dict:
+    """SETTINGS_FILE of the SavedModel folder `path`; for an export written without it (or
+    without a key), TF32 off (train.tf32's default) and the multiply-adds unknown (None).
+    Reads no tensor: a server may call it before TensorFlow starts."""
+    settings = {"tf32": False, "multiply_adds_per_image": None}
     file = os.path.join(path, SETTINGS_FILE)
     if os.path.exists(file):
         with open(file, encoding="utf-8") as f:
             settings.update(json.load(f))
+    return settings
+
+
+def apply_export_settings(path: str) -> dict:
+    """Sets what the SavedModel folder `path`'s run decided for the process that serves
+    it (`read_export_settings`): TF32 as its train.tf32, float32 as float32 unless the run
+    asked for TF32 (TensorFlow's own default is TF32 on Ampere and newer GPUs). Returns
+    the settings."""
+    settings = read_export_settings(path)
     tf.config.experimental.enable_tensor_float_32_execution(bool(settings["tf32"]))
     return settings

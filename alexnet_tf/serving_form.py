@@ -106,6 +106,19 @@ def serving_model(model: keras.Model, data: DataConfig) -> keras.Model:
     return serving
 
 
+def multiply_adds(model: keras.Model) -> int:
+    """The multiply-adds of one image through `model`'s convolutions and fully connected
+    layers (each output value: one per weight that it reads), in any of the net's forms."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, layers.Conv2D):  # also SplitConv2D and the columns' convolutions
+            kh, kw, cin, cout = layer.kernel.shape  # cin: the inputs of one group
+            total += int(np.prod(layer.output.shape[1:-1])) * kh * kw * cin * cout
+        elif isinstance(layer, (layers.Dense, KernelFirstDense)):
+            total += int(np.prod(layer.kernel.shape))
+    return total
+
+
 def is_serving_model(model: keras.Model) -> bool:
     """Whether `model` was made by `serving_model`."""
     return bool(getattr(model, "serving_form", False))

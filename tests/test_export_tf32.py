@@ -42,7 +42,7 @@ def test_serving_an_export_sets_its_runs_tf32(trained_workdir, tmp_path, restore
     export_saved_model(net, "exports/f32/1")
     for folder, tf32_on in (("exports/tf32", True), ("exports/f32", False)):
         with open(os.path.join(folder, "1", SETTINGS_FILE)) as f:
-            assert json.load(f) == {"tf32": tf32_on}
+            assert json.load(f)["tf32"] is tf32_on
         assert served_tf32(folder, start=not tf32_on) is tf32_on
 
     # An export written before the file existed: float32, train.tf32's default.

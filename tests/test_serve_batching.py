@@ -165,3 +165,37 @@ def test_a_call_waits_for_more_requests_until_full_or_timed_out():
     assert list(batcher.submit(bytes_job([b"abc"]))["n"]) == [3]
     assert time.monotonic() - start >= 0.2  # waited for company, then ran alone
     batcher.close()
+
+
+@pytest.mark.parametrize("share, together", [(0.3, True), (0.6, False)])
+def test_calls_at_once_hold_at_most_max_pixels_together(share, together):
+    """Two workers: two requests of 30% of max_pixels each run at once; of 60% each, the
+    second waits for the first call to end though a worker is free (the memory of the
+    calls at once stays that of one)."""
+    active, most, lock, release = [0], [0], threading.Lock(), threading.Event()
+
+    def model(signature, inputs):
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        release.wait(30)
+        with lock:
+            active[0] -= 1
+        return {"n": np.zeros(len(inputs["images"]))}
+
+    batcher = Batcher(model, batch_size=1, max_pixels=1000, threads=2)
+    pixels = int(share * 1000)
+    jobs = [Job("serving_default", {"images": [b"x"]}, 1, 1, pixels, rows=True) for _ in range(2)]
+    threads = [threading.Thread(target=batcher.submit, args=(job,)) for job in jobs]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and active[0] + batcher.waiting() < 2:
+        time.sleep(0.001)
+    time.sleep(0.2)  # time for a free worker to take the second request, if it may
+    assert (active[0], batcher.waiting()) == ((2, 0) if together else (1, 1))
+    release.set()
+    for thread in threads:
+        thread.join(30)
+    batcher.close()
+    assert most[0] == (2 if together else 1) and batcher.waiting() == 0

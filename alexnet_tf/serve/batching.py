@@ -5,8 +5,9 @@ the moment they are admitted until their answer is ready); a request that would 
 beyond either bound is refused (`QueueFull`: the server answers 503 with Retry-After).
 `threads` workers each take the oldest request and, with it, the later ones of the same
 signature and input shapes, up to `batch_size` images, `max_pixels` pixels and
-`max_call_bytes` bytes of inputs in all (a call then holds no more than one request may),
-waiting at most `wait` seconds from the oldest one's arrival for more to come; they call
+`max_call_bytes` bytes of inputs in all, counting those of the calls already running (the
+calls at once then hold no more than one request may: a worker waits until they leave
+room for the oldest request), waiting at most `wait` seconds from the oldest one's arrival for more to come; they call
 the model once on the concatenation and split the outputs back, in order. Requests that
 cannot share a call (other signature, other uint8 image size, a signature that is not
 batch-major) go in a call of their own kind. If a merged call fails on a bad input, each
@@ -60,6 +61,7 @@ class Batcher:
         self.max_images, self.max_bytes = max_images, max_bytes
         self._queue: collections.deque[_Pending] = collections.deque()
         self._images = self._bytes = 0  # of the jobs admitted and not yet answered
+        self._calls = self._calling_pixels = self._calling_bytes = 0  # calls running now, their jobs' sums
         self._cond = threading.Condition()
         self._closed = False
         self._workers = [threading.Thread(target=self._work, name=f"batch-{i}", daemon=True) for i in range(threads)]
@@ -118,6 +120,10 @@ class Batcher:
                 with self._cond:
                     self._images -= sum(p.job.size for p in batch)
                     self._bytes -= sum(p.job.nbytes for p in batch)
+                    self._calls -= 1
+                    self._calling_pixels -= sum(p.job.pixels for p in batch)
+                    self._calling_bytes -= sum(p.job.nbytes for p in batch)
+                    self._cond.notify_all()  # a worker may be waiting for this call's room
                 for p in batch:
                     p.done(p)
 
@@ -129,19 +135,27 @@ class Batcher:
                         return None
                     self._cond.wait()
                 first = self._queue[0]
-                batch = self._fitting(first)
+                room = (self.max_pixels - self._calling_pixels, self.max_call_bytes - self._calling_bytes)
+                if self._calls and (first.job.pixels > room[0] or first.job.nbytes > room[1]):
+                    self._cond.wait()  # for the running calls to leave room (a lone request always fits)
+                    continue
+                batch = self._fitting(first, *room)
                 left = first.arrived + self.wait - time.monotonic()
                 if left <= 0 or sum(p.job.size for p in batch) >= self.batch_size:
                     break
                 self._cond.wait(left)  # for more requests; another worker may take these meanwhile
             for p in batch:
                 self._queue.remove(p)
+            self._calls += 1
+            self._calling_pixels += sum(p.job.pixels for p in batch)
+            self._calling_bytes += sum(p.job.nbytes for p in batch)
             if self._queue:
                 self._cond.notify()  # another worker may start on the rest
             return batch
 
-    def _fitting(self, first: _Pending) -> list[_Pending]:
-        """`first` and the later queued jobs of its key that fit with it, in order."""
+    def _fitting(self, first: _Pending, max_pixels: int, max_bytes: int) -> list[_Pending]:
+        """`first` and the later queued jobs of its key that fit with it (in `batch_size`
+        images, `max_pixels` pixels and `max_bytes` bytes), in order."""
         batch, images, pixels, nbytes = [first], first.job.size, first.job.pixels, first.job.nbytes
         for p in self._queue:
             if p is first or p.key != first.key:
@@ -149,8 +163,8 @@ class Batcher:
             job = p.job
             if (
                 images + job.size > self.batch_size
-                or pixels + job.pixels > self.max_pixels
-                or nbytes + job.nbytes > self.max_call_bytes
+                or pixels + job.pixels > max_pixels
+                or nbytes + job.nbytes > max_bytes
             ):
                 continue
             batch.append(p)

@@ -8,13 +8,16 @@ import ctypes
 import dataclasses
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import warnings
 
+from alexnet_tf.exporting import read_export_settings
 from alexnet_tf.runfolder import RunFolder
+from alexnet_tf.serve import threads
 from alexnet_tf.serve.batching import Batcher
-from alexnet_tf.serve.model import Servable
+from alexnet_tf.serve.model import Servable, find_versions
 from alexnet_tf.serve.options import ServeOptions
 from alexnet_tf.serve.server import Server
 
@@ -26,6 +29,16 @@ def make_server(export_dir: str, options: ServeOptions | None = None, **changes)
     flags of `python -m alexnet_tf.serve` (`max_body` and `max_queue_bytes` in bytes,
     `batch_wait` in seconds)."""
     options = dataclasses.replace(options or ServeOptions(), **changes)
+    versions = find_versions(export_dir)
+    settings = read_export_settings(versions[max(versions)])
+    plan = threads.plan_threads(
+        settings["multiply_adds_per_image"],
+        threads.usable_cores(),
+        options.batch_threads,
+        options.intra_op_threads,
+        options.inter_op_threads,
+    )
+    kept = threads.apply(plan)  # before the model loads: TensorFlow fixes its pools when it starts
     servable = Servable(export_dir, options.model_name)
     batcher = Batcher(
         servable.run,
@@ -34,15 +47,17 @@ def make_server(export_dir: str, options: ServeOptions | None = None, **changes)
         max_pixels=options.max_request_pixels,
         max_call_bytes=options.max_body,
         wait=options.batch_wait,
-        threads=options.batch_threads,
+        threads=plan.batch_threads,
         max_images=options.max_queue_images,
         max_bytes=options.max_queue_bytes,
     )
     try:
-        return Server(servable, batcher, options)
+        server = Server(servable, batcher, options)
     except BaseException:
         batcher.close()
         raise
+    server.threads = plan.describe() if kept is None else f"{plan.batch_threads} model calls at once; {kept}"
+    return server
 
 
 def is_run_folder(path: str) -> bool:
@@ -51,11 +66,15 @@ def is_run_folder(path: str) -> bool:
 
 
 def export_run(workdir: str, out: str) -> str:
-    """Writes the SavedModel of a run folder (its newest checkpoint) or checkpoint to `out`."""
-    from alexnet_tf.applications import load_net
-    from alexnet_tf.exporting import export_saved_model
-
-    return export_saved_model(load_net(workdir), out)
+    """Writes the SavedModel of a run folder (its newest checkpoint) or checkpoint to `out`,
+    by `python -m alexnet_tf.export` in a process of its own: TensorFlow does not start in
+    this one, whose thread pools the server sets before it loads the model. Its errors are
+    its own lines on stderr, and its exit code ends the server's."""
+    command = [sys.executable, "-m", "alexnet_tf.export", "--workdir", workdir, "--out", out]
+    done = subprocess.run(command, stdout=subprocess.DEVNULL)
+    if done.returncode:
+        raise SystemExit(done.returncode)
+    return out
 
 
 @contextlib.contextmanager
@@ -139,7 +158,7 @@ def serve(path: str, options: ServeOptions) -> None:
         servable = server.servable
         print(
             f"serving {servable.model_name} version {servable.version} from {servable.path} "
-            f"at http://{host}:{port}/v1/models/{servable.model_name}",
+            f"at http://{host}:{port}/v1/models/{servable.model_name}; {server.threads}",
             flush=True,
         )
         try:

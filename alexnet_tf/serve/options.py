@@ -15,6 +15,7 @@ import dataclasses
 GROUPS = {
     "limits": "limits",
     "batching": "batching (TF Serving's max_batch_size, batch_timeout_micros, num_batch_threads)",
+    "threads": "TensorFlow's threads (TF Serving's --tensorflow_intra_op_parallelism, --tensorflow_inter_op_parallelism)",
 }
 
 
@@ -60,7 +61,7 @@ class ServeOptions:
     # read from each image's header before anything is decoded: guards against decompression bombs
     max_pixels: int = _option(40_000_000, "most pixels per image")
     max_request_pixels: int = _option(
-        100_000_000, "most pixels of the images of one request together, and of one model call"
+        100_000_000, "most pixels of the images of one request together, and of the model calls running at once"
     )
     max_inflight: int = _option(
         2, "request bodies received at once (and parsed, one at a time); more wait up to --timeout, then 503"
@@ -79,7 +80,9 @@ class ServeOptions:
         group="batching",
         zero=True,
     )
-    batch_threads: int = _option(1, "model calls at once", group="batching")
+    batch_threads: int = _option(
+        0, "model calls at once (0: by the net's size, see alexnet_tf.serve.threads)", group="batching", zero=True
+    )
     max_queue_images: int = _option(
         256, "images queued or in a model call; beyond it 503 with Retry-After", group="batching"
     )
@@ -89,6 +92,13 @@ class ServeOptions:
         flag="--max-queue-mb",
         unit=MIB,
         group="batching",
+    )
+
+    intra_op_threads: int = _option(
+        0, "threads per op (0: 1 for a small net, else all cores)", group="threads", zero=True
+    )
+    inter_op_threads: int = _option(
+        0, "threads running independent ops (0: TensorFlow's default, all cores)", group="threads", zero=True
     )
 
     @classmethod
