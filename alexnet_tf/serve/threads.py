@@ -9,7 +9,7 @@ a 76 px quickstart net pays about 20 times a call. There, each call runs on one 
 as many calls run at once as there are cores. A large net's ops (conv1 of Fig. 2 on a
 227 px image) gain from every core, and one call at a time uses them all (TensorFlow's
 default). Measured with `python -m alexnet_tf.bench serve` on a 2-core Xeon, 32 clients,
-both plans alternating: 5 M multiply-adds per image (the quickstart net) 1.31-1.35 times
+both plans alternating: 5 M multiply-adds per image (the quickstart net) 1.29-1.37 times
 the answers per second with calls on one thread each; 66 M (the paper's net at a quarter
 width) 1.16 times; 208 M (half width) 1.05 times; 724 M (the paper's net) 0.88 times, and
 0.67 times at one client. Hence the line at `SMALL_NET`. An export without the count
