@@ -4,15 +4,10 @@
 
 The SavedModel's signatures (JPEG/PNG bytes, uint8 pixels, TF Serving's Classify API; each
 giving the top-5 classes) and its assets.extra files (classes.json, settings.json) are
-described in `alexnet_tf.exporting`, which does the work, and in docs/serving.md.
-
-The preprocessing of training is inside: shorter side to `data.resize_size` and the
-central square (Sec. 2; or the whole image warped to that square, `data.resize`), the
-centre crop or the ten crops of Sec. 4.1 (softmax averaged), minus the training set's
-mean image, the channels in the net's order. Class names and the mean image are
-baked in. The net is written in the form of `alexnet_tf.serving_form`: the same numbers,
-no XLA needed (TF Serving's default), each column's convolutions as single fused ops. An
-existing SavedModel at EXPORT_DIR is replaced only with --overwrite.
+described in `alexnet_tf.exporting`, which does the work, and in docs/serving.md; so is
+the preprocessing of training that the SavedModel holds (Sec. 2's resize, the centre or
+Sec. 4.1's ten crops, the mean image). An existing SavedModel at EXPORT_DIR is replaced
+only with --overwrite.
 """
 
 from __future__ import annotations

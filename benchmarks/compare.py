@@ -106,15 +106,17 @@ def _peer_runs(peer: list, row: dict, compiled: bool) -> list:
 def _verdict(best: float, peers: list, target: float) -> str:
     if not peers:
         return "no peer line"
-    ratio = best / max(r["img_per_s"] for r in peers)
-    return f"{ratio:.2f}x " + ("(meets" if ratio >= target else "(below") + f" {target}x)"
+    return _judged(best / max(r["img_per_s"] for r in peers), target)
 
 
 def _latency_verdict(ours_ms: float, fastest: dict | None, target: float) -> str:
     if fastest is None:
         return "no peer line"
-    ratio = fastest["p50_ms"] / ours_ms
-    return f"{ratio:.2f}x p50 " + ("(meets" if ratio >= target else "(below") + f" {target}x)"
+    return _judged(fastest["p50_ms"] / ours_ms, target, " p50")
+
+
+def _judged(ratio: float, target: float, measure: str = "") -> str:
+    return f"{ratio:.2f}x{measure} " + ("(meets" if ratio >= target else "(below") + f" {target}x)"
 
 
 def _per_round(runs: list, eager: list, compiled: list) -> str:

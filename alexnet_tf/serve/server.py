@@ -46,6 +46,7 @@ class Server:
 
     def __init__(self, servable: Servable, batcher: Batcher, options: ServeOptions):
         self.servable, self.batcher, self.options = servable, batcher, options
+        self.threads = "TensorFlow's threads as they are"  # the thread plan, in words (`make_server` sets it)
         self.input_limits = InputLimits(options.max_batch, options.max_pixels, options.max_request_pixels)
         self.socket = socket.create_server((options.host, options.port), backlog=options.max_connections)
         self.server_address = self.socket.getsockname()

@@ -24,6 +24,8 @@ from __future__ import annotations
 import dataclasses
 import os
 
+import tensorflow as tf
+
 # multiply-adds per image (all views) below which each model call runs on one thread
 SMALL_NET = 100_000_000
 
@@ -74,8 +76,6 @@ def plan_threads(
 def apply(plan: ThreadPlan) -> str | None:
     """Sets TensorFlow's thread pools to `plan`'s. Returns None, or why they stay as they
     are (TensorFlow already ran an op in this process)."""
-    import tensorflow as tf
-
     wanted = {"intra-op": plan.intra_op, "inter-op": plan.inter_op}
     have = {
         "intra-op": tf.config.threading.get_intra_op_parallelism_threads(),
