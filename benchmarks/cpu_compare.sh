@@ -6,8 +6,9 @@
 # For each setting (net, batch, dtype) it runs `python -m alexnet_tf.bench train` with the
 # recipe's defaults, then `python -m benchmarks.torch_peer` (eager and torch.compile) on the same
 # net, batch and dtype, ROUNDS times over (default 2), so that a slow spell of a shared
-# machine falls on both; then the exported SavedModel (`bench export`, batch 32 and 1)
-# against the peer's inference, also alternating. `python -m benchmarks.compare` prints every run
+# machine falls on both; then the exported SavedModel (`bench export`, batch 32 and 1, in
+# a TensorFlow Session as TF Serving and `alexnet_tf.serve` run it, and through
+# tf.saved_model.load's signature) against the peer's inference, also alternating. `python -m benchmarks.compare` prints every run
 # beside the peer's with the ratio of the bests. JSON lines go to OUT_DIR (default
 # cpu_compare/); the environment's load average is printed before and after.
 # Settings: ROUNDS, EXPORT_ROUNDS (default ROUNDS; 0 = no export table), SETTINGS
@@ -42,8 +43,10 @@ for round in $(seq "$rounds"); do
   done
   if [ "$round" -le "$export_rounds" ]; then
     for net in paper quickstart; do
-      python -m alexnet_tf.bench export --recipe "recipes/$net.py" --batch 32 1 --threads "$threads" \
-        --out "$out" >/dev/null
+      for runtime in session eager; do
+        python -m alexnet_tf.bench export --recipe "recipes/$net.py" --batch 32 1 --threads "$threads" \
+          --runtime "$runtime" --out "$out" >/dev/null
+      done
       python -m benchmarks.torch_peer infer --models "$net" --batches 32 1 --steps 50 --warmup 5 \
         --threads "$threads" --out "$out" >/dev/null
     done

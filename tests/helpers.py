@@ -113,6 +113,21 @@ def train_command(workdir, sets=(), env=None, recipe=QUICKSTART, data=None):
     return subprocess.Popen(args, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def python_in(cwd, *args, timeout=300) -> str:
+    """stdout of `python ARGS` run in `cwd` (a user's working directory), TensorFlow's
+    start-up lines off; fails the test, with its stderr, unless it exits 0."""
+    done = subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def free_ports(n):
     socks = [socket.socket() for _ in range(n)]
     for s in socks:

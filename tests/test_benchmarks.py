@@ -120,18 +120,28 @@ def test_compare_sets_the_savedmodel_beside_the_peer(tmp_path, capsys):
         line("export", 1, 260.0, 4.2, 5.0, net="quickstart", device="CPU"),
         line("torch_infer", 1, 200.0, 4.4, 7.5, model="quickstart", mode="eager"),
         line("torch_infer", 1, 100.0, 10.0, 12.0, model="quickstart", mode="compile"),
+        # `--runtime session` lines: a row of their own beside the peer's same lines
+        line("export", 32, 1300.0, 24.0, 26.0, net="quickstart", device="CPU", runtime="session"),
+        line("export", 1, 400.0, 2.2, 2.5, net="quickstart", device="CPU", runtime="session"),
     ]
     (tmp_path / "all.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert compare.main([str(tmp_path / "all.jsonl")]) == 0
-    table = {r.split(" | ")[0].strip("| "): r for r in capsys.readouterr().out.splitlines()}
-    # batch 32: the best of two runs (1,000, p50 31 ms) against torch.compile's 1,250
-    assert table["quickstart, 32, fp32"].endswith(
+    table = {" | ".join(r.split(" | ")[:2]).strip("| "): r for r in capsys.readouterr().out.splitlines()}
+    # batch 32: the best of two runs (1,000, p50 31 ms) against torch.compile's 1,250;
+    # lines without a runtime are tf.saved_model.load's (the only one before --runtime)
+    assert table["quickstart, 32, fp32 | tf.saved_model.load"].endswith(
         "| 900, 1,000 | 31.0 / 33.0 | 800 | 1,250 | 25.6 / 30.0 | 0.80x (below 1.0x) |"
     )
     # batch 1: latency, the lowest p50 of each side (4.0 ms ours, eager's 4.4 ms), not the
     # throughput (260 / 200 img/s)
-    assert table["quickstart, 1, fp32"].endswith(
+    assert table["quickstart, 1, fp32 | tf.saved_model.load"].endswith(
         "| 250, 260 | 4.0 / 6.0 | 200 | 100 | 4.4 / 7.5 | 1.10x p50 (meets 1.0x) |"
+    )
+    assert table["quickstart, 32, fp32 | Session, as served"].endswith(
+        "| 1,300 | 24.0 / 26.0 | 800 | 1,250 | 25.6 / 30.0 | 1.04x (meets 1.0x) |"
+    )
+    assert table["quickstart, 1, fp32 | Session, as served"].endswith(
+        "| 400 | 2.2 / 2.5 | 200 | 100 | 4.4 / 7.5 | 2.00x p50 (meets 1.0x) |"
     )
 
 

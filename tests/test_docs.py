@@ -232,6 +232,14 @@ def check_export(cwd, output):
     assert "DT_STRING" in output and "DT_UINT8" in output
 
 
+def check_session(output):
+    """Five class names (bytes, as TensorFlow gives strings) and their five probabilities, best first."""
+    names, probabilities = output.strip().splitlines()[-1].split("] [")
+    assert names.count("b'") == 5
+    values = [float(v) for v in probabilities.strip("[]").split()]
+    assert len(values) == 5 and values == sorted(values, reverse=True) and 0 < sum(values) <= 1.0001
+
+
 def check_figures(cwd, output):
     assert sorted(os.listdir(cwd / "runs" / "paper" / "figures")) == ["fig3_conv1_kernels.png", "fig4_neighbours.png"]
 
@@ -297,6 +305,7 @@ RUNS = {
     "serving-evaluate": Run(setup_runs),
     "serving-export": Run(setup_runs, check=check_export),
     "serving-python": Run(setup_serving),
+    "serving-session": Run(setup_serving, check=lambda cwd, output: check_session(output)),
     "serving-rest": Run(
         setup_serving,
         (

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import PAPER, QUICKSTART
+from helpers import PAPER, QUICKSTART, python_in
 from tensorflow.python.framework import ops as tf_ops
 
 from alexnet_tf.config import load_recipe, override
@@ -45,23 +45,29 @@ def test_multiply_adds_are_tensorflows_count_of_the_nets_flops(recipe):
 def test_the_plan_by_the_nets_size():
     small, large = SMALL_NET - 1, SMALL_NET
     p = plan_threads(small, cores=2)
-    assert (p.batch_threads, p.intra_op, p.inter_op) == (2, 1, 0) and "small net" in p.reason
+    assert (p.batch_threads, p.intra_op, p.inter_op) == (2, 1, -1) and "small net" in p.reason and p.inline
     p = plan_threads(small, cores=16)
     assert (p.batch_threads, p.intra_op) == (16, 1)
     for adds in (large, 724_406_816, None):  # a large net, or an export that does not say
         p = plan_threads(adds, cores=16)
-        assert (p.batch_threads, p.intra_op, p.inter_op) == (1, 0, 0)
+        assert (p.batch_threads, p.intra_op, p.inter_op) == (1, 0, 0) and not p.inline
     assert "does not record" in plan_threads(None, cores=2).reason
     # what is given is kept, the rest follows the rule
     p = plan_threads(small, cores=2, batch_threads=1)
     assert (p.batch_threads, p.intra_op) == (1, 1) and "as given" in p.reason
     p = plan_threads(large, cores=2, intra_op=2, inter_op=1)
-    assert (p.batch_threads, p.intra_op, p.inter_op) == (1, 2, 1)
+    assert (p.batch_threads, p.intra_op, p.inter_op) == (1, 2, 1) and not p.inline
+    assert plan_threads(small, cores=2, inter_op=2).describe() == (
+        "2 model calls at once, 1 TensorFlow thread per op (a small net, 100 M multiply-adds per image; "
+        "the rest as given)"
+    )
     assert (
-        plan_threads(small, cores=2, batch_threads=3, intra_op=4)
+        plan_threads(small, cores=2, batch_threads=3, intra_op=4, inter_op=2)
         .describe()
         .startswith("3 model calls at once, 4 TensorFlow threads per op (as given)")
     )
+    p = plan_threads(large, cores=2, inter_op=-1)  # TF Serving's negative inter-op: the calling thread
+    assert p.inline and p.describe().startswith("1 model call at once, all cores per op, each call on its own thread")
 
 
 def _export(config, out, crops="center"):
@@ -109,23 +115,13 @@ def test_a_fresh_server_sets_tensorflows_threads_by_the_plan(small_export, tmp_p
     cores = len(os.sched_getaffinity(0))
 
     def tell(*flags):
-        out = subprocess.run(
-            [sys.executable, "-c", SERVE_AND_TELL, "exports/q", *flags],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-        )
-        assert out.returncode == 0, out.stderr
-        line, numbers = out.stdout.strip().splitlines()[-2:]
+        line, numbers = python_in(tmp_path, "-c", SERVE_AND_TELL, "exports/q", *flags).strip().splitlines()[-2:]
         return line, [int(n) for n in numbers.split()]
 
     line, numbers = tell()
     assert numbers == [1, 0, cores], line
-    assert (
-        line.startswith(f"{cores} model call") and "1 TensorFlow thread per op (a small net, 5 M multiply-adds" in line
-    )
+    assert line.startswith(f"{cores} model call")
+    assert "1 TensorFlow thread per op, each call on its own thread (a small net, 5 M multiply-adds" in line
     line, numbers = tell("intra_op_threads=2", "batch_threads=1", "inter_op_threads=3")
     assert numbers == [2, 3, 1], line
 
@@ -156,5 +152,5 @@ def test_the_command_prints_its_plan(small_export, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-    assert "/v1/models/alexnet; 1 model call at once, 1 TensorFlow thread per op (a small net" in line, line
+    assert "/v1/models/alexnet; 1 model call at once, 1 TensorFlow thread per op, each call on its own thread" in line
     assert "the rest as given" in line

@@ -9,7 +9,7 @@
     python -m alexnet_tf.bench serve EXPORT_DIR [--payload jpeg|largest]
         [--clients 1 8 32 128] [--seconds 10] [--rounds 2] [--server FLAG ...]
     python -m alexnet_tf.bench export [EXPORT_DIR | --recipe RECIPE] [--batch 32 1]
-        [--calls 50] [--threads N]
+        [--calls 50] [--threads N] [--runtime session|eager]
 
 `bench NAME -h` shows NAME's paragraph below and its flags with their defaults. What
 compares these lines with the PyTorch peer's, and what writes JPEG folders to train on,
@@ -65,10 +65,13 @@ Random data repeats: the printed `loss` falls, which says nothing about training
 and `--repeat K` plays it K times per epoch.
 
 `export`: the SavedModel of `python -m alexnet_tf.export` (or, with --recipe, an
-untrained net of that recipe exported the same way) loaded with tf.saved_model.load,
-its `serve_uint8` signature called on random uint8 batches (--batch 32 1): img/s from
-the mean call time and the p50 / p99 latency per call, no server in between. The
-peer's `infer` task times the same work in PyTorch on the same number of threads.
+untrained net of that recipe exported the same way) run as TF Serving and
+`alexnet_tf.serve` run it (--runtime session: in a TensorFlow Session, with the threads
+that the server plans for the net's size on --threads cores) or through
+tf.saved_model.load (--runtime eager), its `serve_uint8` signature called on random
+uint8 batches (--batch 32 1): img/s from the mean call time and the p50 / p99 latency
+per call, no server in between. The peer's `infer` task times the same work in PyTorch
+on the same number of cores.
 
 `serve`: starts `python -m alexnet_tf.serve EXPORT_DIR` (with the --server flags) and
 loads it. `--payload jpeg`: each number of --clients in turn (--rounds times over) sends

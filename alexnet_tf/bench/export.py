@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import dataclasses
+import multiprocessing
 import os
 import tempfile
 import time
@@ -16,9 +19,11 @@ from alexnet_tf import data as data_lib
 from alexnet_tf.bench.common import emit, usable_cores
 from alexnet_tf.bench.device import device_description, set_threads
 from alexnet_tf.config import ConfigError, load_recipe
-from alexnet_tf.exporting import export_saved_model
+from alexnet_tf.exporting import export_saved_model, read_export_settings
 from alexnet_tf.model import build_model
 from alexnet_tf.nets import TrainedNet
+from alexnet_tf.serve import threads as thread_plan
+from alexnet_tf.serve.session import SessionModel
 
 SIGNATURE = "serve_uint8"
 
@@ -42,7 +47,7 @@ def time_calls(fn, images, calls: int, warmup: int) -> list:
     for _ in range(calls):
         start = time.perf_counter()
         result = fn(images)
-        _ = {k: v.numpy() for k, v in result.items()}  # wait for the answer
+        _ = {k: np.asarray(v) for k, v in result.items()}  # the answer, as NumPy arrays
         out.append(1000 * (time.perf_counter() - start))
     return out
 
@@ -53,14 +58,16 @@ def percentile(values: list, q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def _time_signature(serve, batch: int, size: int, calls: int, warmup: int) -> dict:
-    """img/s from the mean of `calls` timed calls of `serve` on a random uint8 batch, and
+def _time_signature(serve, batch: int, size: int, calls: int, warmup: int, eager: bool) -> dict:
+    """img/s from the mean of `calls` timed calls of `serve` on a random uint8 batch (a
+    tf.Tensor for the `eager` runtime's signature, a NumPy array for a Session's), and
     their p50 / p99 latency; the first call's time on its own."""
-    images = tf.constant(np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), np.uint8))
+    images = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), np.uint8)
+    images = tf.constant(images) if eager else images
     start = time.perf_counter()
-    serve(images=images)
+    serve(images)
     first = time.perf_counter() - start
-    times = time_calls(lambda x: serve(images=x), images, calls, warmup)
+    times = time_calls(serve, images, calls, warmup)
     mean_ms = sum(times) / len(times)
     return {
         "img_per_s": round(batch * 1000 / mean_ms, 1),
@@ -82,25 +89,40 @@ def bench_export(
     calls: int = 50,
     warmup: int = 5,
     threads: int = 0,
+    runtime: str = "session",
     out: str | None = None,
 ) -> list[dict]:
     """Loads the SavedModel in `export_dir` (or exports an untrained net of `recipe`
-    first) and times its `serve_uint8` signature on uint8 batches of each `batch` size
-    (`image_size` px; with `recipe`, its resize size), `calls` timed calls after `warmup`
-    untimed ones, on `threads` TensorFlow threads (0: all cores); one JSON line per batch
-    (appended to OUT/export.jsonl with `out`), `net` naming the net in `python -m benchmarks.compare`."""
+    first, in a process of its own) and times its `serve_uint8` signature on uint8 batches
+    of each `batch` size (`image_size` px; with `recipe`, its resize size), `calls` timed
+    calls after `warmup` untimed ones, on `threads` cores (0: all); one JSON line per
+    batch (appended to OUT/export.jsonl with `out`), `net` naming the net in
+    `python -m benchmarks.compare`. `runtime`: "session", in a TensorFlow Session with the
+    threads that `alexnet_tf.serve` plans for the net on that many cores, as TF Serving and
+    the server run it (`serve.session`, `serve.threads`); "eager", tf.saved_model.load's
+    signature with TensorFlow's thread pools of `threads` threads each."""
     if bool(export_dir) == bool(recipe):
         raise ConfigError("give an EXPORT_DIR or --recipe RECIPE (an untrained net of that recipe), not both")
-    set_threads(threads)
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     with tempfile.TemporaryDirectory(prefix="alexnet_tf_bench_") as tmp:
         if recipe:
-            path, size = fresh_export(recipe, os.path.join(tmp, "1"))
+            # in a child process: the thread pools are set by the export's size before
+            # TensorFlow starts in this one
+            with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
+                path, size = child.submit(fresh_export, recipe, os.path.join(tmp, "1")).result()
             net = os.path.splitext(os.path.basename(recipe))[0]
         else:
             path, size = export_dir, image_size
         if not os.path.isdir(path):
             raise ConfigError(f"{path!r} is not a SavedModel folder")
-        serve = tf.saved_model.load(path).signatures[SIGNATURE]
+        how = _threads(path, threads, runtime)
+        if runtime == "session":
+            model = SessionModel(path, inline=how["inline"], parts=how["parts"])
+            serve = lambda images: model(SIGNATURE, {"images": images})  # noqa: E731
+        else:
+            signature = tf.saved_model.load(path).signatures[SIGNATURE]
+            serve = lambda images: signature(images=images)  # noqa: E731
         gpus = tf.config.list_logical_devices("GPU")
         device, _ = device_description(tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0"))
         results = []
@@ -111,11 +133,13 @@ def bench_export(
                 "recipe": recipe or "",
                 "export_dir": export_dir or "",
                 "signature": SIGNATURE,
+                "runtime": runtime,
                 "batch": n,
                 "dtype": "fp32",
                 "image_size": size,
-                **_time_signature(serve, n, size, calls, warmup),
+                **_time_signature(serve, n, size, calls, warmup, eager=runtime == "eager"),
                 "threads": threads or usable_cores(),
+                **how,
                 "device": device,
                 "tf_version": tf.__version__,
                 "keras_version": keras.__version__,
@@ -123,6 +147,31 @@ def bench_export(
             emit(row, out)
             results.append(row)
     return results
+
+
+RUNTIMES = ("session", "eager")
+
+
+def _threads(path: str, threads: int, runtime: str) -> dict:
+    """Sets TensorFlow's thread pools for `runtime` on `threads` cores (0: all; see
+    bench_export) before it starts; returns them for the JSON line: intra- and inter-op
+    threads (0: TensorFlow's default, all cores) and whether each call's ops run on the
+    calling thread."""
+    if runtime == "eager":
+        set_threads(threads)
+        return {"intra_op_threads": threads, "inter_op_threads": threads, "inline": False, "parts": 1}
+    cores = threads or usable_cores()
+    plan = thread_plan.plan_threads(read_export_settings(path)["multiply_adds_per_image"], cores)
+    intra, inter = plan.intra_op or threads, max(plan.inter_op, 0) or threads
+    if intra or inter:
+        thread_plan.apply(dataclasses.replace(plan, intra_op=intra, inter_op=-1 if plan.inline else inter))
+    return {
+        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+        "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+        "inline": plan.inline,
+        # one caller: a call's rows in as many parts at once as the server runs calls at once
+        "parts": plan.batch_threads,
+    }
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -134,7 +183,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, nargs="+", default=[32, 1], help="images per call")
     p.add_argument("--calls", type=int, default=50, help="timed calls per batch")
     p.add_argument("--warmup", type=int, default=5, help="untimed calls first")
-    p.add_argument("--threads", type=int, default=0, help="TensorFlow intra- and inter-op threads (0: all cores)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="cores to use (0: all): the session runtime's threads as the server plans them, the eager one's pools",
+    )
+    p.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default="session",
+        help="a TensorFlow Session, as TF Serving and alexnet_tf.serve run the export; or tf.saved_model.load's signature",
+    )
     p.add_argument(
         "--out", help="also append the JSON lines to OUT/export.jsonl (a folder; python -m benchmarks.compare reads it)"
     )

@@ -28,8 +28,9 @@ connection's requests and the admission control: head, length, queue, turns, bod
 `protocol` (HTTP/1.1's heads and answers), `routes` (a function per route, in a table),
 `inputs` (a :predict request's JSON, checked against the limits), `examples` (:classify
 and :regress), `images` (pixels read from image headers), `batching` (the queue),
-`model` (the SavedModel), `threads` (model calls at once, TensorFlow's threads per op, by
-the net's size), `command` (the command, `make_server`). docs/serving.md says
+`model` (the SavedModel), `session` (the SavedModel in a TensorFlow Session, as TF
+Serving runs it), `threads` (model calls at once, TensorFlow's threads per op, by the
+net's size), `command` (the command, `make_server`). docs/serving.md says
 what the limits bound (peak memory, measured) and what they do not, and how the server
 performs under load.
 """
@@ -46,6 +47,7 @@ _API = {
     "image_pixels": "images",
     "RequestError": "inputs",
     "Servable": "model",
+    "SessionModel": "session",
     "find_versions": "model",
     "ServeOptions": "options",
     "argument_parser": "command",

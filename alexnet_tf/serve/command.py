@@ -39,7 +39,7 @@ def make_server(export_dir: str, options: ServeOptions | None = None, **changes)
         options.inter_op_threads,
     )
     kept = threads.apply(plan)  # before the model loads: TensorFlow fixes its pools when it starts
-    servable = Servable(export_dir, options.model_name)
+    servable = Servable(export_dir, options.model_name, inline=plan.inline)
     batcher = Batcher(
         servable.run,
         servable.batchable.__getitem__,

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
-import numpy as np
 import tensorflow as tf
 
 from alexnet_tf.exporting import CLASSES_FILE, apply_export_settings
 from alexnet_tf.serve.inputs import RequestError
+from alexnet_tf.serve.session import SessionModel
 
 
 def find_versions(export_dir: str) -> dict:
@@ -33,20 +34,19 @@ def find_versions(export_dir: str) -> dict:
 class Servable:
     """The highest version under EXPORT_DIR, loaded; answers status and metadata, and runs signatures."""
 
-    def __init__(self, export_dir: str, model_name: str = "alexnet"):
+    def __init__(self, export_dir: str, model_name: str = "alexnet", inline: bool = False):
         self.model_name = model_name
         versions = find_versions(export_dir)
         self.version = max(versions)
         self.path = versions[self.version]
         self.settings = apply_export_settings(self.path)
-        self.model = tf.saved_model.load(self.path)
-        self.functions = dict(self.model.signatures)
-        if "serving_default" not in self.functions:
+        # as TF Serving runs it: in a Session, each call's ops on its own thread with `inline`
+        self.session = SessionModel(self.path, inline=inline)
+        if "serving_default" not in self.session.signature_defs:
             raise ValueError(f"{self.path} has no serving_default signature")
         # {signature: {input name: TensorSpec}}, {signature: {output name: TensorSpec}}
-        self.inputs = {k: fn.structured_input_signature[1] for k, fn in self.functions.items()}
-        self.outputs = {k: fn.structured_outputs for k, fn in self.functions.items()}
-        self.batchable = {k: _batch_major(fn) for k, fn in self.functions.items()}
+        self.inputs, self.outputs = self.session.inputs, self.session.outputs
+        self.batchable = {k: _batch_major(self.inputs[k], self.outputs[k]) for k in self.inputs}
         self._signature_defs = self._read_signature_defs()
         self._classes = _read_json(os.path.join(self.path, CLASSES_FILE))
 
@@ -100,21 +100,18 @@ class Servable:
     def run(self, signature: str, inputs: dict) -> dict:
         """{output name: array} of `signature` on `inputs` ({name: list of bytes or array});
         RequestError (400, 413) for inputs the model cannot process."""
-        tensors = {k: tf.constant(v, tf.string) if isinstance(v, list) else tf.constant(v) for k, v in inputs.items()}
         try:
-            outputs = self.functions[signature](**tensors)
+            return self.session(signature, inputs)
         except tf.errors.InvalidArgumentError as e:
             raise RequestError(400, f"could not process the input: {_first_line(e.message)}") from None
         except tf.errors.ResourceExhaustedError as e:
             raise RequestError(413, f"input too large to process: {_first_line(e.message)}") from None
-        return {k: np.asarray(v) for k, v in outputs.items()}
 
 
-def _batch_major(fn) -> bool:
+def _batch_major(inputs: dict, outputs: dict) -> bool:
     """Whether every input and output of a signature has a first dimension of any size (the
     batch), so that requests can be concatenated along it and the answers split again."""
-    specs = [*fn.structured_input_signature[1].values(), *tf.nest.flatten(fn.structured_outputs)]
-    return all(s.shape.rank and s.shape[0] is None for s in specs)
+    return all(s.shape.rank and s.shape[0] is None for s in [*inputs.values(), *outputs.values()])
 
 
 def _read_json(path: str) -> dict | None:
@@ -126,4 +123,7 @@ def _read_json(path: str) -> dict | None:
 
 
 def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else "invalid input"
+    """The line of a TensorFlow error that says what went wrong: not the Session's
+    "Graph execution error:" heading, nor the eager runtime's {{function_node ...}} prefix."""
+    lines = [line.strip() for line in text.splitlines() if line.strip() and line.strip() != "Graph execution error:"]
+    return re.sub(r"^(\{\{function_node [^}]*\}\}\s*)+", "", lines[0]) if lines else "invalid input"

@@ -38,6 +38,16 @@ def _positive(kind, zero: bool = False):
     return parse
 
 
+def _inter_op(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -2
+    if value < -1:
+        raise argparse.ArgumentTypeError(f"must be -1 (the calling thread), 0 (the plan) or more, got {text}")
+    return value
+
+
 def _port(text: str) -> int:
     if not (text.isascii() and text.isdigit()) or int(text) > 65535:
         raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535 (0: any free one), got {text}")
@@ -98,7 +108,11 @@ class ServeOptions:
         0, "threads per op (0: 1 for a small net, else all cores)", group="threads", zero=True
     )
     inter_op_threads: int = _option(
-        0, "threads running independent ops (0: TensorFlow's default, all cores)", group="threads", zero=True
+        0,
+        "threads running a call's independent ops (0: each call on its own thread for a small net, "
+        "else TensorFlow's default, all cores; -1: each call on its own thread)",
+        group="threads",
+        type=_inter_op,
     )
 
     @classmethod
