@@ -46,7 +46,7 @@ class Servable:
             raise ValueError(f"{self.path} has no serving_default signature")
         # {signature: {input name: TensorSpec}}, {signature: {output name: TensorSpec}}
         self.inputs, self.outputs = self.session.inputs, self.session.outputs
-        self.batchable = {k: _batch_major(self.inputs[k], self.outputs[k]) for k in self.inputs}
+        self.batchable = self.session.batch_major
         self._signature_defs = self._read_signature_defs()
         self._classes = _read_json(os.path.join(self.path, CLASSES_FILE))
 
@@ -106,12 +106,6 @@ class Servable:
             raise RequestError(400, f"could not process the input: {_first_line(e.message)}") from None
         except tf.errors.ResourceExhaustedError as e:
             raise RequestError(413, f"input too large to process: {_first_line(e.message)}") from None
-
-
-def _batch_major(inputs: dict, outputs: dict) -> bool:
-    """Whether every input and output of a signature has a first dimension of any size (the
-    batch), so that requests can be concatenated along it and the answers split again."""
-    return all(s.shape.rank and s.shape[0] is None for s in [*inputs.values(), *outputs.values()])
 
 
 def _read_json(path: str) -> dict | None:

@@ -59,8 +59,9 @@ class SessionModel:
             if inline:
                 options.run_options.inter_op_thread_pool = -1
             self._callables[name] = (feeds, fetches, self.session._make_callable_from_options(options))
-        # signatures whose every input and output has the batch first: rows may be split
-        self._splittable = {
+        # {signature: whether its every input and output has the batch first}: requests may
+        # share a call along it, and a call's rows may be split
+        self.batch_major = {
             k: all(s.shape.rank and s.shape[0] is None for s in [*self.inputs[k].values(), *self.outputs[k].values()])
             for k in self.signature_defs
         }
@@ -76,7 +77,7 @@ class SessionModel:
         bytes for a string input}); TensorFlow's errors (tf.errors.*) as they come."""
         feeds, fetches, call = self._callables[signature]
         values = [_feed(inputs[k]) for k in feeds]
-        rows = {len(v) for v in values} if self._splittable[signature] else set()
+        rows = {len(v) for v in values} if self.batch_major[signature] else set()
         parts = min(self.parts, *rows) if len(rows) == 1 else 1
         if parts <= 1:
             return dict(zip(fetches, call(*values)))
