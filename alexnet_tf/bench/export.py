@@ -162,9 +162,8 @@ def _threads(path: str, threads: int, runtime: str) -> dict:
         return {"intra_op_threads": threads, "inter_op_threads": threads, "inline": False, "parts": 1}
     cores = threads or usable_cores()
     plan = thread_plan.plan_threads(read_export_settings(path)["multiply_adds_per_image"], cores)
-    intra, inter = plan.intra_op or threads, max(plan.inter_op, 0) or threads
-    if intra or inter:
-        thread_plan.apply(dataclasses.replace(plan, intra_op=intra, inter_op=-1 if plan.inline else inter))
+    # on --threads cores: what the plan leaves to TensorFlow's default gets that many
+    thread_plan.apply(dataclasses.replace(plan, intra_op=plan.intra_op or threads, inter_op=plan.inter_op or threads))
     return {
         "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
         "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),

@@ -7,6 +7,7 @@ import os
 import re
 
 import tensorflow as tf
+from google.protobuf import json_format
 
 from alexnet_tf.exporting import CLASSES_FILE, apply_export_settings
 from alexnet_tf.serve.inputs import RequestError
@@ -47,18 +48,12 @@ class Servable:
         # {signature: {input name: TensorSpec}}, {signature: {output name: TensorSpec}}
         self.inputs, self.outputs = self.session.inputs, self.session.outputs
         self.batchable = self.session.batch_major
-        self._signature_defs = self._read_signature_defs()
+        # every SignatureDef, the loader's own too, as TF Serving's metadata lists them
+        self._signature_defs = {
+            k: json_format.MessageToDict(v, preserving_proto_field_name=True)
+            for k, v in self.session.meta_graph.signature_def.items()
+        }
         self._classes = _read_json(os.path.join(self.path, CLASSES_FILE))
-
-    def _read_signature_defs(self) -> dict:
-        from google.protobuf import json_format
-        from tensorflow.core.protobuf import saved_model_pb2
-
-        proto = saved_model_pb2.SavedModel()
-        with open(os.path.join(self.path, "saved_model.pb"), "rb") as f:
-            proto.ParseFromString(f.read())
-        defs = proto.meta_graphs[0].signature_def
-        return {k: json_format.MessageToDict(v, preserving_proto_field_name=True) for k, v in defs.items()}
 
     def check_model(self, name: str, version: str | None, label: str | None = None) -> None:
         """Raises 404 unless NAME (and VERSION, if given) is the model served. TF Serving's

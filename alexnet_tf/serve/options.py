@@ -42,8 +42,8 @@ def _inter_op(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        value = -2
-    if value < -1:
+        value = None
+    if value is None or value < -1:
         raise argparse.ArgumentTypeError(f"must be -1 (the calling thread), 0 (the plan) or more, got {text}")
     return value
 

@@ -38,10 +38,10 @@ class SessionModel:
         graph = tf.Graph()
         self.session = tf.compat.v1.Session(graph=graph)
         with graph.as_default(), _without_deprecation_notes():
-            meta_graph = tf.compat.v1.saved_model.loader.load(self.session, [tf.saved_model.SERVING], path)
+            self.meta_graph = tf.compat.v1.saved_model.loader.load(self.session, [tf.saved_model.SERVING], path)
         self.inline = inline
         # the signatures callers run: not the loader's own (__saved_model_init_op)
-        self.signature_defs = {k: v for k, v in meta_graph.signature_def.items() if not k.startswith("__")}
+        self.signature_defs = {k: v for k, v in self.meta_graph.signature_def.items() if not k.startswith("__")}
         # {signature: {name: tf.TensorSpec}} of its inputs and of its outputs
         self.inputs = {k: _specs(d.inputs) for k, d in self.signature_defs.items()}
         self.outputs = {k: _specs(d.outputs) for k, d in self.signature_defs.items()}
