@@ -14,7 +14,7 @@ from tensorflow.core.example import example_pb2
 
 from alexnet_tf.serve import ROUTES, RequestError, ServeOptions, argument_parser, examples, protocol, route, routes
 from alexnet_tf.serve.images import _jpeg_size, _pillow_size
-from alexnet_tf.serve.inputs import InputLimits
+from alexnet_tf.serve.inputs import ORJSON_MAX_BODY, InputLimits, parse_json
 
 LIMITS = InputLimits(max_batch=4, max_pixels=3_000, max_request_pixels=5_000)
 
@@ -303,6 +303,18 @@ def outcome(read, data):
         return read(data)[:2]
     except ValueError:
         return "refused"
+
+
+def test_dense_json_is_refused_before_it_is_parsed():
+    # Bodies denser in arrays and objects than pixels ("[0,0,0],", one in 8 bytes) would
+    # build a Python list or dict every few bytes: 400 before parsing, by orjson or json.
+    for n in (1000, ORJSON_MAX_BODY // 5):
+        with pytest.raises(RequestError, match="arrays and objects") as e:
+            parse_json(b'{"instances": [' + b"[[]]," * n + b"[]]}")
+        assert e.value.status == 400
+    for n in (1000, ORJSON_MAX_BODY // 8):
+        pixels = b'{"instances": [[' + b"[0,0,0]," * n + b"[0,0,0]]]}"
+        assert len(parse_json(pixels)["instances"][0]) == n + 1
 
 
 def test_jpeg_sizes_are_read_as_pillow_reads_them():

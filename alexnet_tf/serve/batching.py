@@ -103,7 +103,7 @@ class Batcher:
             self._images += job.size
             self._bytes += job.nbytes
             self._queue.append(pending)
-            self._cond.notify_all()
+            self._cond.notify()  # one worker: every waiting one would take the same oldest request
         return pending
 
     def close(self) -> None:
@@ -123,7 +123,8 @@ class Batcher:
                     self._calls -= 1
                     self._calling_pixels -= sum(p.job.pixels for p in batch)
                     self._calling_bytes -= sum(p.job.nbytes for p in batch)
-                    self._cond.notify_all()  # a worker may be waiting for this call's room
+                    if self._queue:  # a worker may be waiting for this call's room (none waits on an empty queue)
+                        self._cond.notify_all()
                 for p in batch:
                     p.done(p)
 

@@ -34,6 +34,7 @@ BMP_INFO_HEADER = 40  # BITMAPINFOHEADER and its successors: width, height as in
 JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 JPEG_NO_LENGTH = frozenset({0xC8, *range(0xD0, 0xDA), *range(0xF0, 0xFE)})
 JPEG_SOS = 0xDA
+_U16, _SOF_SIZE = struct.Struct(">H"), struct.Struct(">HH")  # a segment's length; a frame's height, width
 MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF8", "GIF"), (b"BM", "BMP"))
 
 
@@ -87,7 +88,9 @@ def _jpeg_size(data: bytes) -> tuple[int, int, int]:
     pos, end, size = 2, len(data), None  # after SOI
     while pos < end:
         if data[pos] != 0xFF:  # junk between segments
-            pos += 1
+            pos = data.find(b"\xff", pos + 1)
+            if pos < 0:
+                break
             continue
         if pos + 1 >= end:
             break
@@ -100,7 +103,7 @@ def _jpeg_size(data: bytes) -> tuple[int, int, int]:
         if marker in JPEG_NO_LENGTH:
             pos += 2
             continue
-        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        length = _U16.unpack_from(data, pos + 2)[0] if pos + 4 <= end else -1
         if length < 2 or pos + 2 + length > end:
             raise ValueError("a JPEG whose header cannot be read (a truncated segment)")
         if marker == JPEG_SOS:
@@ -108,10 +111,7 @@ def _jpeg_size(data: bytes) -> tuple[int, int, int]:
         if marker in JPEG_SOF:
             if length < 8 or data[pos + 4] != 8 or data[pos + 9] not in (1, 3, 4):
                 raise ValueError("a JPEG whose frame header is not of 8-bit, 1, 3 or 4 channels")
-            height, width = (
-                int.from_bytes(data[pos + 5 : pos + 7], "big"),
-                int.from_bytes(data[pos + 7 : pos + 9], "big"),
-            )
+            height, width = _SOF_SIZE.unpack_from(data, pos + 5)
             size = width, height
         pos += 2 + length
     if size is None:

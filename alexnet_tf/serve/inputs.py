@@ -200,8 +200,9 @@ def request_pixels_message(pixels: int, limits: InputLimits) -> str:
 def _image_bytes(name: str, value: list, limits: InputLimits) -> tuple[list, int]:
     items, total = [], 0
     for i, v in enumerate(value):
-        v = b64_bytes(v, f"{name}[{i}]")
-        total += image_size(v, f"{name}[{i}]", limits)
+        path = f"{name}[{i}]"
+        v = b64_bytes(v, path)
+        total += image_size(v, path, limits)
         if total > limits.max_request_pixels:
             raise RequestError(413, request_pixels_message(total, limits))
         items.append(v)
@@ -242,4 +243,6 @@ def _text(value):
     """Nested lists of bytes as nested lists of str."""
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
+    if value and isinstance(value[0], bytes):  # the innermost lists, a call for each string spared
+        return [v.decode("utf-8", "replace") for v in value]
     return [_text(v) for v in value]
