@@ -199,3 +199,48 @@ def test_calls_at_once_hold_at_most_max_pixels_together(share, together):
         thread.join(30)
     batcher.close()
     assert most[0] == (2 if together else 1) and batcher.waiting() == 0
+
+
+@pytest.mark.parametrize("wait", [0.0, 0.002])
+def test_many_submitters_all_get_their_own_rows(wait):
+    """Three workers, requests of two signatures and three shapes from 24 threads at once:
+    every request gets its own rows (nothing lost, no worker left asleep while requests
+    wait), and calls run side by side."""
+    active, most, lock = [0], [0], threading.Lock()
+
+    def model(signature, inputs):
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        time.sleep(0.001)
+        with lock:
+            active[0] -= 1
+        x = inputs["images"]
+        return {"n": np.array([len(b) for b in x]) if isinstance(x, list) else x.reshape(len(x), -1).sum(axis=1)}
+
+    batcher = Batcher(model, batch_size=8, wait=wait, threads=3)
+    rng = np.random.default_rng(0)
+    jobs = [
+        bytes_job([b"x" * int(n) for n in rng.integers(1, 50, rng.integers(1, 4))])
+        if i % 3 == 0
+        else image_job(rng.integers(0, 256, (int(rng.integers(1, 4)), 2 + i % 3, 2, 3), dtype=np.uint8))
+        for i in range(240)
+    ]
+    results = [None] * len(jobs)
+
+    def submit(first):
+        for i in range(first, len(jobs), 24):
+            results[i] = batcher.submit(jobs[i])["n"]
+
+    threads = [threading.Thread(target=submit, args=(t,)) for t in range(24)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not any(thread.is_alive() for thread in threads)
+    for job, got in zip(jobs, results):
+        x = job.inputs["images"]
+        want = [len(b) for b in x] if isinstance(x, list) else x.reshape(len(x), -1).sum(axis=1)
+        np.testing.assert_array_equal(got, want)
+    assert most[0] > 1 and batcher.waiting() == 0
+    batcher.close()
