@@ -234,10 +234,12 @@ def test_many_submitters_all_get_their_own_rows(wait):
 
     threads = [threading.Thread(target=submit, args=(t,)) for t in range(24)]
     for thread in threads:
+        thread.daemon = True
         thread.start()
+    deadline = time.monotonic() + 30
     for thread in threads:
-        thread.join(60)
-    assert not any(thread.is_alive() for thread in threads)
+        thread.join(max(deadline - time.monotonic(), 0))
+    assert not any(thread.is_alive() for thread in threads), "requests left waiting"
     for job, got in zip(jobs, results):
         x = job.inputs["images"]
         want = [len(b) for b in x] if isinstance(x, list) else x.reshape(len(x), -1).sum(axis=1)
