@@ -19,9 +19,16 @@ def bytes_job(items: list, signature: str = "serving_default") -> Job:
     return Job(signature, {"images": items}, len(items), sum(map(len, items)), 100 * len(items), rows=True)
 
 
+def row_answers(x) -> np.ndarray:
+    """A row's answer: the sum of a uint8 image, or the length of a byte string."""
+    if isinstance(x, list):
+        return np.array([len(b) for b in x])
+    return x.reshape(len(x), -1).sum(axis=1, dtype=np.int64)
+
+
 class Model:
-    """Answers per row (the sum of a uint8 image, or the length of a byte string) and
-    records each call; holds every call until `release` is set."""
+    """Answers per row (`row_answers`) and records each call; holds every call until
+    `release` is set."""
 
     def __init__(self):
         self.calls, self.entered, self.release = [], threading.Event(), threading.Event()
@@ -31,11 +38,26 @@ class Model:
         self.release.wait(30)
         x = inputs["images"]
         self.calls.append((signature, len(x)))
-        if isinstance(x, list):
-            if b"bad" in x:
-                raise RequestError(400, "could not process the input")
-            return {"n": np.array([len(b) for b in x])}
-        return {"n": x.reshape(len(x), -1).sum(axis=1, dtype=np.int64)}
+        if isinstance(x, list) and b"bad" in x:
+            raise RequestError(400, "could not process the input")
+        return {"n": row_answers(x)}
+
+
+class Overlap:
+    """`model` counting its calls at once: `active` now, `most` at any time."""
+
+    def __init__(self, model):
+        self.model, self.active, self.most, self.lock = model, 0, 0, threading.Lock()
+
+    def __call__(self, signature: str, inputs: dict) -> dict:
+        with self.lock:
+            self.active += 1
+            self.most = max(self.most, self.active)
+        try:
+            return self.model(signature, inputs)
+        finally:
+            with self.lock:
+                self.active -= 1
 
 
 def submit_all(batcher: Batcher, jobs: list, model: Model) -> list:
@@ -172,17 +194,8 @@ def test_calls_at_once_hold_at_most_max_pixels_together(share, together):
     """Two workers: two requests of 30% of max_pixels each run at once; of 60% each, the
     second waits for the first call to end though a worker is free (the memory of the
     calls at once stays that of one)."""
-    active, most, lock, release = [0], [0], threading.Lock(), threading.Event()
-
-    def model(signature, inputs):
-        with lock:
-            active[0] += 1
-            most[0] = max(most[0], active[0])
-        release.wait(30)
-        with lock:
-            active[0] -= 1
-        return {"n": np.zeros(len(inputs["images"]))}
-
+    release = threading.Event()
+    model = Overlap(lambda signature, inputs: release.wait(30) and {"n": np.zeros(len(inputs["images"]))})
     batcher = Batcher(model, batch_size=1, max_pixels=1000, threads=2)
     pixels = int(share * 1000)
     jobs = [Job("serving_default", {"images": [b"x"]}, 1, 1, pixels, rows=True) for _ in range(2)]
@@ -190,15 +203,15 @@ def test_calls_at_once_hold_at_most_max_pixels_together(share, together):
     for thread in threads:
         thread.start()
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and active[0] + batcher.waiting() < 2:
+    while time.monotonic() < deadline and model.active + batcher.waiting() < 2:
         time.sleep(0.001)
     time.sleep(0.2)  # time for a free worker to take the second request, if it may
-    assert (active[0], batcher.waiting()) == ((2, 0) if together else (1, 1))
+    assert (model.active, batcher.waiting()) == ((2, 0) if together else (1, 1))
     release.set()
     for thread in threads:
         thread.join(30)
     batcher.close()
-    assert most[0] == (2 if together else 1) and batcher.waiting() == 0
+    assert model.most == (2 if together else 1) and batcher.waiting() == 0
 
 
 @pytest.mark.parametrize("wait", [0.0, 0.002])
@@ -206,18 +219,7 @@ def test_many_submitters_all_get_their_own_rows(wait):
     """Three workers, requests of two signatures and three shapes from 24 threads at once:
     every request gets its own rows (nothing lost, no worker left asleep while requests
     wait), and calls run side by side."""
-    active, most, lock = [0], [0], threading.Lock()
-
-    def model(signature, inputs):
-        with lock:
-            active[0] += 1
-            most[0] = max(most[0], active[0])
-        time.sleep(0.001)
-        with lock:
-            active[0] -= 1
-        x = inputs["images"]
-        return {"n": np.array([len(b) for b in x]) if isinstance(x, list) else x.reshape(len(x), -1).sum(axis=1)}
-
+    model = Overlap(lambda signature, inputs: time.sleep(0.001) or {"n": row_answers(inputs["images"])})
     batcher = Batcher(model, batch_size=8, wait=wait, threads=3)
     rng = np.random.default_rng(0)
     jobs = [
@@ -241,8 +243,6 @@ def test_many_submitters_all_get_their_own_rows(wait):
         thread.join(max(deadline - time.monotonic(), 0))
     assert not any(thread.is_alive() for thread in threads), "requests left waiting"
     for job, got in zip(jobs, results):
-        x = job.inputs["images"]
-        want = [len(b) for b in x] if isinstance(x, list) else x.reshape(len(x), -1).sum(axis=1)
-        np.testing.assert_array_equal(got, want)
-    assert most[0] > 1 and batcher.waiting() == 0
+        np.testing.assert_array_equal(got, row_answers(job.inputs["images"]))
+    assert model.most > 1 and batcher.waiting() == 0
     batcher.close()
