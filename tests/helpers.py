@@ -154,10 +154,21 @@ def workers(workdir, sets, n=2):
     ]
 
 
+def event_files(folder):
+    """The event files of one TensorBoard run folder, in the order they were begun: their
+    names end in seconds, host, process and a count of writers, in decimal, so they are
+    sorted by those numbers ("....10.v2" after "....9.v2"), not as text."""
+
+    def numbers_first(path):
+        return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in os.path.basename(path).split(".")]
+
+    return sorted(glob.glob(os.path.join(folder, "events.out.tfevents.*")), key=numbers_first)
+
+
 def summaries(folder):
     """{tag: [(step, value proto)]} of the event files in one TensorBoard run folder."""
     out = {}
-    for path in sorted(glob.glob(os.path.join(folder, "events.out.tfevents.*"))):
+    for path in event_files(folder):
         for record in tf.data.TFRecordDataset(path):
             event = tf.compat.v1.Event.FromString(record.numpy())
             for value in event.summary.value:

@@ -11,6 +11,7 @@ import re
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import event_files
 from test_faults import _train, fill, small_disk  # noqa: F401 (small_disk: the fixture)
 
 from alexnet_tf.checkpoints import disk_full_stops_run
@@ -22,7 +23,7 @@ def events(workdir, name="train"):
     """(step, tag, value) of every scalar event in tb/NAME, read with TFRecordDataset,
     which raises DataLossError on a record cut short."""
     out = []
-    for path in sorted(glob.glob(os.path.join(workdir, "tb", name, "events.out.tfevents.*"))):
+    for path in event_files(os.path.join(workdir, "tb", name)):
         for record in tf.data.TFRecordDataset(path):
             event = tf.compat.v1.Event.FromString(record.numpy())
             for v in event.summary.value:
